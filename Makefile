@@ -1,0 +1,40 @@
+# make demo  — install what is missing, build, run the built-in demo job
+# make test  — the whole test suite (release build: the numerics are heavy)
+# make bench — the fusion benchmarks; writes Benchmarks/results/latest.md
+SWIFT ?= swift
+DEPS := libopenblas-dev libomp-dev pkg-config
+RELEASE := .build/release
+# One flag set for every target so demo, test and bench share one build (tests use @testable).
+BUILD := -c release -Xswiftc -enable-testing
+
+.PHONY: deps build demo test bench plan-picture clean
+
+deps:
+	@missing=""; for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build $(BUILD) --product qlora
+
+demo: build
+	$(RELEASE)/qlora demo
+
+test: deps
+	$(SWIFT) build $(BUILD) --build-tests
+	$(SWIFT) test $(BUILD) --skip-build --disable-swift-testing
+
+bench: deps
+	$(SWIFT) build $(BUILD) --product qlora-bench
+	$(RELEASE)/qlora-bench --output Benchmarks/results/latest.md
+
+# The picture of the optimized llama-mlp plan shown in README (needs graphviz).
+plan-picture: build
+	@command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq graphviz)
+	$(RELEASE)/qlora dump Graphs/llama-mlp.json --stage optimized --format dot > docs/llama-mlp.dot
+	dot -Tsvg docs/llama-mlp.dot -o docs/llama-mlp.svg
+
+clean:
+	rm -rf .build

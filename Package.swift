@@ -1,0 +1,33 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Kernels are C with OpenMP. SIMD paths are selected at run time (cpu_features.c), so no
+// -march flag is ever passed: the same binary runs on AVX-512, AVX2 and plain x86-64.
+let kernelFlags: [CSetting] = [.unsafeFlags(["-fopenmp", "-O3"])]
+
+let package = Package(
+    name: "QLoRA",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "QLoRA", targets: ["QLoRA"]),
+        .executable(name: "qlora", targets: ["qlora"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "CQLoRAKernels", dependencies: ["COpenBLAS"],
+                path: "Sources/CQLoRAKernels",
+                cSettings: kernelFlags,
+                linkerSettings: [.linkedLibrary("omp5"), .linkedLibrary("m")]),
+        .target(name: "QLoRA", dependencies: ["CQLoRAKernels", "COpenBLAS"], path: "Sources/QLoRA"),
+        .executableTarget(name: "qlora",
+                          dependencies: ["QLoRA", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "Sources/qlora"),
+        .executableTarget(name: "qlora-bench", dependencies: ["QLoRA", "CQLoRAKernels", "COpenBLAS"],
+                          path: "Benchmarks/Sources"),
+        .testTarget(name: "QLoRATests", dependencies: ["QLoRA", "CQLoRAKernels"], path: "Tests/QLoRATests"),
+    ]
+)

@@ -1,0 +1,101 @@
+// CQLoRAKernels: the C + OpenMP kernels behind QLoRA. Plain C, no knowledge of Swift or graphs.
+// Every kernel takes an explicit thread count; results never depend on it (work is split over
+// independent output elements, reductions run in a fixed order).
+#pragma once
+#include <stdint.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- cpu_features.c -------------------------------------------------------------------
+typedef enum { CQ_ISA_PORTABLE = 0, CQ_ISA_AVX2 = 1, CQ_ISA_AVX512 = 2 } cq_isa;
+/// The best SIMD level this CPU supports (cpuid, once). QLORA_ISA=portable|avx2|avx512 caps it.
+cq_isa cq_detect_isa(void);
+/// Overrides the detected level (tests use it to check every path); returns the level in force.
+cq_isa cq_set_isa(cq_isa isa);
+const char *cq_isa_name(cq_isa isa);
+int cq_cpu_has_avx512_bf16(void);
+
+// ---- quant.c: bitsandbytes-exact blockwise 4-bit quantization --------------------------
+typedef enum { CQ_NF4 = 0, CQ_FP4 = 1 } cq_quant_type;
+
+/// The 16-entry codebook (bnb get_4bit_type) for a quant type.
+const float *cq_codebook(cq_quant_type type);
+
+/// Quantizes n floats in flat blocks of block_size (last block may be partial).
+/// packed: (n+1)/2 bytes, element 2i in the HIGH nibble; absmax: ceil(n/block_size) floats.
+/// Returns -1 and sets *bad_index when a value is NaN/Inf (nothing else is written reliably).
+int cq_quantize_4bit(const float *w, int64_t n, int32_t block_size, cq_quant_type type,
+                     uint8_t *packed, float *absmax, int64_t *bad_index, int threads);
+
+/// bnb 8-bit double quantization of the absmax vector: offset = mean (double accumulation,
+/// rounded to f32), then blockwise (block_size2, 256) dynamic-code quantization of absmax-offset.
+/// code2: 256 floats written (bnb's signed dynamic map); qabsmax: nblocks bytes; absmax2:
+/// ceil(nblocks/block_size2) floats.
+void cq_double_quantize(const float *absmax, int64_t nblocks, int32_t block_size2,
+                        float *code2, uint8_t *qabsmax, float *absmax2, float *offset);
+
+/// absmax'[i] = code2[qabsmax[i]] * absmax2[i / block_size2] + offset (f32 multiply, f32 add).
+void cq_double_dequantize(const uint8_t *qabsmax, int64_t nblocks, int32_t block_size2,
+                          const float *code2, const float *absmax2, float offset, float *absmax_out);
+
+/// A 4-bit weight as the kernels see it: [rows, cols] row-major, flat blocks.
+/// Exactly one of `absmax` (plain statistics) or `qabsmax` (double quant) is non-NULL.
+typedef struct {
+    const uint8_t *packed;     // (rows*cols + 1) / 2 bytes
+    int64_t rows, cols;        // out_features, in_features
+    int32_t block_size;
+    const float *codebook;     // 16 entries
+    const float *absmax;       // plain: one f32 per block
+    const uint8_t *qabsmax;    // double quant: one u8 per block
+    const float *code2;        // double quant: 256-entry code
+    const float *absmax2;      // double quant: one f32 per block_size2 blocks
+    float offset;              // double quant offset
+    int32_t block_size2;       // double quant block size (256)
+} cq_qweight;
+
+/// Dequantizes the whole weight to f32 [rows, cols]: out[j] = codebook[q[j]] * absmax[j / bs].
+void cq_dequantize_4bit(const cq_qweight *w, float *out, int threads);
+
+/// Dequantizes rows [row0, row0+nrows) into out [nrows, cols] (used by panel-wise kernels).
+void cq_dequantize_rows(const cq_qweight *w, int64_t row0, int64_t nrows, float *out);
+
+// ---- fused_linear.c / gemv.c: y = x·Wᵀ + scaling·(x·Aᵀ)·Bᵀ + bias -------------------
+/// Fused on-the-fly QLoRA linear. x [M, K], W 4-bit [N, K], A [r, K], B [N, r], bias [N] or
+/// NULL, y [M, N]. r may be 0 (no LoRA; A, B ignored). scratch: at least
+/// cq_fused_linear_scratch_bytes(M, N, K, r, threads) bytes, 64-byte aligned, owned by the caller.
+/// M == 1 takes the GEMV path that reads nibbles directly.
+size_t cq_fused_linear_scratch_bytes(int64_t M, int64_t N, int64_t K, int32_t r, int threads);
+void cq_fused_linear(const float *x, int64_t M, const cq_qweight *w,
+                     const float *A, const float *B, int32_t r, float scaling,
+                     const float *bias, float *y, void *scratch, int threads);
+
+/// Cached-mode linear on an f32 weight W [N, K] (OpenBLAS SGEMM / SGEMV) with the same LoRA
+/// epilogue. scratch: cq_dense_linear_scratch_bytes(M, N, r) bytes.
+size_t cq_dense_linear_scratch_bytes(int64_t M, int64_t N, int32_t r);
+void cq_dense_linear(const float *x, int64_t M, const float *W, int64_t N, int64_t K,
+                     const float *A, const float *B, int32_t r, float scaling,
+                     const float *bias, float *y, void *scratch, int threads);
+
+/// Plain y[M,N] = x[M,K]·W[N,K]ᵀ (OpenBLAS), the unfused matmul node.
+void cq_matmul_nt(const float *x, int64_t M, const float *W, int64_t N, int64_t K, float *y, int threads);
+
+// ---- elementwise.c --------------------------------------------------------------------
+void cq_add(const float *a, const float *b, float *out, int64_t n, int threads);
+void cq_mul(const float *a, const float *b, float *out, int64_t n, int threads);
+/// out[i, j] = a[i, j] + row[j] (bias broadcast over rows of width n)
+void cq_add_row(const float *a, const float *row, float *out, int64_t rows, int64_t n, int threads);
+void cq_scale(const float *a, float s, float *out, int64_t n, int threads);
+void cq_silu(const float *a, float *out, int64_t n, int threads);
+void cq_gelu(const float *a, float *out, int64_t n, int threads);   // tanh approximation off: erf form
+void cq_relu(const float *a, float *out, int64_t n, int threads);
+/// out = silu(a) * b (the SwiGLU gate)
+void cq_silu_mul(const float *a, const float *b, float *out, int64_t n, int threads);
+/// RMSNorm over rows of width n: out = a / sqrt(mean(a²) + eps) * weight
+void cq_rmsnorm(const float *a, const float *weight, float eps, float *out, int64_t rows, int64_t n, int threads);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,40 @@
+/// Every failure the library reports. Each message says what went wrong and where.
+public enum QLoraError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A configuration value is out of range (`field`, the reason).
+    case invalidConfig(field: String, reason: String)
+    /// A shape disagrees with what the operation needs.
+    case shapeMismatch(context: String, expected: [Int], actual: [Int])
+    /// Quantization could not proceed (NaN/Inf, bad block size, inconsistent state).
+    case quantization(tensor: String, reason: String)
+    /// A file is not what it claims to be: `field` names the tensor, JSON path or header field.
+    case malformedFile(file: String, field: String, reason: String)
+    /// Reading or writing a file failed.
+    case io(file: String, reason: String)
+    /// The request is valid but not supported (yet).
+    case unsupported(String)
+    /// An argument is invalid (unknown input name, missing input, bad graph).
+    case invalidArgument(String)
+
+    public var description: String {
+        switch self {
+        case let .invalidConfig(field, reason):
+            return "invalid configuration: \(field): \(reason)"
+        case let .shapeMismatch(context, expected, actual):
+            return "shape mismatch in \(context): expected \(expected), got \(actual)"
+        case let .quantization(tensor, reason):
+            return "quantization of '\(tensor)' failed: \(reason)"
+        case let .malformedFile(file, field, reason):
+            return "malformed file \(file): \(field): \(reason)"
+        case let .io(file, reason):
+            return "I/O error on \(file): \(reason)"
+        case let .unsupported(what):
+            return "unsupported: \(what)"
+        case let .invalidArgument(what):
+            return "invalid argument: \(what)"
+        }
+    }
+}
+
+extension QLoraError: CustomDebugStringConvertible {
+    public var debugDescription: String { description }
+}

@@ -1,0 +1,2 @@
+import QLoRA
+print("qlora")
