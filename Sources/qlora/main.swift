@@ -1,2 +1,0 @@
-import QLoRA
-print("qlora")
