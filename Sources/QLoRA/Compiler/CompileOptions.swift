@@ -1,0 +1,24 @@
+/// Where a 4-bit weight is turned into f32.
+public enum ExecutionMode: String, Sendable, Codable, CaseIterable {
+    /// Dequantize tile by tile inside the fused kernel; memory-optimal; the training mode.
+    case onTheFly = "on-the-fly"
+    /// Dequantize once at compile time into a persistent f32 copy and use OpenBLAS SGEMM.
+    case cached
+    /// Choose per linear node from the cost model (`CostModel`).
+    case auto
+}
+
+/// How `Graph.compile` builds a plan.
+public struct CompileOptions: Sendable, Equatable {
+    public var mode: ExecutionMode
+    /// Threads the kernels use; results are bitwise identical for any count.
+    public var threads: Int
+    /// Fuse dequantize→matmul→LoRA→add→bias into one kernel; `false` gives the unfused reference plan.
+    public var fusion: Bool
+
+    public init(mode: ExecutionMode = .onTheFly, threads: Int = Runtime.defaultThreads, fusion: Bool = true) {
+        self.mode = mode
+        self.threads = threads
+        self.fusion = fusion
+    }
+}

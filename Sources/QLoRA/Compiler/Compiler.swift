@@ -1,0 +1,43 @@
+/// The pass pipeline, top to bottom. Each pass reads the IR and returns a rewritten one; the
+/// last two produce the memory plan and the immutable `ExecutablePlan`.
+enum Compiler {
+    static func compile(_ recorded: IRGraph, options: CompileOptions) throws -> ExecutablePlan {
+        guard options.threads >= 1, options.threads <= 1024 else {
+            throw QLoraError.invalidArgument("CompileOptions.threads must be in 1...1024, got \(options.threads)")
+        }
+        var g = recorded
+        try VerifyPass.run(g)
+        g = DeadCodeElimination.run(g)
+        if options.fusion {
+            g = FusionPass.run(g)
+            g = DeadCodeElimination.run(g)
+        }
+        let lowered = ModeLowering.run(g, mode: options.mode, model: CostModel.default(threads: options.threads))
+        g = DeadCodeElimination.run(lowered.graph)
+        try VerifyPass.run(g)
+        let memory = MemoryPlanner.run(g, threads: options.threads)
+        return Scheduler.run(g, memory: memory, options: options, decisions: lowered.decisions)
+    }
+
+    /// The optimized IR (after fusion and mode lowering), for printers.
+    static func optimize(_ recorded: IRGraph, options: CompileOptions) throws -> IRGraph {
+        var g = recorded
+        try VerifyPass.run(g)
+        g = DeadCodeElimination.run(g)
+        if options.fusion { g = DeadCodeElimination.run(FusionPass.run(g)) }
+        return DeadCodeElimination.run(ModeLowering.run(g, mode: options.mode,
+                                                        model: CostModel.default(threads: options.threads)).graph)
+    }
+}
+
+extension Graph {
+    /// Verifies, optimizes and plans the graph into an immutable, reusable `ExecutablePlan`.
+    public func compile(_ options: CompileOptions = CompileOptions()) throws -> ExecutablePlan {
+        try Compiler.compile(snapshot, options: options)
+    }
+
+    /// The IR after the passes (fusion, mode lowering, dead code), as text.
+    public func optimizedText(_ options: CompileOptions = CompileOptions()) throws -> String {
+        GraphPrinter.text(try Compiler.optimize(snapshot, options: options))
+    }
+}

@@ -1,0 +1,107 @@
+import CQLoRAKernels
+
+/// Pass 5: where every value lives.
+/// - Parameters, 4-bit weights and cached f32 weights are persistent (owned by storages).
+/// - Inputs, intermediates and outputs share one arena: each buffer's lifetime is the interval from
+///   the step that defines it to its last use (inputs from before the first step, outputs to the end);
+///   buffers are placed largest first at the best-fitting gap among the buffers whose lifetimes
+///   overlap (greedy by size, as XLA and TVM do). A reshape aliases its operand's buffer.
+/// - Kernel scratch is one region after the buffers, sized for the hungriest step (steps run one at a time).
+struct MemoryPlan: Sendable {
+    struct Buffer: Sendable {
+        var node: Int
+        var offset: Int
+        var bytes: Int
+        /// Step time of definition (0 = before the first step) and of last use (inclusive).
+        var start: Int
+        var end: Int
+    }
+    var refs: [BufferRef?]
+    var buffers: [Buffer]
+    var parameters: [ParameterStorage]
+    var weights: [QuantizedWeightStorage]
+    var cachedWeights: [QuantizedWeightStorage]
+    var scratchOffset: Int
+    var scratchBytes: Int
+    var arenaBytes: Int { scratchOffset + scratchBytes }
+}
+
+enum MemoryPlanner {
+    static let alignment = 64
+
+    static func run(_ g: IRGraph, threads: Int) -> MemoryPlan {
+        var refs = [BufferRef?](repeating: nil, count: g.nodes.count)
+        var root = Array(0..<g.nodes.count)           // alias root of each node (reshape → operand)
+        var parameters: [ParameterStorage] = [], weights: [QuantizedWeightStorage] = [], cached: [QuantizedWeightStorage] = []
+        var time = [Int](repeating: 0, count: g.nodes.count)
+        var step = 0
+        for n in g.nodes {
+            switch n.op {
+            case let .parameter(p): refs[n.id] = .parameter(parameters.count); parameters.append(p)
+            case let .quantizedWeight(w): refs[n.id] = .weight(weights.count); weights.append(w)
+            case let .cachedWeight(w): refs[n.id] = .cached(cached.count); cached.append(w)
+            case .input: time[n.id] = 0
+            case .reshape: root[n.id] = root[n.operands[0]]; time[n.id] = time[n.operands[0]]
+            default: step += 1; time[n.id] = step
+            }
+        }
+        let endOfPlan = step + 1
+        // Last use of every alias root.
+        var lastUse = time
+        for n in g.nodes where !n.op.isLeaf {
+            for o in n.operands { lastUse[root[o]] = max(lastUse[root[o]], time[n.id]) }
+        }
+        for o in g.outputs { lastUse[root[o.node]] = endOfPlan }
+        // The arena buffers: inputs and computing nodes that are their own root.
+        var buffers: [MemoryPlan.Buffer] = []
+        for n in g.nodes where root[n.id] == n.id && refs[n.id] == nil && n.op.name != "reshape" {
+            let bytes = (n.type.count * 4 + alignment - 1) / alignment * alignment
+            buffers.append(.init(node: n.id, offset: 0, bytes: bytes, start: time[n.id], end: lastUse[n.id]))
+        }
+        place(&buffers)
+        var offsetOf = [Int: Int]()
+        for b in buffers { offsetOf[b.node] = b.offset }
+        for n in g.nodes where refs[n.id] == nil {
+            let r = root[n.id]
+            if let off = offsetOf[r] { refs[n.id] = .arena(offset: off, count: n.type.count) } else { refs[n.id] = refs[r] }
+        }
+        let top = buffers.map { $0.offset + $0.bytes }.max() ?? 0
+        let scratch = g.nodes.map { scratchBytes(for: $0, g, threads: threads) }.max() ?? 0
+        return MemoryPlan(refs: refs, buffers: buffers, parameters: parameters, weights: weights, cachedWeights: cached,
+                          scratchOffset: top, scratchBytes: (scratch + alignment - 1) / alignment * alignment)
+    }
+
+    /// Greedy by size with best fit: each buffer goes into the smallest gap (between buffers already
+    /// placed whose lifetimes overlap it) that holds it, else on top.
+    static func place(_ buffers: inout [MemoryPlan.Buffer]) {
+        let order = buffers.indices.sorted { (buffers[$0].bytes, buffers[$1].start) > (buffers[$1].bytes, buffers[$0].start) }
+        var placed: [Int] = []
+        for i in order {
+            let b = buffers[i]
+            let conflicts = placed.map { buffers[$0] }
+                .filter { $0.start <= b.end && b.start <= $0.end }
+                .sorted { $0.offset < $1.offset }
+            var best: (offset: Int, gap: Int)?
+            var cursor = 0
+            for c in conflicts {
+                let gap = c.offset - cursor
+                if gap >= b.bytes, best == nil || gap < best!.gap { best = (cursor, gap) }
+                cursor = max(cursor, c.offset + c.bytes)
+            }
+            buffers[i].offset = best?.offset ?? cursor
+            placed.append(i)
+        }
+    }
+
+    static func scratchBytes(for n: Node, _ g: IRGraph, threads: Int) -> Int {
+        guard case let .fusedLinear(attrs) = n.op else { return 0 }
+        let x = g.nodes[n.operands[0]].type.shape
+        let w = g.nodes[n.operands[1]]
+        let m = Int64(x.dropLast().reduce(1, *)), nOut = Int64(w.type.shape[0]), k = Int64(w.type.shape[1])
+        let r = Int32(attrs.hasLora ? g.nodes[n.operands[2]].type.shape[0] : 0)
+        if w.type.element == .quant4 {
+            return Int(cq_fused_linear_scratch_bytes(m, nOut, k, r, Int32(threads)))
+        }
+        return Int(cq_dense_linear_scratch_bytes(m, nOut, r))
+    }
+}

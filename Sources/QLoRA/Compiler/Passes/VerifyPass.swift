@@ -1,0 +1,37 @@
+/// Pass 1: the graph is well formed: operands point to earlier nodes (so it is acyclic), every
+/// stored type is what shape inference says, inputs and outputs are named uniquely and exist.
+enum VerifyPass {
+    static func run(_ g: IRGraph) throws {
+        guard !g.outputs.isEmpty else { throw QLoraError.invalidArgument("graph has no outputs") }
+        var inputNames = Set<String>()
+        for (name, id) in g.inputs {
+            guard !name.isEmpty else { throw QLoraError.invalidArgument("graph input %\(id) has an empty name") }
+            guard inputNames.insert(name).inserted else { throw QLoraError.invalidArgument("graph input '\(name)' is declared twice") }
+        }
+        var outputNames = Set<String>()
+        for (name, id) in g.outputs {
+            guard outputNames.insert(name).inserted else { throw QLoraError.invalidArgument("graph output '\(name)' is declared twice") }
+            guard id >= 0, id < g.nodes.count else { throw QLoraError.invalidArgument("graph output '\(name)' names missing node %\(id)") }
+            guard g.nodes[id].type.element == .float32 else {
+                throw QLoraError.invalidArgument("graph output '\(name)' is a 4-bit weight; dequantize it first")
+            }
+        }
+        for (index, node) in g.nodes.enumerated() {
+            guard node.id == index else { throw QLoraError.invalidArgument("node %\(node.id) is stored at position \(index)") }
+            for o in node.operands where o < 0 || o >= index {
+                throw QLoraError.invalidArgument("node %\(index) (\(node.op.name)) uses %\(o), which is not an earlier node")
+            }
+            if case .input = node.op {
+                guard !node.type.shape.isEmpty, node.type.shape.allSatisfy({ $0 > 0 }) else {
+                    throw QLoraError.invalidArgument("input '\(node.label)' has shape \(node.type.shape); every dimension must be > 0")
+                }
+            }
+            guard !node.op.isLeaf else { continue }
+            let inferred = try ShapeInference.infer(node.op, node.operands.map { g.nodes[$0].type }, label: node.label)
+            guard inferred == node.type else {
+                throw QLoraError.shapeMismatch(context: "node %\(index) (\(node.op.name)) stored type", expected: inferred.shape,
+                                               actual: node.type.shape)
+            }
+        }
+    }
+}

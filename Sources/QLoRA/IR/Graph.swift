@@ -1,0 +1,89 @@
+import Foundation
+
+/// A value recorded in a graph: the result of a node. Cheap to copy; knows its graph, so layers
+/// called on it record into the same graph.
+public struct Value: Sendable {
+    public let graph: Graph
+    public let id: Int
+    public let type: ValueType
+    public var shape: [Int] { type.shape }
+}
+
+/// A computation recorded, not run: layers and the methods below append nodes; `compile` turns
+/// the graph into an `ExecutablePlan`. Recording checks shapes immediately and computes nothing.
+public final class Graph: @unchecked Sendable {
+    private var ir = IRGraph()
+    private let lock = NSLock()
+
+    public init() {}
+
+    /// A snapshot of the recorded IR for the compiler.
+    var snapshot: IRGraph { lock.lock(); defer { lock.unlock() }; return ir }
+
+    public var nodeCount: Int { snapshot.nodes.count }
+
+    /// Declares an input fed to `ExecutablePlan.run` under `name`.
+    /// A duplicate name or a non-positive dimension is reported by `compile` (verify pass).
+    @discardableResult
+    public func input(_ name: String, shape: [Int]) -> Value {
+        lock.lock(); defer { lock.unlock() }
+        let id = ir.nodes.count
+        let type = ValueType(shape: shape, element: .float32)
+        ir.nodes.append(Node(id: id, op: .input(name: name), operands: [], type: type, label: name))
+        ir.inputs.append((name, id))
+        return Value(graph: self, id: id, type: type)
+    }
+
+    /// Marks `value` as an output returned by `run` under `name`.
+    public func output(_ name: String, _ value: Value) {
+        lock.lock(); defer { lock.unlock() }
+        ir.outputs.append((name, value.id))
+    }
+
+    /// A full-precision parameter node reading `storage` at run time.
+    public func parameter(_ storage: ParameterStorage) -> Value {
+        leaf(.parameter(storage), ValueType(shape: storage.shape, element: .float32), label: storage.name)
+    }
+
+    /// A 4-bit weight node.
+    public func quantizedWeight(_ storage: QuantizedWeightStorage) -> Value {
+        leaf(.quantizedWeight(storage), ValueType(shape: storage.weight.shape, element: .quant4), label: storage.name)
+    }
+
+    public func dequantize(_ w: Value, label: String = "") throws -> Value { try record(.dequantize, [w], label) }
+    /// x·Wᵀ for x [..., K] and W [N, K].
+    public func matmul(_ x: Value, _ w: Value, label: String = "") throws -> Value { try record(.matmul, [x, w], label) }
+    /// a + b; b may be a 1-D row broadcast over a's last dimension.
+    public func add(_ a: Value, _ b: Value, label: String = "") throws -> Value { try record(.add, [a, b], label) }
+    public func mul(_ a: Value, _ b: Value, label: String = "") throws -> Value { try record(.mul, [a, b], label) }
+    public func scale(_ a: Value, by s: Float, label: String = "") throws -> Value { try record(.scale(s), [a], label) }
+    public func reshape(_ a: Value, to shape: [Int], label: String = "") throws -> Value { try record(.reshape(shape), [a], label) }
+    public func silu(_ a: Value, label: String = "") throws -> Value { try record(.silu, [a], label) }
+    public func gelu(_ a: Value, label: String = "") throws -> Value { try record(.gelu, [a], label) }
+    public func relu(_ a: Value, label: String = "") throws -> Value { try record(.relu, [a], label) }
+    public func rmsNorm(_ x: Value, weight: Value, eps: Float = 1e-6, label: String = "") throws -> Value {
+        try record(.rmsNorm(eps: eps), [x, weight], label)
+    }
+
+    /// Appends a computing node after checking its operands belong here and their shapes fit.
+    func record(_ op: Op, _ operands: [Value], _ label: String) throws -> Value {
+        for v in operands where v.graph !== self {
+            throw QLoraError.invalidArgument("\(op.name) '\(label)': operand %\(v.id) belongs to another graph")
+        }
+        let type = try ShapeInference.infer(op, operands.map(\.type), label: label)
+        lock.lock(); defer { lock.unlock() }
+        let id = ir.nodes.count
+        ir.nodes.append(Node(id: id, op: op, operands: operands.map(\.id), type: type, label: label))
+        return Value(graph: self, id: id, type: type)
+    }
+
+    private func leaf(_ op: Op, _ type: ValueType, label: String) -> Value {
+        lock.lock(); defer { lock.unlock() }
+        let id = ir.nodes.count
+        ir.nodes.append(Node(id: id, op: op, operands: [], type: type, label: label))
+        return Value(graph: self, id: id, type: type)
+    }
+
+    /// The recorded IR as text, one node per line.
+    public var text: String { GraphPrinter.text(snapshot) }
+}

@@ -1,0 +1,53 @@
+/// Shape and element type of a graph value.
+public struct ValueType: Sendable, Equatable, CustomStringConvertible {
+    public var shape: [Int]
+    public var element: ElementType
+
+    public var count: Int { shape.reduce(1, *) }
+    public var description: String {
+        let dims = shape.map(String.init).joined(separator: "x")
+        return element == .float32 ? "f32[\(dims)]" : "q4[\(dims)]"
+    }
+}
+
+/// A node of the IR: an operation, its operands (ids of earlier nodes) and its result type.
+public struct Node: Sendable {
+    public var id: Int
+    public var op: Op
+    public var operands: [Int]
+    public var type: ValueType
+    /// A human-readable name: the layer or parameter it belongs to (e.g. "proj.lora_A").
+    public var label: String
+}
+
+/// The IR as the compiler passes see it: a value that each pass reads and rewrites.
+/// Node ids equal their index in `nodes`; operands always point to earlier nodes.
+struct IRGraph: Sendable {
+    var nodes: [Node] = []
+    var inputs: [(name: String, node: Int)] = []
+    var outputs: [(name: String, node: Int)] = []
+
+    /// How many times each node is used as an operand or output.
+    func useCounts() -> [Int] {
+        var uses = [Int](repeating: 0, count: nodes.count)
+        for n in nodes { for o in n.operands { uses[o] += 1 } }
+        for o in outputs { uses[o.node] += 1 }
+        return uses
+    }
+
+    /// Keeps only the nodes `keep` marks, renumbering ids and operands in order.
+    func compacted(keeping keep: [Bool]) -> IRGraph {
+        var remap = [Int](repeating: -1, count: nodes.count)
+        var out = IRGraph()
+        for n in nodes where keep[n.id] {
+            var copy = n
+            copy.id = out.nodes.count
+            copy.operands = n.operands.map { remap[$0] }
+            remap[n.id] = copy.id
+            out.nodes.append(copy)
+        }
+        out.inputs = inputs.filter { keep[$0.node] }.map { ($0.name, remap[$0.node]) }
+        out.outputs = outputs.map { ($0.name, remap[$0.node]) }
+        return out
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+
+/// A linear layer with a frozen 4-bit base weight and trainable LoRA adapters:
+/// y = x·W_qᵀ + scaling·(x·Aᵀ)·Bᵀ + bias, with A [r, in] and B [out, r].
+///
+/// Calling the layer on a graph `Value` records dequantize → matmul → LoRA branch → add → bias
+/// (the fusion pass turns it into one kernel); `forward` is the eager convenience that records,
+/// compiles (plans cached per input shape and mode) and runs. A class: the caching toggles and
+/// `setLoraWeights` change it in place, and plans already compiled see new adapter values.
+public final class QuantizedLinear: @unchecked Sendable {
+    public let config: QLoraConfig
+    public let inFeatures: Int
+    public let outFeatures: Int
+    /// The module name used for labels and checkpoint keys (e.g. "model.layers.0.mlp.up_proj").
+    public let name: String
+    let weightStorage: QuantizedWeightStorage
+    let biasStorage: ParameterStorage?
+    let loraA: ParameterStorage
+    let loraB: ParameterStorage
+    private var cachingEnabled = false
+    private var plans: [PlanKey: ExecutablePlan] = [:]
+    private let lock = NSLock()
+
+    private struct PlanKey: Hashable { var shape: [Int]; var cached: Bool }
+
+    /// Quantizes `weight` [out, in] per `config`; `bias` [out] stays full precision. A is initialised
+    /// as PEFT does (kaiming-uniform with a = √5, i.e. U(-1/√in, 1/√in)), B with zeros, so a fresh
+    /// layer equals its base. `seed` makes the A initialisation reproducible.
+    public convenience init(weight: Tensor, bias: Tensor? = nil, config: QLoraConfig = QLoraConfig(),
+                            name: String = "linear", seed: UInt64? = nil) throws {
+        try config.validate()
+        guard weight.rank == 2, weight.shape[0] > 0, weight.shape[1] > 0 else {
+            throw QLoraError.shapeMismatch(context: "QuantizedLinear weight [out, in]", expected: [0, 0], actual: weight.shape)
+        }
+        let q = try QuantizedTensor.quantize(weight, quantType: config.quantType, blockSize: config.blockSize,
+                                             doubleQuant: config.doubleQuant, name: "\(name).weight")
+        try self.init(quantizedWeight: q, bias: bias, config: config, name: name, seed: seed)
+    }
+
+    /// A layer with an all-zero base weight: only the adapter contributes.
+    public convenience init(inFeatures: Int, outFeatures: Int, config: QLoraConfig = QLoraConfig(),
+                            name: String = "linear", seed: UInt64? = nil) throws {
+        guard inFeatures > 0, outFeatures > 0 else {
+            throw QLoraError.invalidArgument("QuantizedLinear needs inFeatures > 0 and outFeatures > 0, got \(inFeatures), \(outFeatures)")
+        }
+        try self.init(weight: Tensor.zeros(shape: [outFeatures, inFeatures]), bias: nil, config: config, name: name, seed: seed)
+    }
+
+    /// A layer over an already-quantized weight (e.g. read from a bitsandbytes checkpoint). The
+    /// weight keeps its own quant type and block size; `config` supplies the LoRA settings.
+    public init(quantizedWeight: QuantizedTensor, bias: Tensor? = nil, config: QLoraConfig = QLoraConfig(),
+                name: String = "linear", seed: UInt64? = nil) throws {
+        try config.validate()
+        guard quantizedWeight.shape.count == 2 else {
+            throw QLoraError.shapeMismatch(context: "\(name).weight [out, in]", expected: [0, 0], actual: quantizedWeight.shape)
+        }
+        let out = quantizedWeight.shape[0], inF = quantizedWeight.shape[1]
+        if let bias {
+            guard bias.shape == [out] else { throw QLoraError.shapeMismatch(context: "\(name).bias", expected: [out], actual: bias.shape) }
+        }
+        self.config = config
+        self.name = name
+        inFeatures = inF
+        outFeatures = out
+        weightStorage = QuantizedWeightStorage(name: "\(name).weight", weight: quantizedWeight)
+        biasStorage = try bias.map { try ParameterStorage(name: "\(name).bias", tensor: $0, trainable: false) }
+        var rng = LoraInitializer(seed: seed)
+        loraA = try ParameterStorage(name: "\(name).lora_A", tensor: rng.kaimingUniform(rows: config.rank, fanIn: inF), trainable: true)
+        loraB = try ParameterStorage(name: "\(name).lora_B", tensor: Tensor.zeros(shape: [out, config.rank]), trainable: true)
+        if config.cacheDequantized { try enableWeightCaching() }
+    }
+
+    /// The adapters (A [r, in], B [out, r]).
+    public var loraWeights: (a: Tensor, b: Tensor) { (loraA.tensor, loraB.tensor) }
+
+    /// Replaces both adapters after checking their shapes and values; compiled plans see the new values.
+    public func setLoraWeights(a: Tensor, b: Tensor) throws {
+        guard a.shape == loraA.shape else { throw QLoraError.shapeMismatch(context: "\(name): lora A [r, in]", expected: loraA.shape, actual: a.shape) }
+        guard b.shape == loraB.shape else { throw QLoraError.shapeMismatch(context: "\(name): lora B [out, r]", expected: loraB.shape, actual: b.shape) }
+        try a.firstNonFiniteIndex.map { throw QLoraError.invalidArgument("\(name): lora A has non-finite value \(a.scalars[$0]) at flat index \($0)") }
+        try b.firstNonFiniteIndex.map { throw QLoraError.invalidArgument("\(name): lora B has non-finite value \(b.scalars[$0]) at flat index \($0)") }
+        try loraA.assign(a)
+        try loraB.assign(b)
+    }
+
+    /// The frozen base weight.
+    public var quantizedWeight: QuantizedTensor { weightStorage.weight }
+    /// The bias, if any.
+    public var bias: Tensor? { biasStorage?.tensor }
+
+    /// The adapter's factor: alpha / r, or alpha / √r with rsLoRA.
+    public var scaling: Float { config.scaling }
+
+    /// r · (in + out): the LoRA parameters (the base weight and bias are frozen).
+    public var numTrainableParameters: Int { config.rank * (inFeatures + outFeatures) }
+
+    /// Packed weight + quant statistics + LoRA A and B + bias, plus the f32 cache while caching is on.
+    public var memoryBytes: Int {
+        weightStorage.memoryBytes + loraA.memoryBytes + loraB.memoryBytes + (biasStorage?.memoryBytes ?? 0) + weightStorage.cacheBytes
+    }
+
+    /// Dequantizes the base weight once and keeps the f32 copy; `forward` then uses cached plans.
+    public func enableWeightCaching() throws {
+        lock.lock(); defer { lock.unlock() }
+        _ = weightStorage.dequantized(threads: Runtime.defaultThreads)
+        cachingEnabled = true
+    }
+
+    /// Drops the f32 copy and the plans that use it; `forward` returns to on-the-fly dequantization.
+    public func disableWeightCaching() {
+        lock.lock(); defer { lock.unlock() }
+        cachingEnabled = false
+        weightStorage.dropCache()
+        plans = plans.filter { !$0.key.cached }
+    }
+
+    public var isWeightCached: Bool { lock.lock(); defer { lock.unlock() }; return cachingEnabled }
+
+    /// Records this layer applied to `x` ([in], [M, in] or [B, S, in]) into x's graph.
+    public func callAsFunction(_ x: Value) throws -> Value {
+        let g = x.graph
+        guard x.shape.last == inFeatures, (1...3).contains(x.shape.count) else {
+            throw QLoraError.shapeMismatch(context: "\(name) input [..., in]", expected: Array(x.shape.dropLast()) + [inFeatures], actual: x.shape)
+        }
+        let w = g.quantizedWeight(weightStorage)
+        let base = try g.matmul(x, try g.dequantize(w, label: "\(name).dequantize"), label: "\(name).base")
+        let xa = try g.matmul(x, g.parameter(loraA), label: "\(name).lora_A")
+        let xab = try g.matmul(xa, g.parameter(loraB), label: "\(name).lora_B")
+        let lora = try g.scale(xab, by: scaling, label: "\(name).scaling")
+        var y = try g.add(base, lora, label: name)
+        if let biasStorage { y = try g.add(y, g.parameter(biasStorage), label: "\(name).bias") }
+        return y
+    }
+
+    /// Computes the layer on `x` ([M, in] or [B, S, in]): records, compiles (once per shape and
+    /// mode) and runs the fused plan.
+    public func forward(_ x: Tensor) throws -> Tensor {
+        guard (2...3).contains(x.rank), x.shape.last == inFeatures, x.shape.allSatisfy({ $0 > 0 }) else {
+            throw QLoraError.shapeMismatch(context: "\(name).forward input [M, in] or [B, S, in]",
+                                           expected: Array(x.shape.dropLast()) + [inFeatures], actual: x.shape)
+        }
+        let plan = try plan(for: x.shape)
+        return try plan.run(["x": x])["y"]!
+    }
+
+    private func plan(for shape: [Int]) throws -> ExecutablePlan {
+        lock.lock(); defer { lock.unlock() }
+        let key = PlanKey(shape: shape, cached: cachingEnabled)
+        if let plan = plans[key] { return plan }
+        let g = Graph()
+        g.output("y", try self(g.input("x", shape: shape)))
+        let plan = try g.compile(CompileOptions(mode: cachingEnabled ? .cached : .onTheFly))
+        plans[key] = plan
+        return plan
+    }
+}

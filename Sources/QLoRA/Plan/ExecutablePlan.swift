@@ -1,0 +1,67 @@
+import Foundation
+
+/// The compiled, immutable form of a graph: ordered steps with their kernels and buffers, the
+/// arena layout, and references to the persistent data (parameters, 4-bit and cached weights).
+/// Safe to share between threads; each concurrent run needs its own `ExecutionContext`.
+public final class ExecutablePlan: @unchecked Sendable {
+    struct Binding: Sendable {
+        var name: String
+        var shape: [Int]
+        var ref: BufferRef
+    }
+
+    /// The optimized IR the plan was built from.
+    let ir: IRGraph
+    public let steps: [Step]
+    let inputs: [Binding]
+    let outputs: [Binding]
+    let memory: MemoryPlan
+    public let options: CompileOptions
+    let decisions: [ModeLowering.Decision]
+    /// Persistent f32 copies of the cached weights, made when the plan is built.
+    let cachedBuffers: [AlignedBuffer]
+    private let defaultContext: ExecutionContext
+    private let runLock = NSLock()
+
+    init(ir: IRGraph, steps: [Step], inputs: [Binding], outputs: [Binding], memory: MemoryPlan, options: CompileOptions,
+         decisions: [ModeLowering.Decision]) {
+        self.ir = ir
+        self.steps = steps
+        self.inputs = inputs
+        self.outputs = outputs
+        self.memory = memory
+        self.options = options
+        self.decisions = decisions
+        cachedBuffers = memory.cachedWeights.map { $0.dequantized(threads: options.threads) }
+        defaultContext = ExecutionContext(arenaBytes: memory.arenaBytes)
+    }
+
+    /// Input names and shapes the plan expects.
+    public var inputShapes: [String: [Int]] { Dictionary(uniqueKeysWithValues: inputs.map { ($0.name, $0.shape) }) }
+    /// Output names and shapes the plan returns.
+    public var outputShapes: [String: [Int]] { Dictionary(uniqueKeysWithValues: outputs.map { ($0.name, $0.shape) }) }
+
+    /// Bytes of the arena (inputs, intermediates, outputs, kernel scratch), allocated once per context.
+    public var arenaBytes: Int { memory.arenaBytes }
+    /// Bytes of the kernel scratch region inside the arena.
+    public var scratchBytes: Int { memory.scratchBytes }
+    /// Bytes the plan keeps outside the arena: 4-bit weights with statistics, parameters, cached f32 weights.
+    public var persistentBytes: Int {
+        memory.weights.reduce(0) { $0 + $1.memoryBytes } + memory.parameters.reduce(0) { $0 + $1.memoryBytes }
+            + memory.cachedWeights.reduce(0) { $0 + $1.count * 4 }
+    }
+    /// The sum of every arena buffer's size: what the arena would need without reuse.
+    public var unsharedBufferBytes: Int { memory.buffers.reduce(0) { $0 + $1.bytes } }
+
+    /// A fresh context for running this plan concurrently with others.
+    public func makeContext() -> ExecutionContext { ExecutionContext(arenaBytes: memory.arenaBytes) }
+
+    /// Runs the plan on named inputs and returns the named outputs. Throws for an unknown or
+    /// missing input, a wrong shape, or a NaN/Inf input value. Runs sharing the plan's built-in
+    /// context are serialised; pass `context:` (from `makeContext`) to run concurrently.
+    public func run(_ feeds: [String: Tensor], context: ExecutionContext? = nil) throws -> [String: Tensor] {
+        if let context { return try Executor.run(self, feeds, context) }
+        runLock.lock(); defer { runLock.unlock() }
+        return try Executor.run(self, feeds, defaultContext)
+    }
+}

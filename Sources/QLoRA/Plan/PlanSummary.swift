@@ -1,0 +1,50 @@
+import Foundation
+
+extension ExecutablePlan {
+    /// A readable account of the plan: mode, threads, each step with its kernel, output buffer,
+    /// FLOPs and bytes, the fused groups, and the memory (arena vs persistent).
+    public var summary: String {
+        var lines: [String] = []
+        let fusedSteps = steps.filter { !$0.fusedOps.isEmpty }
+        lines.append("plan: \(steps.count) steps, \(fusedSteps.count) fused groups, mode \(options.mode.rawValue), "
+                     + "\(options.threads) thread\(options.threads == 1 ? "" : "s"), fusion \(options.fusion ? "on" : "off"), isa \(Runtime.isa)")
+        for (i, s) in steps.enumerated() {
+            var line = String(format: "  %2d  %-30@ %-22@ %@", i, s.kernelName as NSString, (s.label.isEmpty ? "-" : s.label) as NSString,
+                              Self.describe(s.output) as NSString)
+            line += "  \(Self.human(Double(s.flops), unit: "FLOP")), \(Self.bytes(s.bytesMoved)) moved"
+            if !s.fusedOps.isEmpty { line += "  [fuses \(s.fusedOps.joined(separator: " → "))]" }
+            lines.append(line)
+        }
+        for d in decisions {
+            lines.append(String(format: "  weight %@: %@ (M=%d; est. on-the-fly %.3f ms, cached %.3f ms)", d.weight as NSString,
+                                d.mode.rawValue as NSString, d.rows, d.onTheFlySeconds * 1e3, d.cachedSeconds * 1e3))
+        }
+        lines.append("memory: arena \(Self.bytes(arenaBytes)) (buffers \(Self.bytes(arenaBytes - scratchBytes)) reused from "
+                     + "\(Self.bytes(unsharedBufferBytes)) unshared, scratch \(Self.bytes(scratchBytes))), persistent \(Self.bytes(persistentBytes))")
+        return lines.joined(separator: "\n")
+    }
+
+    static func describe(_ ref: BufferRef) -> String {
+        switch ref {
+        case let .arena(offset, count): return "arena@\(offset)+\(count * 4)"
+        case let .parameter(i): return "param#\(i)"
+        case let .weight(i): return "weight#\(i)"
+        case let .cached(i): return "cached#\(i)"
+        }
+    }
+
+    static func bytes(_ n: Int) -> String {
+        let v = Double(n)
+        if v >= 1_073_741_824 { return String(format: "%.2f GiB", v / 1_073_741_824) }
+        if v >= 1_048_576 { return String(format: "%.2f MiB", v / 1_048_576) }
+        if v >= 1024 { return String(format: "%.1f KiB", v / 1024) }
+        return "\(n) B"
+    }
+
+    static func human(_ v: Double, unit: String) -> String {
+        if v >= 1e9 { return String(format: "%.2f G\(unit)", v / 1e9) }
+        if v >= 1e6 { return String(format: "%.2f M\(unit)", v / 1e6) }
+        if v >= 1e3 { return String(format: "%.1f k\(unit)", v / 1e3) }
+        return String(format: "%.0f \(unit)", v)
+    }
+}

@@ -1,0 +1,49 @@
+import Foundation
+
+/// A fixed-size, 64-byte-aligned, zero-initialised allocation whose address never moves, so
+/// compiled plans can hand raw pointers to the C kernels for as long as the owner lives.
+final class AlignedBuffer: @unchecked Sendable {
+    let byteCount: Int
+    let raw: UnsafeMutableRawPointer
+
+    init(byteCount: Int) {
+        self.byteCount = byteCount
+        raw = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 64))
+    }
+
+    convenience init(floats: [Float]) {
+        self.init(byteCount: floats.count * 4)
+        floats.withUnsafeBytes { raw.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    }
+
+    convenience init(bytes: [UInt8]) {
+        self.init(byteCount: bytes.count)
+        bytes.withUnsafeBytes { raw.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    }
+
+    var floats: UnsafeMutablePointer<Float> { raw.assumingMemoryBound(to: Float.self) }
+    var bytes: UnsafeMutablePointer<UInt8> { raw.assumingMemoryBound(to: UInt8.self) }
+
+    func floatArray(count: Int) -> [Float] { Array(UnsafeBufferPointer(start: floats, count: count)) }
+    func byteArray(count: Int) -> [UInt8] { Array(UnsafeBufferPointer(start: bytes, count: count)) }
+
+    deinit { raw.deallocate() }
+}
+
+/// A readers-writer lock: many plan runs may read parameters at once; assigning new values waits.
+final class ReadWriteLock: @unchecked Sendable {
+    private var lock = pthread_rwlock_t()
+    init() { pthread_rwlock_init(&lock, nil) }
+    deinit { pthread_rwlock_destroy(&lock) }
+    func read<R>(_ body: () throws -> R) rethrows -> R {
+        pthread_rwlock_rdlock(&lock); defer { pthread_rwlock_unlock(&lock) }
+        return try body()
+    }
+    func write<R>(_ body: () throws -> R) rethrows -> R {
+        pthread_rwlock_wrlock(&lock); defer { pthread_rwlock_unlock(&lock) }
+        return try body()
+    }
+    func lockRead() { pthread_rwlock_rdlock(&lock) }
+    func unlock() { pthread_rwlock_unlock(&lock) }
+}
