@@ -1,0 +1,96 @@
+/// A graph file (docs/graph-format.md) after parsing and `repeat` expansion, before any weights
+/// are read: names, symbolic shapes and ops, each remembering its JSON path for error messages.
+public struct GraphDefinition: Sendable, Equatable {
+    /// One dimension of a declared shape: a number, or a name resolved at load time.
+    public enum Dim: Sendable, Equatable, CustomStringConvertible {
+        case fixed(Int)
+        case named(String)
+
+        public var description: String {
+            switch self {
+            case let .fixed(n): return String(n)
+            case let .named(s): return s
+            }
+        }
+    }
+
+    /// A declared shape: an optional leading "..." (the batch dimensions of the inputs) and the trailing dims.
+    public struct Shape: Sendable, Equatable, CustomStringConvertible {
+        public var batch: Bool
+        public var dims: [Dim]
+
+        public var description: String { "[" + ((batch ? ["..."] : []) + dims.map(\.description)).joined(separator: ", ") + "]" }
+    }
+
+    public struct Input: Sendable, Equatable {
+        public var name: String
+        public var shape: Shape
+        public var path: String
+    }
+
+    public struct Output: Sendable, Equatable {
+        public var name: String
+        public var value: String
+        public var path: String
+    }
+
+    /// What an op computes; the attributes each kind needs.
+    public enum Kind: Sendable, Equatable {
+        /// A QuantizedLinear over checkpoint module `module` (`<module>.weight`, optional `<module>.bias`);
+        /// `out` is its output features when the graph names them (needed without weights).
+        case linear(module: String, out: Dim?, bias: BiasRule)
+        case add, mul, silu, gelu, relu
+        case rmsNorm(weight: String, eps: Float)
+        case scale(Float)
+        case reshape(Shape)
+
+        public var name: String {
+            switch self {
+            case .linear: return "linear"
+            case .add: return "add"
+            case .mul: return "mul"
+            case .silu: return "silu"
+            case .gelu: return "gelu"
+            case .relu: return "relu"
+            case .rmsNorm: return "rms_norm"
+            case .scale: return "scale"
+            case .reshape: return "reshape"
+            }
+        }
+
+        var arity: Int {
+            switch self {
+            case .add, .mul: return 2
+            default: return 1
+            }
+        }
+    }
+
+    /// Whether a linear layer has a bias.
+    public enum BiasRule: String, Sendable, Equatable {
+        /// Use `<module>.bias` when the checkpoint has it.
+        case auto
+        /// The checkpoint must have `<module>.bias`.
+        case required
+        /// Ignore any bias in the checkpoint.
+        case none
+    }
+
+    public struct OpDef: Sendable, Equatable {
+        public var kind: Kind
+        public var inputs: [String]
+        public var output: String
+        /// The JSON path of the op, e.g. `$.ops[3]` or `$.ops[2].repeat.ops[1] (i=1)`.
+        public var path: String
+    }
+
+    public var name: String
+    public var description: String
+    /// Default values of named dimensions (`dims` in the file); `--dim` and inputs override.
+    public var dims: [String: Int]
+    public var inputs: [Input]
+    public var ops: [OpDef]
+    public var outputs: [Output]
+    /// The file the definition came from (for error messages).
+    public var file: String
+}
