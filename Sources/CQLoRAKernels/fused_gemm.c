@@ -1,0 +1,88 @@
+// Large-M fused path: each thread owns a contiguous range of output features and walks it in
+// panels of CQ_PANEL_N weight rows. Per K block of CQ_PANEL_K, the panel is decoded into
+// per-thread scratch (96 KiB, stays in L2) and multiplied by the packed x with the ISA's
+// micro-kernel. The LoRA up-projection is one extra K block: x gets scaling·xa appended, the
+// panel gets the matching B rows. The K blocking is fixed, so each output sums in the same
+// order whatever the thread count.
+#include "kernels_internal.h"
+#include <string.h>
+
+static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+size_t cq_fused_gemm_scratch_bytes(int64_t M, int64_t K, int32_t r, int threads) {
+    const int64_t mpad = round_up(M, CQ_MRP_MAX), kr = K + r;
+    const int64_t ldw = r > CQ_PANEL_K ? r : CQ_PANEL_K;
+    const size_t per_thread = cq_align64((size_t)(CQ_PANEL_N * ldw) * sizeof(float)) +
+                              cq_align64((size_t)(CQ_PANEL_N * mpad) * sizeof(float));
+    return cq_align64((size_t)(kr * mpad) * sizeof(float)) + (size_t)threads * per_thread;
+}
+
+/// xp panel p: xp[p*kr*mrp + k*mrp + i] = x[p*mrp + i, k] for k < K, scaling·xa[.., k-K] after.
+static void pack_x(const float *x, int64_t M, int64_t K, const float *xa, int32_t r, float scaling,
+                   int mrp, int64_t mpad, float *xp, int threads) {
+    const int64_t kr = K + r, panels = mpad / mrp;
+    #pragma omp parallel for schedule(static) num_threads(threads) if (M * K > 65536)
+    for (int64_t p = 0; p < panels; p++) {
+        float *dst = xp + p * kr * mrp;
+        for (int i = 0; i < mrp; i++) {
+            const int64_t m = p * mrp + i;
+            if (m < M) {
+                for (int64_t k = 0; k < K; k++) dst[k * mrp + i] = x[m * K + k];
+                for (int32_t k = 0; k < r; k++) dst[(K + k) * mrp + i] = scaling * xa[m * r + k];
+            } else {
+                for (int64_t k = 0; k < kr; k++) dst[k * mrp + i] = 0.0f;
+            }
+        }
+    }
+}
+
+/// ct[npad, ldc] += (x block k0..k0+kc) · (decoded panel)ᵀ, one micro-tile at a time.
+static void multiply_panel(const cq_gemm_isa *isa, const float *xp, int64_t kr, int64_t k0, const float *wp,
+                           int64_t ld, int64_t kc, int64_t npad, int64_t mpad, float *ct, int64_t ldc) {
+    const int mrp = isa->mrp;
+    for (int64_t j0 = 0; j0 < npad; j0 += isa->nr)
+        for (int64_t m0 = 0; m0 < mpad; m0 += mrp)
+            isa->kernel(xp + (m0 / mrp) * kr * mrp + k0 * mrp, wp + j0 * ld, ld, kc, ct + j0 * ldc + m0, ldc);
+}
+
+void cq_fused_gemm(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
+                   float scaling, const float *bias, float *y, void *scratch, int threads) {
+    const int64_t N = w->rows, K = w->cols, kr = K + r;
+    const cq_gemm_isa isa = cq_gemm_isa_current();
+    const int mrp = isa.mrp, nr = isa.nr;
+    const int64_t mpad = round_up(M, mrp), ldc = round_up(M, CQ_MRP_MAX);
+    const int64_t ldw = r > CQ_PANEL_K ? r : CQ_PANEL_K;
+    float *xp = (float *)scratch;
+    char *per_thread = (char *)scratch + cq_align64((size_t)(kr * ldc) * sizeof(float));
+    const size_t wp_bytes = cq_align64((size_t)(CQ_PANEL_N * ldw) * sizeof(float));
+    const size_t stride = wp_bytes + cq_align64((size_t)(CQ_PANEL_N * ldc) * sizeof(float));
+    pack_x(x, M, K, xa, r, scaling, mrp, mpad, xp, threads);
+
+    const int64_t tiles = (N + nr - 1) / nr, panel_tiles = CQ_PANEL_N / nr;
+    #pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        float *wp = (float *)(per_thread + (size_t)t * stride);
+        float *ct = (float *)(per_thread + (size_t)t * stride + wp_bytes);
+        const int64_t first = tiles * t / nt, last = tiles * (t + 1) / nt;
+        for (int64_t a = first; a < last; a += panel_tiles) {
+            const int64_t b = a + panel_tiles < last ? a + panel_tiles : last;
+            const int64_t n0 = a * nr, nrows = (b * nr < N ? b * nr : N) - n0, npad = (b - a) * nr;
+            memset(ct, 0, (size_t)(npad * ldc) * sizeof(float));
+            for (int64_t k0 = 0; k0 < K; k0 += CQ_PANEL_K) {
+                const int64_t kc = K - k0 < CQ_PANEL_K ? K - k0 : CQ_PANEL_K;
+                for (int64_t j = 0; j < nrows; j++) isa.decode(w, (n0 + j) * K + k0, kc, wp + j * CQ_PANEL_K);
+                for (int64_t j = nrows; j < npad; j++) memset(wp + j * CQ_PANEL_K, 0, (size_t)kc * sizeof(float));
+                multiply_panel(&isa, xp, kr, k0, wp, CQ_PANEL_K, kc, npad, mpad, ct, ldc);
+            }
+            if (r > 0) { // LoRA block: B rows (r values each) against scaling·xa
+                for (int64_t j = 0; j < nrows; j++) memcpy(wp + j * ldw, B + (n0 + j) * r, (size_t)r * sizeof(float));
+                for (int64_t j = nrows; j < npad; j++) memset(wp + j * ldw, 0, (size_t)r * sizeof(float));
+                multiply_panel(&isa, xp, kr, K, wp, ldw, r, npad, mpad, ct, ldc);
+            }
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t j = 0; j < nrows; j++)
+                    y[m * N + n0 + j] = ct[j * ldc + m] + (bias ? bias[n0 + j] : 0.0f);
+        }
+    }
+}

@@ -1,0 +1,52 @@
+// cq_fused_linear: the on-the-fly QLoRA linear. Computes the LoRA down-projection xa = x·Aᵀ once,
+// then hands off to the small-M GEMV path (gemv.c, reads nibbles directly) or the panel GEMM path
+// (fused_gemm.c, decodes L2-sized weight panels into per-thread scratch).
+#include "kernels_internal.h"
+
+// Below this many rows the weight is streamed once per 4 x rows (GEMV); from here on the
+// decode cost is amortised over a full register-blocked GEMM tile.
+#define CQ_GEMV_MAX_M 16
+
+cq_gemm_isa cq_gemm_isa_current(void) {
+    switch (cq_detect_isa()) {
+    case CQ_ISA_AVX512:
+        return (cq_gemm_isa){CQ_MRP_AVX512, CQ_NR_AVX512, cq_gemm_kernel_avx512, cq_decode_range_avx512, cq_dot_avx512};
+    case CQ_ISA_AVX2:
+        return (cq_gemm_isa){CQ_MRP_AVX2, CQ_NR_AVX2, cq_gemm_kernel_avx2, cq_decode_range_avx2, cq_dot_avx2};
+    default:
+        return (cq_gemm_isa){CQ_MRP_PORTABLE, CQ_NR_PORTABLE, cq_gemm_kernel_portable, cq_decode_range_portable,
+                             cq_dot_portable};
+    }
+}
+
+void cq_lora_down(const float *x, int64_t M, int64_t K, const float *A, int32_t r, float *xa, int threads) {
+    const cq_dot_fn dot = cq_gemm_isa_current().dot;
+    const int64_t n = M * r;
+    #pragma omp parallel for schedule(static) num_threads(threads) if (n * K > 65536)
+    for (int64_t i = 0; i < n; i++) xa[i] = dot(x + (i / r) * K, A + (i % r) * K, K);
+}
+
+size_t cq_fused_linear_scratch_bytes(int64_t M, int64_t N, int64_t K, int32_t r, int threads) {
+    (void)N;
+    if (M <= 0) return 0;
+    if (threads < 1) threads = 1;
+    if (r < 0) r = 0;
+    const size_t xa = cq_align64((size_t)(M * r) * sizeof(float));
+    return xa + (M < CQ_GEMV_MAX_M ? cq_gemv_scratch_bytes(M, K, threads)
+                                   : cq_fused_gemm_scratch_bytes(M, K, r, threads));
+}
+
+void cq_fused_linear(const float *x, int64_t M, const cq_qweight *w,
+                     const float *A, const float *B, int32_t r, float scaling,
+                     const float *bias, float *y, void *scratch, int threads) {
+    if (M <= 0 || w->rows <= 0) return;
+    if (threads < 1) threads = 1;
+    if (r < 0 || A == NULL || B == NULL) r = 0;
+    float *xa = (float *)scratch;
+    void *rest = (char *)scratch + cq_align64((size_t)(M * r) * sizeof(float));
+    if (r > 0) cq_lora_down(x, M, w->cols, A, r, xa, threads);
+    if (M < CQ_GEMV_MAX_M)
+        cq_fused_gemv(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
+    else
+        cq_fused_gemm(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
+}

@@ -1,0 +1,66 @@
+// Small-M fused path: every weight byte is read once per 4 rows of x, straight from the packed
+// nibbles (memory-bound). Work is split over tiles of 4 output features; each output is one
+// fixed-order dot product, so the bits do not depend on the thread count.
+#include "kernels_internal.h"
+
+size_t cq_gemv_scratch_bytes(int64_t M, int64_t K, int threads) {
+    return cq_align64((size_t)(M * K) * sizeof(float)) + (size_t)threads * cq_align64((size_t)K * sizeof(float));
+}
+
+/// Per 32-element group: its 16 even-position values, then its 16 odd ones (the high nibble
+/// of packed byte i is element 2i), matching what the tile kernels decode.
+static void permute_x(const float *x, int64_t M, int64_t K, float *xperm) {
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t g = 0; g < K; g += CQ_GEMV_GROUP)
+            for (int i = 0; i < CQ_GEMV_GROUP / 2; i++) {
+                xperm[m * K + g + i] = x[m * K + g + 2 * i];
+                xperm[m * K + g + CQ_GEMV_GROUP / 2 + i] = x[m * K + g + 2 * i + 1];
+            }
+}
+
+void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
+                   float scaling, const float *bias, float *y, void *scratch, int threads) {
+    const int64_t N = w->rows, K = w->cols;
+    const cq_gemm_isa isa = cq_gemm_isa_current();
+    cq_gemv_tile_fn tile = NULL;
+    if (cq_detect_isa() == CQ_ISA_AVX512) tile = cq_gemv_tile_avx512;
+    else if (cq_detect_isa() == CQ_ISA_AVX2) tile = cq_gemv_tile_avx2;
+    // The nibble-streaming kernels need every row to start on a 32-element group; other K
+    // (odd, or rows starting mid-byte) decode each row into a buffer and dot in f32.
+    if (K % CQ_GEMV_GROUP != 0) tile = NULL;
+    float *xperm = (float *)scratch;
+    float *rowbufs = (float *)((char *)scratch + cq_align64((size_t)(M * K) * sizeof(float)));
+    const int64_t rowbuf_stride = (int64_t)(cq_align64((size_t)K * sizeof(float)) / sizeof(float));
+    if (tile) permute_x(x, M, K, xperm);
+    const int64_t ntiles = (N + 3) / 4;
+    #pragma omp parallel num_threads(threads)
+    {
+        float *rowbuf = rowbufs + omp_get_thread_num() * rowbuf_stride;
+        #pragma omp for schedule(static)
+        for (int64_t t = 0; t < ntiles; t++) {
+            const int64_t n0 = t * 4;
+            const int nrows = N - n0 < 4 ? (int)(N - n0) : 4;
+            for (int64_t m0 = 0; m0 < M; m0 += 4) {
+                const int mt = M - m0 < 4 ? (int)(M - m0) : 4;
+                float dots[16];
+                if (tile) {
+                    tile(w, n0, nrows, xperm + m0 * K, mt, K, dots);
+                } else {
+                    for (int j = 0; j < nrows; j++) {
+                        isa.decode(w, (n0 + j) * K, K, rowbuf);
+                        for (int m = 0; m < mt; m++) dots[j * 4 + m] = isa.dot(x + (m0 + m) * K, rowbuf, K);
+                    }
+                }
+                for (int j = 0; j < nrows; j++) {
+                    const int64_t n = n0 + j;
+                    const float b = bias ? bias[n] : 0.0f;
+                    for (int m = 0; m < mt; m++) {
+                        float v = dots[j * 4 + m];
+                        if (r > 0) v += scaling * isa.dot(xa + (m0 + m) * r, B + n * r, r);
+                        y[(m0 + m) * N + n] = v + b;
+                    }
+                }
+            }
+        }
+    }
+}

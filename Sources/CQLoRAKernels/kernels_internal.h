@@ -1,0 +1,86 @@
+// Internal contract between the fused-linear drivers (fused_linear.c, gemv.c, fused_gemm.c) and
+// their per-ISA kernels (*_avx512.c, *_avx2.c, *_portable.c). Not part of the Swift-visible API.
+#pragma once
+#include "cqlora.h"
+#include <stdint.h>
+#include <stddef.h>
+
+int omp_get_thread_num(void);
+int omp_get_num_threads(void);
+
+/// Decoded scale of 4-bit block b (plain absmax or double-quant code2[q]·absmax2 + offset).
+static inline float cq_block_absmax(const cq_qweight *w, int64_t b) {
+    if (w->absmax) return w->absmax[b];
+    return w->code2[w->qabsmax[b]] * w->absmax2[b / w->block_size2] + w->offset;
+}
+
+static inline uint8_t cq_nibble_at(const uint8_t *packed, int64_t j) {
+    const uint8_t byte = packed[j >> 1];
+    return (j & 1) ? (byte & 0x0F) : (byte >> 4);
+}
+
+// ---- GEMV (small M): x rows are pre-permuted per 32-element group so that a group's 16
+// even-position values come first, then its 16 odd ones (high nibbles = even elements).
+#define CQ_GEMV_GROUP 32
+/// Dots of rows [n0, n0+nrows) (nrows <= 4) of W with mt (<= 4) permuted x rows (stride K);
+/// out[r * 4 + m]. Requires K % 32 == 0 (so every row starts on a group and block boundary).
+typedef void (*cq_gemv_tile_fn)(const cq_qweight *w, int64_t n0, int nrows,
+                                const float *xperm, int mt, int64_t K, float *out);
+void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const float *xperm, int mt, int64_t K, float *out);
+void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const float *xperm, int mt, int64_t K, float *out);
+
+// ---- decode: flat weight elements [e0, e0+count) to f32 (any alignment).
+typedef void (*cq_decode_fn)(const cq_qweight *w, int64_t e0, int64_t count, float *out);
+void cq_decode_range_portable(const cq_qweight *w, int64_t e0, int64_t count, float *out);
+void cq_decode_range_avx512(const cq_qweight *w, int64_t e0, int64_t count, float *out);
+void cq_decode_range_avx2(const cq_qweight *w, int64_t e0, int64_t count, float *out);
+
+// ---- dot products in a fixed order (the result does not depend on the caller's thread).
+typedef float (*cq_dot_fn)(const float *a, const float *b, int64_t n);
+float cq_dot_portable(const float *a, const float *b, int64_t n);
+float cq_dot_avx512(const float *a, const float *b, int64_t n);
+float cq_dot_avx2(const float *a, const float *b, int64_t n);
+
+// ---- GEMM micro-kernels for the panel path (large M).
+// x is packed in panels of MRP rows: xp[k * MRP + i] = x[m0 + i, k] (zero-padded rows).
+// The decoded weight panel is row-major: wp[j * ldw + k] = W'[n0 + j, k0 + k].
+// The accumulator tile is transposed: ct[j * ldc + i] += sum_k xp[k*MRP+i] * wp[j*ldw+k],
+// for i < MRP and j < NR (the caller pads wp with zero rows up to a multiple of NR).
+typedef void (*cq_gemm_kernel_fn)(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+typedef struct {
+    int mrp;                   // x panel width (rows of x per micro-tile)
+    int nr;                    // weight rows per micro-tile
+    cq_gemm_kernel_fn kernel;
+    cq_decode_fn decode;
+    cq_dot_fn dot;
+} cq_gemm_isa;
+void cq_gemm_kernel_avx512(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+void cq_gemm_kernel_avx2(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+void cq_gemm_kernel_portable(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+#define CQ_MRP_AVX512 32
+#define CQ_NR_AVX512 12
+#define CQ_MRP_AVX2 16
+#define CQ_NR_AVX2 6
+#define CQ_MRP_PORTABLE 16
+#define CQ_NR_PORTABLE 4
+#define CQ_MRP_MAX 32
+
+/// The kernels for the ISA in force (cq_detect_isa()).
+cq_gemm_isa cq_gemm_isa_current(void);
+
+// ---- drivers
+/// Panel-path geometry (independent of the thread count and ISA, so scratch sizing is stable).
+#define CQ_PANEL_N 96      // weight rows per panel (multiple of every NR)
+#define CQ_PANEL_K 256     // K block: the decoded panel is 96 x 256 floats = 96 KiB (L2)
+
+/// xa[m, j] = x[m,:]·A[j,:] (M x r), each dot in a fixed order; parallel over (m, j).
+void cq_lora_down(const float *x, int64_t M, int64_t K, const float *A, int32_t r, float *xa, int threads);
+
+size_t cq_gemv_scratch_bytes(int64_t M, int64_t K, int threads);
+void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
+                   float scaling, const float *bias, float *y, void *scratch, int threads);
+size_t cq_fused_gemm_scratch_bytes(int64_t M, int64_t K, int32_t r, int threads);
+void cq_fused_gemm(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
+                   float scaling, const float *bias, float *y, void *scratch, int threads);
+
+static inline size_t cq_align64(size_t n) { return (n + 63) & ~(size_t)63; }
