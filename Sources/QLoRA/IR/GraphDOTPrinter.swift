@@ -1,0 +1,72 @@
+/// Renders the IR as a Graphviz digraph (`dot -Tsvg`). Inputs are ellipses, weights and parameters
+/// notes, computing nodes boxes; each fused node (fused_qlora_linear, silu_mul) sits in a
+/// `subgraph cluster_N` labelled with the ops it replaced, together with the leaves only it reads.
+enum GraphDOTPrinter {
+    static func dot(_ g: IRGraph, title: String) -> String {
+        let uses = g.useCounts()
+        var clusterOf = [Int?](repeating: nil, count: g.nodes.count)
+        var clusters: [(root: Int, fused: [String])] = []
+        for n in g.nodes {
+            let fused: [String]
+            switch n.op {
+            case let .fusedLinear(a): fused = a.fusedOps
+            case .siluMul: fused = ["silu", "mul"]
+            default: continue
+            }
+            clusterOf[n.id] = clusters.count
+            for o in n.operands where g.nodes[o].op.isLeaf && uses[o] == 1 {
+                if case .input = g.nodes[o].op { continue }
+                clusterOf[o] = clusters.count
+            }
+            clusters.append((n.id, fused))
+        }
+        var lines = ["digraph \"\(escape(title))\" {", "  rankdir=TB;",
+                     "  node [fontname=\"Helvetica\", fontsize=10];", "  edge [fontname=\"Helvetica\", fontsize=9];"]
+        for n in g.nodes where clusterOf[n.id] == nil { lines.append("  " + node(n)) }
+        for (i, c) in clusters.enumerated() {
+            lines.append("  subgraph cluster_\(i) {")
+            lines.append("    label=\"\(escape(c.fused.joined(separator: " → ")))\";")
+            lines.append("    style=\"rounded,filled\"; fillcolor=\"#eef4ff\"; color=\"#5b7db8\"; fontsize=9;")
+            for n in g.nodes where clusterOf[n.id] == i { lines.append("    " + node(n)) }
+            lines.append("  }")
+        }
+        for n in g.nodes {
+            for (k, o) in n.operands.enumerated() {
+                lines.append("  n\(o) -> n\(n.id) [label=\"\(k)\"];")
+            }
+        }
+        for o in g.outputs {
+            lines.append("  out_\(identifier(o.name)) [label=\"output \(escape(o.name))\", shape=ellipse, style=filled, fillcolor=\"#e6f5e6\"];")
+            lines.append("  n\(o.node) -> out_\(identifier(o.name));")
+        }
+        lines.append("}")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func node(_ n: Node) -> String {
+        let shape: String
+        var fill = "#ffffff"
+        switch n.op {
+        case .input: shape = "ellipse"; fill = "#e6f5e6"
+        case .parameter, .quantizedWeight, .cachedWeight: shape = "note"; fill = "#fff6dd"
+        case .fusedLinear, .siluMul: shape = "box"; fill = "#cfe0ff"
+        default: shape = "box"
+        }
+        var label = n.op.name + GraphPrinter.attributes(n.op)
+        if !n.label.isEmpty { label += "\\n" + escape(n.label) }
+        label += "\\n\(n.type)"
+        return "n\(n.id) [label=\"%\(n.id) \(escape(label, keepNewlines: true))\", shape=\(shape), style=filled, fillcolor=\"\(fill)\"];"
+    }
+
+    /// Escapes quotes and backslashes (keeping the "\n" line breaks we insert ourselves).
+    static func escape(_ s: String, keepNewlines: Bool = false) -> String {
+        if keepNewlines {
+            return s.components(separatedBy: "\\n").map { escape($0) }.joined(separator: "\\n")
+        }
+        return s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+    }
+
+    static func identifier(_ s: String) -> String {
+        String(s.unicodeScalars.map { ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) ? Character($0) : "_" })
+    }
+}

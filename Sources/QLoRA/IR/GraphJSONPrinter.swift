@@ -1,0 +1,121 @@
+/// The IR as plain data: what `qlora dump --format json` writes and what parsing that JSON gives
+/// back (`IRDump.decode`), so the dump round-trips exactly.
+///
+///     {"format": "qlora-ir", "version": 1, "stage": "optimized",
+///      "nodes": [{"id": 0, "op": "input", "attributes": {"name": "x"}, "operands": [],
+///                 "element": "float32", "shape": [3, 64], "label": "x"}, ...],
+///      "inputs": [{"name": "x", "node": 0}], "outputs": [{"name": "y", "node": 9}]}
+public struct IRDump: Equatable, Sendable {
+    public struct NodeRecord: Equatable, Sendable {
+        public var id: Int
+        public var op: String
+        /// Op attributes (scale factor, weight name and quant type, fused ops, ...), an object.
+        public var attributes: JSONValue
+        public var operands: [Int]
+        public var element: ElementType
+        public var shape: [Int]
+        public var label: String
+    }
+
+    public struct Binding: Equatable, Sendable {
+        public var name: String
+        public var node: Int
+    }
+
+    public var stage: String
+    public var nodes: [NodeRecord]
+    public var inputs: [Binding]
+    public var outputs: [Binding]
+
+    static let format = "qlora-ir"
+
+    init(_ g: IRGraph, stage: String) {
+        self.stage = stage
+        nodes = g.nodes.map { n in
+            NodeRecord(id: n.id, op: n.op.name, attributes: .object(IRDump.attributes(n.op)), operands: n.operands,
+                       element: n.type.element, shape: n.type.shape, label: n.label)
+        }
+        inputs = g.inputs.map { Binding(name: $0.name, node: $0.node) }
+        outputs = g.outputs.map { Binding(name: $0.name, node: $0.node) }
+    }
+
+    static func number(_ f: Float) -> JSONValue { .number(Double(f), text: pythonFloatRepr(Double(f))) }
+    static func ints(_ a: [Int]) -> JSONValue { .array(a.map { .int($0) }) }
+
+    static func attributes(_ op: Op) -> [(key: String, value: JSONValue)] {
+        switch op {
+        case let .input(name): return [("name", .string(name))]
+        case let .parameter(p): return [("name", .string(p.name)), ("trainable", .bool(p.trainable))]
+        case let .quantizedWeight(w), let .cachedWeight(w):
+            return [("name", .string(w.name)), ("quant_type", .string(w.quantType.rawValue)), ("block_size", .int(w.blockSize)),
+                    ("double_quant", .bool(w.isDoubleQuantized))]
+        case let .scale(s): return [("factor", number(s))]
+        case let .reshape(shape): return [("shape", ints(shape))]
+        case let .rmsNorm(eps): return [("eps", number(eps))]
+        case let .fusedLinear(a):
+            return [("scaling", number(a.scaling)), ("has_lora", .bool(a.hasLora)), ("has_bias", .bool(a.hasBias)),
+                    ("fused_ops", .array(a.fusedOps.map { .string($0) }))]
+        case .siluMul: return [("fused_ops", .array([.string("silu"), .string("mul")]))]
+        default: return []
+        }
+    }
+
+    /// The dump as a JSON value (`pythonDumps(indent: 2)` gives the file text).
+    public var json: JSONValue {
+        .object([
+            ("format", .string(IRDump.format)), ("version", .int(1)), ("stage", .string(stage)),
+            ("nodes", .array(nodes.map { n in
+                .object([("id", .int(n.id)), ("op", .string(n.op)), ("attributes", n.attributes), ("operands", IRDump.ints(n.operands)),
+                         ("element", .string(n.element.rawValue)), ("shape", IRDump.ints(n.shape)), ("label", .string(n.label))])
+            })),
+            ("inputs", .array(inputs.map { .object([("name", .string($0.name)), ("node", .int($0.node))]) })),
+            ("outputs", .array(outputs.map { .object([("name", .string($0.name)), ("node", .int($0.node))]) })),
+        ])
+    }
+
+    /// Parses a dump back, checking every field; errors name the JSON path.
+    public static func decode(_ v: JSONValue, file: String = "IR dump") throws -> IRDump {
+        func bad(_ path: String, _ reason: String) -> QLoraError { .malformedFile(file: file, field: path, reason: reason) }
+        func get(_ o: JSONValue, _ key: String, _ path: String) throws -> JSONValue {
+            guard let x = o[key] else { throw bad("\(path).\(key)", "missing") }
+            return x
+        }
+        func int(_ x: JSONValue, _ path: String) throws -> Int {
+            guard case let .int(n) = x else { throw bad(path, "expected an integer, got \(x.kind)") }
+            return n
+        }
+        func string(_ x: JSONValue, _ path: String) throws -> String {
+            guard case let .string(s) = x else { throw bad(path, "expected a string, got \(x.kind)") }
+            return s
+        }
+        func array(_ x: JSONValue, _ path: String) throws -> [JSONValue] {
+            guard case let .array(a) = x else { throw bad(path, "expected an array, got \(x.kind)") }
+            return a
+        }
+        func bindings(_ key: String) throws -> [Binding] {
+            try array(get(v, key, "$"), "$.\(key)").enumerated().map { i, b in
+                Binding(name: try string(get(b, "name", "$.\(key)[\(i)]"), "$.\(key)[\(i)].name"),
+                        node: try int(get(b, "node", "$.\(key)[\(i)]"), "$.\(key)[\(i)].node"))
+            }
+        }
+        guard try string(get(v, "format", "$"), "$.format") == format else { throw bad("$.format", "expected \"\(format)\"") }
+        guard try int(get(v, "version", "$"), "$.version") == 1 else { throw bad("$.version", "expected 1") }
+        var dump = IRDump(IRGraph(), stage: try string(get(v, "stage", "$"), "$.stage"))
+        for (i, n) in try array(get(v, "nodes", "$"), "$.nodes").enumerated() {
+            let p = "$.nodes[\(i)]"
+            let elementName = try string(get(n, "element", p), "\(p).element")
+            guard let element = ElementType(rawValue: elementName) else { throw bad("\(p).element", "unknown element type \"\(elementName)\"") }
+            let attributes = try get(n, "attributes", p)
+            guard case .object = attributes else { throw bad("\(p).attributes", "expected an object") }
+            dump.nodes.append(NodeRecord(
+                id: try int(get(n, "id", p), "\(p).id"), op: try string(get(n, "op", p), "\(p).op"), attributes: attributes,
+                operands: try array(get(n, "operands", p), "\(p).operands").enumerated().map { try int($1, "\(p).operands[\($0)]") },
+                element: element,
+                shape: try array(get(n, "shape", p), "\(p).shape").enumerated().map { try int($1, "\(p).shape[\($0)]") },
+                label: try string(get(n, "label", p), "\(p).label")))
+        }
+        dump.inputs = try bindings("inputs")
+        dump.outputs = try bindings("outputs")
+        return dump
+    }
+}
