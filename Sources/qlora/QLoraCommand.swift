@@ -7,7 +7,8 @@ struct QLoraCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qlora",
         abstract: "Quantize, inspect and run QLoRA layers on the CPU.",
-        subcommands: [QuantizeCommand.self, DequantizeCommand.self])
+        subcommands: [QuantizeCommand.self, DequantizeCommand.self, DumpCommand.self, InspectCommand.self, RunCommand.self,
+                      DemoCommand.self])
 }
 
 /// Prints one clear line on stderr and exits non-zero: the CLI's way to report a QLoraError.

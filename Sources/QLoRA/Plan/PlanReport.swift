@@ -120,12 +120,13 @@ public struct PlanReport: Sendable, Equatable {
     /// The arena buffers as a table: offset, size and lifetime (steps), plus a bar per buffer.
     public var bufferTable: String {
         let lastStep = (buffers.map(\.lastStep).max() ?? 0)
-        var lines = [String(format: "  %-4@ %-34@ %10@ %10@  %@", "node" as NSString, "buffer" as NSString, "offset" as NSString,
-                            "bytes" as NSString, "lifetime (steps 0…\(lastStep))" as NSString)]
+        func left(_ s: String, _ n: Int) -> String { s.count >= n ? String(s.prefix(n)) : s + String(repeating: " ", count: n - s.count) }
+        func right(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
+        var lines = ["  " + left("node", 5) + left("buffer", 32) + right("offset", 10) + right("bytes", 10) + "  lifetime (steps 0…\(lastStep))"]
         for b in buffers {
             let bar = String((0...lastStep).map { $0 >= b.firstStep && $0 <= b.lastStep ? "█" : "·" })
-            lines.append(String(format: "  %%%-3d %-34@ %10d %10d  %@ %d–%d", b.node, String(b.label.prefix(34)) as NSString, b.offset, b.bytes,
-                                bar as NSString, b.firstStep, b.lastStep))
+            lines.append("  " + left("%\(b.node)", 5) + left(b.label, 32) + right(String(b.offset), 10) + right(String(b.bytes), 10)
+                         + "  \(bar) \(b.firstStep)–\(b.lastStep)")
         }
         return lines.joined(separator: "\n")
     }
