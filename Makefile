@@ -33,7 +33,8 @@ bench: deps
 # The picture of the optimized llama-mlp plan shown in README (needs graphviz).
 plan-picture: build
 	@command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq graphviz)
-	$(RELEASE)/qlora dump Graphs/llama-mlp.json --stage optimized --format dot > docs/llama-mlp.dot
+	$(RELEASE)/qlora dump Graphs/llama-mlp.json --stage optimized --format dot \
+	  --dim hidden=64 --dim intermediate=128 --tokens 4 > docs/llama-mlp.dot
 	dot -Tsvg docs/llama-mlp.dot -o docs/llama-mlp.svg
 
 clean:

@@ -20,7 +20,7 @@ enum GraphDOTPrinter {
             }
             clusters.append((n.id, fused))
         }
-        var lines = ["digraph \"\(escape(title))\" {", "  rankdir=TB;",
+        var lines = ["digraph \"\(escape(title))\" {", "  rankdir=TB;", "  graph [fontname=\"Helvetica\"];",
                      "  node [fontname=\"Helvetica\", fontsize=10];", "  edge [fontname=\"Helvetica\", fontsize=9];"]
         for n in g.nodes where clusterOf[n.id] == nil { lines.append("  " + node(n)) }
         for (i, c) in clusters.enumerated() {
