@@ -46,6 +46,22 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(plain.json, "{\"quant_type\": \"fp4\", \"blocksize\": 128, \"dtype\": \"bfloat16\", \"shape\": [3, 5]}")
     }
 
+    /// The written file does not depend on the thread count.
+    func testQuantizedFileIsIdenticalForOneAndTwoThreads() throws {
+        let dir = try makeTempDirectory(self)
+        var files: [Data] = []
+        for threads in [1, 2] {
+            var options = QuantizeOptions()
+            options.threads = threads
+            options.quantType = .fp4
+            options.include = "proj"
+            let out = dir.appendingPathComponent("q\(threads).safetensors")
+            _ = try CheckpointConversion.quantize(input: Reference.url(Self.fp32Path), output: out, options: options)
+            files.append(try Data(contentsOf: out))
+        }
+        XCTAssert(files[0] == files[1])
+    }
+
     func testPythonFloatRepr() {
         let cases: [(Double, String)] = [
             (0.1, "0.1"), (0.33627980947494507, "0.33627980947494507"), (16, "16.0"), (-2.5, "-2.5"),
