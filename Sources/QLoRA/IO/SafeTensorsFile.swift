@@ -1,0 +1,120 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A read-only, memory-mapped safetensors file. Opening validates the whole header (see
+/// `SafeTensorsHeader`); tensor data is only touched when asked for. Every problem with the file
+/// is a `QLoraError.malformedFile` naming the file, the tensor or field, and the reason.
+public struct SafeTensorsFile: Sendable {
+    /// The path used in error messages.
+    public let path: String
+    /// `__metadata__` of the header (empty when absent).
+    public let metadata: [String: String]
+    /// Tensor names, sorted.
+    public let names: [String]
+    private let entries: [String: SafeTensorInfo]
+    /// The data region (everything after the header).
+    private let data: Data
+
+    /// Maps the file at `url` and validates its header.
+    public init(url: URL) throws {
+        try self.init(data: SafeTensorsFile.map(url.path), path: url.path)
+    }
+
+    /// Parses an in-memory safetensors image; `path` only names it in errors.
+    public init(data file: Data, path: String) throws {
+        self.path = path
+        func bad(_ field: String, _ reason: String) -> QLoraError { .malformedFile(file: path, field: field, reason: reason) }
+        guard file.count >= 8 else {
+            throw bad("header length", "file is \(file.count) bytes, too short for the 8-byte header length")
+        }
+        let n = file.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        let available = file.count - 8
+        guard n <= UInt64(available) else {
+            throw bad("header length", "\(n) bytes but only \(available) bytes follow the length (truncated file?)")
+        }
+        guard n <= UInt64(SafeTensorsHeader.maxHeaderBytes) else {
+            throw bad("header length", "\(n) bytes exceeds the \(SafeTensorsHeader.maxHeaderBytes)-byte limit")
+        }
+        let start = file.startIndex
+        let headerBytes = [UInt8](file[(start + 8)..<(start + 8 + Int(n))])
+        let header = try SafeTensorsHeader(json: headerBytes, dataLength: available - Int(n), file: path)
+        metadata = header.metadata
+        entries = header.entries
+        names = header.entries.keys.sorted()
+        data = file[(start + 8 + Int(n))...]
+    }
+
+    /// mmap(2)s a whole file; the mapping lives as long as the returned Data.
+    private static func map(_ path: String) throws -> Data {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw POSIXFile.error(path, "cannot open") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw POSIXFile.error(path, "cannot stat") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw QLoraError.io(file: path, reason: "not a regular file") }
+        let size = Int(st.st_size)
+        if size == 0 { return Data() }
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+            throw POSIXFile.error(path, "cannot map")
+        }
+        return Data(bytesNoCopy: base, count: size, deallocator: .custom { p, n in munmap(p, n) })
+    }
+
+    public func contains(_ name: String) -> Bool { entries[name] != nil }
+
+    /// dtype, shape and data offsets of a tensor.
+    public func info(_ name: String) throws -> SafeTensorInfo {
+        guard let info = entries[name] else {
+            throw QLoraError.malformedFile(file: path, field: name, reason: "no such tensor in the file")
+        }
+        return info
+    }
+
+    /// The tensor's raw little-endian bytes, without copying (a slice of the mapping).
+    public func rawData(_ name: String) throws -> Data {
+        let r = try info(name).dataOffsets
+        return data[(data.startIndex + r.lowerBound)..<(data.startIndex + r.upperBound)]
+    }
+
+    /// The tensor's raw bytes, copied.
+    public func bytes(_ name: String) throws -> [UInt8] { [UInt8](try rawData(name)) }
+
+    /// A floating-point tensor (F32, F16, BF16 or F64) converted to Float32 with its shape.
+    /// F16/BF16 widen exactly; F64 rounds to nearest.
+    public func tensor(_ name: String) throws -> Tensor {
+        let info = try info(name)
+        return try Tensor(shape: info.shape, scalars: floats(name))
+    }
+
+    /// The elements of a floating-point tensor as Float32, flattened.
+    public func floats(_ name: String) throws -> [Float] {
+        let info = try info(name)
+        guard info.dtype.isFloatingPoint else {
+            throw QLoraError.malformedFile(file: path, field: "\(name).dtype",
+                                           reason: "expected a floating-point tensor, got \(info.dtype.rawValue)")
+        }
+        let raw = try rawData(name)
+        let n = info.elementCount
+        return [Float](unsafeUninitializedCapacity: n) { out, initialized in
+            raw.withUnsafeBytes { src in
+                switch info.dtype {
+                case .f32:
+                    for i in 0..<n { out[i] = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+                case .f16:
+                    for i in 0..<n { out[i] = floatFromHalfBits(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+                case .bf16:
+                    for i in 0..<n { out[i] = floatFromBFloat16Bits(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+                case .f64:
+                    for i in 0..<n { out[i] = Float(Double(bitPattern: UInt64(littleEndian: src.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)))) }
+                default:
+                    break
+                }
+            }
+            initialized = n
+        }
+    }
+}
