@@ -169,3 +169,22 @@ final class CompilerTests: XCTestCase {
         XCTAssert(cached.summary.contains("dense_qlora_linear(cached)"), cached.summary)
     }
 }
+
+final class SharedLayerTests: XCTestCase {
+    /// A layer applied twice shares one weight and one set of parameters in the plan.
+    func testLayerCalledTwiceSharesPersistentData() throws {
+        var rng = SeededRandom(seed: 8)
+        let l = try QuantizedLinear(weight: Tensor(shape: [32, 32], scalars: rng.floats(1024)), config: QLoraConfig(), seed: 1)
+        let g = Graph()
+        let x = g.input("x", shape: [2, 32])
+        g.output("y", try l(try g.relu(try l(x))))
+        let plan = try g.compile(CompileOptions(threads: 1))
+        XCTAssertEqual(plan.memory.weights.count, 1)
+        XCTAssertEqual(plan.memory.parameters.count, 2)
+        XCTAssertEqual(plan.persistentBytes, l.memoryBytes)
+        let xv = try Tensor(shape: [2, 32], scalars: rng.floats(64))
+        let once = try l.forward(xv)
+        let relu = try Tensor(shape: [2, 32], scalars: once.scalars.map { max($0, 0) })
+        assertClose(try plan.run(["x": xv])["y"]!.scalars, try l.forward(relu).scalars, relative: 1e-6, "twice")
+    }
+}

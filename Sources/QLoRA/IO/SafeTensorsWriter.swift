@@ -37,7 +37,7 @@ public final class SafeTensorsWriter {
 
     /// Adds a tensor from raw little-endian bytes; `bytes.count` must equal the shape's size.
     public func add(_ name: String, dtype: SafeTensorsDType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
-        precondition(!committed, "SafeTensorsWriter used after commit()")
+        guard !committed else { throw QLoraError.invalidArgument("SafeTensorsWriter for \(url.path) used after commit()") }
         guard !name.isEmpty, name != "__metadata__" else { throw QLoraError.invalidArgument("invalid tensor name \"\(name)\"") }
         guard !names.contains(name) else { throw QLoraError.invalidArgument("tensor \"\(name)\" added twice to \(url.path)") }
         guard shape.allSatisfy({ $0 >= 0 }) else { throw QLoraError.invalidArgument("tensor \"\(name)\": negative dimension in \(shape)") }
@@ -89,7 +89,7 @@ public final class SafeTensorsWriter {
     /// Writes the file atomically. Returns the number of bytes written.
     @discardableResult
     public func commit() throws -> Int {
-        precondition(!committed, "SafeTensorsWriter.commit() called twice")
+        guard !committed else { throw QLoraError.invalidArgument("SafeTensorsWriter for \(url.path) committed twice") }
         committed = true
         let ordered = entries.sorted { ($0.dtype.size, $1.name) > ($1.dtype.size, $0.name) }
         var header = headerJSON(ordered)

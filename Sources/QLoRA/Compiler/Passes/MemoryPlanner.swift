@@ -35,11 +35,17 @@ enum MemoryPlanner {
         var parameters: [ParameterStorage] = [], weights: [QuantizedWeightStorage] = [], cached: [QuantizedWeightStorage] = []
         var time = [Int](repeating: 0, count: g.nodes.count)
         var step = 0
+        // A storage used by several nodes (a layer called twice) gets one slot.
+        func slot<T: AnyObject>(_ object: T, _ list: inout [T]) -> Int {
+            if let i = list.firstIndex(where: { $0 === object }) { return i }
+            list.append(object)
+            return list.count - 1
+        }
         for n in g.nodes {
             switch n.op {
-            case let .parameter(p): refs[n.id] = .parameter(parameters.count); parameters.append(p)
-            case let .quantizedWeight(w): refs[n.id] = .weight(weights.count); weights.append(w)
-            case let .cachedWeight(w): refs[n.id] = .cached(cached.count); cached.append(w)
+            case let .parameter(p): refs[n.id] = .parameter(slot(p, &parameters))
+            case let .quantizedWeight(w): refs[n.id] = .weight(slot(w, &weights))
+            case let .cachedWeight(w): refs[n.id] = .cached(slot(w, &cached))
             case .input: time[n.id] = 0
             case .reshape: root[n.id] = root[n.operands[0]]; time[n.id] = time[n.operands[0]]
             default: step += 1; time[n.id] = step
