@@ -49,6 +49,7 @@ func streamCeilings(weightBytes: [(String, Int)]) -> BenchCase {
             for (label, bytes) in sizes {
                 let gbs = StreamRead.bandwidth(bench, bytes: bytes, threads: threads)
                 bench.ceilings["read \(bytes) t=\(threads)"] = gbs
+                if label.hasPrefix("256") { bench.ceilings["read dram t=\(threads)"] = gbs }
                 bench.add(Row(group: "ceiling", name: "streaming read", shape: label, threads: threads,
                               ms: Double(bytes) / gbs / 1e6, weightGBs: gbs))
             }

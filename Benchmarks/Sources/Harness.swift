@@ -12,8 +12,10 @@ struct Row {
     var weightGBs: Double? = nil
     /// t(OpenBLAS SGEMM/SGEMV at the same shape and threads) / t(this): 1.0 = as fast.
     var vsBLAS: Double? = nil
-    /// t(streaming read of this case's weight bytes) / t(this): 1.0 = at the bandwidth ceiling.
+    /// t(streaming read of this case's weight bytes at DRAM bandwidth, 256 MiB buffer) / t(this).
     var vsStream: Double? = nil
+    /// The same with the bandwidth of a buffer the size of the weight (may sit in the LLC).
+    var vsStreamSameSize: Double? = nil
 }
 
 /// Run-wide settings and the ceilings measured so far (cases look them up to report ratios).
@@ -52,7 +54,7 @@ final class Bench {
         rows.append(row)
         let f = { (v: Double?, d: Int) in v.map { String(format: "%.\(d)f", $0) } ?? "–" }
         print("\(row.group) | \(row.name) | \(row.shape) M=\(row.m) | t=\(row.threads) | \(String(format: "%.3f", row.ms)) ms | "
-              + "\(f(row.gflops, 1)) GFLOP/s | \(f(row.weightGBs, 2)) GB/s | vsBLAS \(f(row.vsBLAS, 3)) | vsStream \(f(row.vsStream, 3))")
+              + "\(f(row.gflops, 1)) GFLOP/s | \(f(row.weightGBs, 2)) GB/s | vsBLAS \(f(row.vsBLAS, 3)) | vsStream \(f(row.vsStream, 3)) / \(f(row.vsStreamSameSize, 3))")
         fflush(nil)
     }
 }
