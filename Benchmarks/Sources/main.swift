@@ -1,1 +1,59 @@
-print("placeholder until the benchmark helper lands")
+// qlora-bench: kernel benchmarks with the machine's ceilings measured in the same run.
+//   qlora-bench [--quick] [--threads 1,2] [--output path.md]
+import Foundation
+import QLoRA
+
+let args = Array(CommandLine.arguments.dropFirst())
+func option(_ name: String) -> String? {
+    guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }
+    return args[i + 1]
+}
+let quick = args.contains("--quick")
+let output = option("--output")
+let threads = (option("--threads") ?? "1,\(min(2, Runtime.defaultThreads))")
+    .split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
+let threadCounts = Array(Set(threads)).sorted()
+if args.contains("--help") || threadCounts.isEmpty {
+    print("usage: qlora-bench [--quick] [--threads 1,2] [--output results.md]")
+    exit(threadCounts.isEmpty ? 1 : 0)
+}
+
+let bench = Bench(quick: quick, threadCounts: threadCounts)
+let machine = Machine.describe(threads: threadCounts)
+machine.forEach { print($0) }
+let started = Date()
+
+let shapes = quick ? [LinearShape(K: 4096, N: 11008)] : [LinearShape(K: 4096, N: 4096), LinearShape(K: 4096, N: 11008)]
+let rowCounts = quick ? [1, 16, 128] : [1, 4, 16, 64, 128, 512]
+let variants = quick ? [QuantVariant(type: .nf4, doubleQuant: true)]
+    : [QuantVariant(type: .nf4, doubleQuant: true), QuantVariant(type: .nf4, doubleQuant: false),
+       QuantVariant(type: .fp4, doubleQuant: true), QuantVariant(type: .fp4, doubleQuant: false)]
+
+do {
+    try streamCeilings(weightBytes: shapes.map { ($0.label, $0.quantizedBytes) })(bench)
+    for shape in shapes {
+        let weights = try LinearWeights(shape, variants: variants)
+        var cases: [BenchCase] = [linearCase(weights, rowCounts: rowCounts)]
+        if !quick || shape.N == 11008 { cases.insert(dequantizeCase(weights), at: 0) }
+        for c in cases { try c(bench) }
+    }
+} catch {
+    FileHandle.standardError.write("qlora-bench: \(error)\n".data(using: .utf8)!)
+    exit(1)
+}
+
+let command = "qlora-bench " + CommandLine.arguments.dropFirst().joined(separator: " ")
+let report = Report.markdown(bench, machine: machine, command: command, seconds: Date().timeIntervalSince(started))
+if let output {
+    do {
+        try FileManager.default.createDirectory(at: URL(fileURLWithPath: output).deletingLastPathComponent(),
+                                                withIntermediateDirectories: true)
+        try report.write(toFile: output, atomically: true, encoding: .utf8)
+        print("wrote \(output)")
+    } catch {
+        FileHandle.standardError.write("qlora-bench: cannot write \(output): \(error)\n".data(using: .utf8)!)
+        exit(1)
+    }
+} else {
+    print(report)
+}

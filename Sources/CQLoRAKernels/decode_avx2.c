@@ -18,10 +18,10 @@ AVX2 void cq_decode_range_avx2(const cq_qweight *w, int64_t e0, int64_t count, f
     cq_decode_range_portable(w, e, head, out);
     e += head;
     const __m256 cblo = _mm256_loadu_ps(w->codebook), cbhi = _mm256_loadu_ps(w->codebook + 8);
-    while (e + 16 <= end) {
-        const int64_t b = e / bs;
-        const int64_t bend = (b + 1) * bs < end ? (b + 1) * bs : end;
-        const __m256 a = _mm256_set1_ps(cq_block_absmax(w, b));
+    cq_absmax_cursor cur = cq_cursor_at(w, e / bs);
+    for (; e + 16 <= end; cq_cursor_next(&cur)) {
+        const int64_t bend = (cur.b + 1) * bs < end ? (cur.b + 1) * bs : end;
+        const __m256 a = _mm256_set1_ps(cq_cursor_value(&cur));
         const __m256 lo = _mm256_mul_ps(cblo, a), hi = _mm256_mul_ps(cbhi, a);
         for (; e + 16 <= bend; e += 16) {
             const __m128i bytes = _mm_loadl_epi64((const __m128i *)(w->packed + (e >> 1)));

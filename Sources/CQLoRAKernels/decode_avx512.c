@@ -15,10 +15,10 @@ AVX512 void cq_decode_range_avx512(const cq_qweight *w, int64_t e0, int64_t coun
     cq_decode_range_portable(w, e, head, out);
     e += head;
     const __m512 cb = _mm512_loadu_ps(w->codebook);
-    while (e + 32 <= end) {
-        const int64_t b = e / bs;
-        const int64_t bend = (b + 1) * bs < end ? (b + 1) * bs : end;
-        const __m512 tbl = _mm512_mul_ps(cb, _mm512_set1_ps(cq_block_absmax(w, b)));
+    cq_absmax_cursor cur = cq_cursor_at(w, e / bs);
+    for (; e + 32 <= end; cq_cursor_next(&cur)) {
+        const int64_t bend = (cur.b + 1) * bs < end ? (cur.b + 1) * bs : end;
+        const __m512 tbl = _mm512_mul_ps(cb, _mm512_set1_ps(cq_cursor_value(&cur)));
         for (; e + 32 <= bend; e += 32) {
             // vpermps reads only the low 4 bits of each index, so no masking is needed.
             const __m128i bytes = _mm_loadu_si128((const __m128i *)(w->packed + (e >> 1)));

@@ -1,7 +1,7 @@
-// Large-M fused path: each thread owns a contiguous range of output features and walks it in
-// panels of CQ_PANEL_N weight rows. Per K block of CQ_PANEL_K, the panel is decoded into
-// per-thread scratch (96 KiB, stays in L2) and multiplied by the packed x with the ISA's
-// micro-kernel. The LoRA up-projection is one extra K block: x gets scaling·xa appended, the
+// Large-M path (fused, and cached mode on an f32 weight): each thread owns a contiguous range of
+// output features and walks it in panels of CQ_PANEL_N weight rows. Per K block of CQ_PANEL_K,
+// the panel is decoded (4-bit) or copied (f32) into per-thread scratch (96 KiB, stays in L2)
+// and multiplied by the packed x with the ISA's micro-kernel. The LoRA up-projection is one extra K block: x gets scaling·xa appended, the
 // panel gets the matching B rows. The K blocking is fixed, so each output sums in the same
 // order whatever the thread count.
 #include "kernels_internal.h"
@@ -45,9 +45,10 @@ static void multiply_panel(const cq_gemm_isa *isa, const float *xp, int64_t kr, 
             isa->kernel(xp + (m0 / mrp) * kr * mrp + k0 * mrp, wp + j0 * ld, ld, kc, ct + j0 * ldc + m0, ldc);
 }
 
-void cq_fused_gemm(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
-                   float scaling, const float *bias, float *y, void *scratch, int threads) {
-    const int64_t N = w->rows, K = w->cols, kr = K + r;
+void cq_panel_gemm(const float *x, int64_t M, int64_t N, int64_t K, const cq_qweight *w, const float *wf,
+                   const float *xa, const float *B, int32_t r, float scaling, const float *bias, float *y,
+                   void *scratch, int threads) {
+    const int64_t kr = K + r;
     const cq_gemm_isa isa = cq_gemm_isa_current();
     const int mrp = isa.mrp, nr = isa.nr;
     const int64_t mpad = round_up(M, mrp), ldc = round_up(M, CQ_MRP_MAX);
@@ -71,7 +72,10 @@ void cq_fused_gemm(const float *x, int64_t M, const cq_qweight *w, const float *
             memset(ct, 0, (size_t)(npad * ldc) * sizeof(float));
             for (int64_t k0 = 0; k0 < K; k0 += CQ_PANEL_K) {
                 const int64_t kc = K - k0 < CQ_PANEL_K ? K - k0 : CQ_PANEL_K;
-                for (int64_t j = 0; j < nrows; j++) isa.decode(w, (n0 + j) * K + k0, kc, wp + j * CQ_PANEL_K);
+                for (int64_t j = 0; j < nrows; j++) {
+                    if (w) isa.decode(w, (n0 + j) * K + k0, kc, wp + j * CQ_PANEL_K);
+                    else memcpy(wp + j * CQ_PANEL_K, wf + (n0 + j) * K + k0, (size_t)kc * sizeof(float));
+                }
                 for (int64_t j = nrows; j < npad; j++) memset(wp + j * CQ_PANEL_K, 0, (size_t)kc * sizeof(float));
                 multiply_panel(&isa, xp, kr, k0, wp, CQ_PANEL_K, kc, npad, mpad, ct, ldc);
             }

@@ -48,5 +48,5 @@ void cq_fused_linear(const float *x, int64_t M, const cq_qweight *w,
     if (M < CQ_GEMV_MAX_M)
         cq_fused_gemv(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
     else
-        cq_fused_gemm(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
+        cq_panel_gemm(x, M, w->rows, w->cols, w, NULL, xa, B, r, scaling, bias, y, rest, threads);
 }

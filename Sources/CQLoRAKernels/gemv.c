@@ -3,8 +3,17 @@
 // fixed-order dot product, so the bits do not depend on the thread count.
 #include "kernels_internal.h"
 
+/// Per thread: one decoded row (K floats) or the block scales of a 4-row tile (<= K/8 floats).
+static size_t per_thread_floats(int64_t K) { return cq_align64((size_t)(K + 32) * sizeof(float)) / sizeof(float); }
+
 size_t cq_gemv_scratch_bytes(int64_t M, int64_t K, int threads) {
-    return cq_align64((size_t)(M * K) * sizeof(float)) + (size_t)threads * cq_align64((size_t)K * sizeof(float));
+    return cq_align64((size_t)(M * K) * sizeof(float)) + (size_t)threads * per_thread_floats(K) * sizeof(float);
+}
+
+/// Decoded absmax of blocks [b0, b0 + count).
+static void block_scales(const cq_qweight *w, int64_t b0, int64_t count, float *out) {
+    cq_absmax_cursor c = cq_cursor_at(w, b0);
+    for (int64_t i = 0; i < count; i++, cq_cursor_next(&c)) out[i] = cq_cursor_value(&c);
 }
 
 /// Per 32-element group: its 16 even-position values, then its 16 odd ones (the high nibble
@@ -25,12 +34,13 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
     cq_gemv_tile_fn tile = NULL;
     if (cq_detect_isa() == CQ_ISA_AVX512) tile = cq_gemv_tile_avx512;
     else if (cq_detect_isa() == CQ_ISA_AVX2) tile = cq_gemv_tile_avx2;
-    // The nibble-streaming kernels need every row to start on a 32-element group; other K
-    // (odd, or rows starting mid-byte) decode each row into a buffer and dot in f32.
-    if (K % CQ_GEMV_GROUP != 0) tile = NULL;
+    // The nibble-streaming kernels need every row to be whole blocks (K % block_size == 0, the
+    // usual case); other K (odd, rows starting mid-block or mid-byte) decode each row into a
+    // buffer with the ISA's decoder and dot in f32.
+    if (K % w->block_size != 0) tile = NULL;
     float *xperm = (float *)scratch;
     float *rowbufs = (float *)((char *)scratch + cq_align64((size_t)(M * K) * sizeof(float)));
-    const int64_t rowbuf_stride = (int64_t)(cq_align64((size_t)K * sizeof(float)) / sizeof(float));
+    const int64_t rowbuf_stride = (int64_t)per_thread_floats(K);
     if (tile) permute_x(x, M, K, xperm);
     const int64_t ntiles = (N + 3) / 4;
     #pragma omp parallel num_threads(threads)
@@ -40,11 +50,12 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
         for (int64_t t = 0; t < ntiles; t++) {
             const int64_t n0 = t * 4;
             const int nrows = N - n0 < 4 ? (int)(N - n0) : 4;
+            if (tile) block_scales(w, n0 * K / w->block_size, nrows * K / w->block_size, rowbuf);
             for (int64_t m0 = 0; m0 < M; m0 += 4) {
                 const int mt = M - m0 < 4 ? (int)(M - m0) : 4;
                 float dots[16];
                 if (tile) {
-                    tile(w, n0, nrows, xperm + m0 * K, mt, K, dots);
+                    tile(w, n0, nrows, rowbuf, xperm + m0 * K, mt, K, dots);
                 } else {
                     for (int j = 0; j < nrows; j++) {
                         isa.decode(w, (n0 + j) * K, K, rowbuf);

@@ -18,29 +18,23 @@ AVX2 static inline __attribute__((always_inline)) float hsum(__m256 s) {
 }
 
 AVX2 static inline __attribute__((always_inline)) void
-pair(const cq_qweight *w, int64_t n0, const int R, const float *xperm, const int MT, int64_t K, float *out) {
+pair(const cq_qweight *w, int64_t n0, const int R, const float *scales, const float *xperm, const int MT, int64_t K, float *out) {
     __m256 acc[2][4], lo[2], hi[2];
     const uint8_t *p[2];
-    int64_t e[2];
     for (int r = 0; r < R; r++) {
         for (int m = 0; m < MT; m++) acc[r][m] = _mm256_setzero_ps();
-        e[r] = (n0 + r) * K;
-        p[r] = w->packed + (e[r] >> 1);
+        p[r] = w->packed + (n0 + r) * K / 2;
     }
     const __m256 cblo = _mm256_loadu_ps(w->codebook), cbhi = _mm256_loadu_ps(w->codebook + 8);
-    const int64_t bs = w->block_size, G = K / CQ_GEMV_GROUP;
-    int64_t g = 0;
-    while (g < G) {
-        int64_t seg = G - g;
+    const int64_t per_block = w->block_size / CQ_GEMV_GROUP, blocks = K / w->block_size;
+    const float *xg = xperm;
+    for (int64_t b = 0; b < blocks; b++) {
         for (int r = 0; r < R; r++) {
-            const int64_t left = (bs - e[r] % bs) / CQ_GEMV_GROUP;
-            if (left < seg) seg = left;
-            const __m256 a = _mm256_set1_ps(cq_block_absmax(w, e[r] / bs));
+            const __m256 a = _mm256_set1_ps(scales[r * blocks + b]);
             lo[r] = _mm256_mul_ps(cblo, a);
             hi[r] = _mm256_mul_ps(cbhi, a);
         }
-        for (int64_t s = 0; s < seg; s++, g++) {
-            const float *xg = xperm + g * CQ_GEMV_GROUP;
+        for (int64_t g = 0; g < per_block; g++, xg += CQ_GEMV_GROUP) {
             for (int r = 0; r < R; r++) {
                 const __m128i bytes = _mm_loadu_si128((const __m128i *)p[r]);
                 const __m256i ia = _mm256_cvtepu8_epi32(bytes), ib = _mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8));
@@ -57,18 +51,18 @@ pair(const cq_qweight *w, int64_t n0, const int R, const float *xperm, const int
                 p[r] += CQ_GEMV_GROUP / 2;
             }
         }
-        for (int r = 0; r < R; r++) e[r] += seg * CQ_GEMV_GROUP;
     }
     for (int r = 0; r < R; r++)
         for (int m = 0; m < MT; m++) out[r * 4 + m] = hsum(acc[r][m]);
 }
 
-#define CASE(R, MT) case (R) * 8 + (MT): pair(w, n, R, xperm, MT, K, o); break;
-AVX2 void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const float *xperm, int mt,
+#define CASE(R, MT) case (R) * 8 + (MT): pair(w, n, R, sc, xperm, MT, K, o); break;
+AVX2 void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const float *scales, const float *xperm, int mt,
                             int64_t K, float *out) {
     for (int r0 = 0; r0 < nrows; r0 += 2) {
         const int64_t n = n0 + r0;
         float *o = out + r0 * 4;
+        const float *sc = scales + r0 * (K / w->block_size);
         switch ((nrows - r0 >= 2 ? 2 : 1) * 8 + mt) {
             CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(1, 4)
             CASE(2, 1) CASE(2, 2) CASE(2, 3) CASE(2, 4)

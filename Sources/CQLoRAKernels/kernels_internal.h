@@ -14,6 +14,29 @@ static inline float cq_block_absmax(const cq_qweight *w, int64_t b) {
     return w->code2[w->qabsmax[b]] * w->absmax2[b / w->block_size2] + w->offset;
 }
 
+/// Walks block scales in order without a 64-bit division per block (hot loops advance it).
+typedef struct {
+    const cq_qweight *w;
+    int64_t b;       // block index
+    int64_t b2, i2;  // double quant: b / block_size2 and b % block_size2
+} cq_absmax_cursor;
+
+static inline cq_absmax_cursor cq_cursor_at(const cq_qweight *w, int64_t b) {
+    cq_absmax_cursor c = {w, b, 0, 0};
+    if (!w->absmax) { c.b2 = b / w->block_size2; c.i2 = b % w->block_size2; }
+    return c;
+}
+
+static inline float cq_cursor_value(const cq_absmax_cursor *c) {
+    if (c->w->absmax) return c->w->absmax[c->b];
+    return c->w->code2[c->w->qabsmax[c->b]] * c->w->absmax2[c->b2] + c->w->offset;
+}
+
+static inline void cq_cursor_next(cq_absmax_cursor *c) {
+    c->b++;
+    if (!c->w->absmax && ++c->i2 == c->w->block_size2) { c->i2 = 0; c->b2++; }
+}
+
 static inline uint8_t cq_nibble_at(const uint8_t *packed, int64_t j) {
     const uint8_t byte = packed[j >> 1];
     return (j & 1) ? (byte & 0x0F) : (byte >> 4);
@@ -23,11 +46,14 @@ static inline uint8_t cq_nibble_at(const uint8_t *packed, int64_t j) {
 // even-position values come first, then its 16 odd ones (high nibbles = even elements).
 #define CQ_GEMV_GROUP 32
 /// Dots of rows [n0, n0+nrows) (nrows <= 4) of W with mt (<= 4) permuted x rows (stride K);
-/// out[r * 4 + m]. Requires K % 32 == 0 (so every row starts on a group and block boundary).
-typedef void (*cq_gemv_tile_fn)(const cq_qweight *w, int64_t n0, int nrows,
+/// out[r * 4 + m]. Requires K % block_size == 0 (every row starts on a block boundary).
+/// scales: the decoded absmax of the tile's blocks, row after row (K / block_size per row).
+typedef void (*cq_gemv_tile_fn)(const cq_qweight *w, int64_t n0, int nrows, const float *scales,
                                 const float *xperm, int mt, int64_t K, float *out);
-void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const float *xperm, int mt, int64_t K, float *out);
-void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const float *xperm, int mt, int64_t K, float *out);
+void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const float *scales, const float *xperm, int mt,
+                         int64_t K, float *out);
+void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const float *scales, const float *xperm, int mt,
+                       int64_t K, float *out);
 
 // ---- decode: flat weight elements [e0, e0+count) to f32 (any alignment).
 typedef void (*cq_decode_fn)(const cq_qweight *w, int64_t e0, int64_t count, float *out);
@@ -80,7 +106,9 @@ size_t cq_gemv_scratch_bytes(int64_t M, int64_t K, int threads);
 void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
                    float scaling, const float *bias, float *y, void *scratch, int threads);
 size_t cq_fused_gemm_scratch_bytes(int64_t M, int64_t K, int32_t r, int threads);
-void cq_fused_gemm(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
-                   float scaling, const float *bias, float *y, void *scratch, int threads);
+/// y = x·Wᵀ + [x·Aᵀ = xa]·scaling·Bᵀ + bias with W either 4-bit (w) or f32 [N, K] (wf), M >= 2.
+void cq_panel_gemm(const float *x, int64_t M, int64_t N, int64_t K, const cq_qweight *w, const float *wf,
+                   const float *xa, const float *B, int32_t r, float scaling, const float *bias, float *y,
+                   void *scratch, int threads);
 
 static inline size_t cq_align64(size_t n) { return (n + 63) & ~(size_t)63; }

@@ -24,6 +24,11 @@ final class KernelTests: XCTestCase {
         Shape(M: 17, N: 101, K: 301, r: 5, blockSize: 64, quant: .fp4, bias: false),
         Shape(M: 40, N: 203, K: 544, r: 16, blockSize: 256, doubleQuant: false),
         Shape(M: 33, N: 7, K: 45, r: 0, blockSize: 32, bias: false),
+        // K a multiple of the block: the nibble-streaming tiles, every tile height and x-row count.
+        Shape(M: 1, N: 37, K: 256, r: 16, blockSize: 64),
+        Shape(M: 6, N: 9, K: 384, r: 4, blockSize: 32, quant: .fp4, doubleQuant: false),
+        Shape(M: 2, N: 7, K: 256, r: 1, blockSize: 128, bias: false),
+        Shape(M: 11, N: 30, K: 512, r: 16, blockSize: 512),
     ]
 
     struct Inputs {
@@ -128,7 +133,8 @@ final class KernelTests: XCTestCase {
     /// Identity rows of x pick single weight columns, so y must equal the bnb-dequantized weight
     /// exactly: checks the in-register nibble decode (any alignment, both paths) bit for bit.
     func testIdentityInputReproducesDequantizedWeightExactly() throws {
-        let cases = [Shape(M: 4, N: 23, K: 96, r: 0, blockSize: 64, bias: false),      // small-M tiles
+        let cases = [Shape(M: 4, N: 23, K: 96, r: 0, blockSize: 32, bias: false),      // small-M tiles
+                     Shape(M: 4, N: 23, K: 96, r: 0, blockSize: 64, bias: false),      // small-M, rows mid-block
                      Shape(M: 4, N: 23, K: 49, r: 0, blockSize: 32, quant: .fp4, bias: false), // odd K
                      Shape(M: 40, N: 29, K: 40, r: 0, blockSize: 32, doubleQuant: false, bias: false),
                      Shape(M: 300, N: 17, K: 300, r: 0, blockSize: 128, quant: .fp4, bias: false)]
@@ -147,6 +153,20 @@ final class KernelTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// OpenBLAS SGEMM at a shape large enough to be split over threads: same bits for 1, 2, 3.
+    func testDenseIsThreadCountIndependentAtLargerShape() throws {
+        let s = Shape(M: 24, N: 300, K: 520, r: 16, blockSize: 64)
+        let i = try Self.inputs(s, seed: 11)
+        let d1 = Self.dense(s, i, threads: 1)
+        assertClose(d1, Self.reference(s, i), relative: 1e-5, "dense vs double reference")
+        assertBitIdentical(Self.dense(s, i, threads: 2), d1, "dense 2 vs 1 threads")
+        assertBitIdentical(Self.dense(s, i, threads: 3), d1, "dense 3 vs 1 threads")
+        var one = s
+        one.M = 1
+        let d = Self.dense(one, i, threads: 1)
+        assertBitIdentical(Self.dense(one, i, threads: 2), d, "dense M=1 2 vs 1 threads")
     }
 
     func testMatmulNTMatchesReference() throws {
