@@ -1,194 +1,252 @@
 // bitsandbytes 0.50.2-exact blockwise 4-bit quantization and 8-bit double quantization.
-// The rules (and why they are what they are) are spelled out in shared/reference/manifest.json.
-#include "cqlora.h"
+// Every rule below is named after its entry in shared/reference/manifest.json (conventions.*,
+// quantize_tables, double_quant_code_note); the reference tests check each one bit for bit.
+// Dequantization (the hot path) lives in dequant.c / dequant_x86.c.
+#include "quant_internal.h"
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-// bnb get_4bit_type('nf4') and get_4bit_type('fp4') (fp4 = [0, .0625, 8, 12, 4, 6, 2, 3, ...]/12).
+// Every product and sum here is rounded on its own, as torch/numpy do: never fused into an FMA.
+#pragma STDC FP_CONTRACT OFF
+
+// ---- Codebooks (manifest quantize_tables) --------------------------------------------------
+
+// get_4bit_type('nf4'), index 0..15; already sorted.
 static const float NF4_CODE[16] = {
     -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
     -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
     0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
     0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
-static float FP4_CODE[16];
-// Sorted-order tables: nibble = ORDER[number of bounds strictly below s].
+
+// conventions.fp4_code: float32([0, .0625, 8, 12, 4, 6, 2, 3, 0, -.0625, -8, -12, -4, -6, -2, -3])
+// / float32(12). Index 8 is +0.0 (the source list's "-0" is a Python int).
+static const float FP4_RAW[16] = {0, 0.0625f, 8, 12, 4, 6, 2, 3, 0, -0.0625f, -8, -12, -4, -6, -2, -3};
+
+// quantize_tables.*.order: stable argsort of the code (the two +0.0 entries keep order 0, 8).
 static const uint8_t NF4_ORDER[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 static const uint8_t FP4_ORDER[16] = {11, 10, 13, 12, 15, 14, 9, 0, 8, 1, 6, 7, 4, 5, 2, 3};
-static float NF4_BOUNDS[15], FP4_BOUNDS[15];
-static int g_tables_ready = 0;
+
+typedef struct {
+    float code[16];    // decode table, indexed by nibble
+    float bounds[15];  // quantize_tables.*.bounds: (sorted[j] + sorted[j+1]) / 2 in float32
+    uint8_t order[16]; // sorted position -> nibble
+    uint8_t zero_code; // quantize(0.0): the padding nibble of an odd count (nf4 7, fp4 0)
+} quant_table;
+
+static quant_table g_tables[2];
+static pthread_once_t g_tables_once = PTHREAD_ONCE_INIT;
+
+/// Rule "index = number of bounds strictly less than s" (torch.bucketize, right=False: a value
+/// exactly on a bound goes to the lower sorted position), then nibble = order[index].
+/// The bounds ascend, so the count is a branchless 4-step binary search (8 + 4 + 2 + 1).
+static inline uint8_t bucketize(float s, const quant_table *t) {
+    int j = 0;
+    j += (t->bounds[j + 7] < s) << 3;
+    j += (t->bounds[j + 3] < s) << 2;
+    j += (t->bounds[j + 1] < s) << 1;
+    j += (t->bounds[j] < s);
+    return t->order[j];
+}
+
+static void build_table(quant_table *t, const float *code, const uint8_t *order) {
+    memcpy(t->code, code, sizeof t->code);
+    memcpy(t->order, order, sizeof t->order);
+    for (int j = 0; j < 15; j++) t->bounds[j] = (code[order[j]] + code[order[j + 1]]) / 2.0f;
+    t->zero_code = bucketize(0.0f, t);
+}
 
 static void init_tables(void) {
-    if (__atomic_load_n(&g_tables_ready, __ATOMIC_ACQUIRE)) return;
-    static const float fp4_raw[16] = {0, 0.0625f, 8, 12, 4, 6, 2, 3, 0, -0.0625f, -8, -12, -4, -6, -2, -3};
-    float code[16];
-    for (int i = 0; i < 16; i++) code[i] = fp4_raw[i] / 12.0f; // f32 division, as bnb
-    code[8] = 0.0f;                                            // +0.0, not -0.0
-    for (int j = 0; j < 15; j++) {
-        NF4_BOUNDS[j] = (NF4_CODE[NF4_ORDER[j]] + NF4_CODE[NF4_ORDER[j + 1]]) / 2.0f;
-        FP4_BOUNDS[j] = (code[FP4_ORDER[j]] + code[FP4_ORDER[j + 1]]) / 2.0f;
+    float fp4[16];
+    for (int i = 0; i < 16; i++) fp4[i] = FP4_RAW[i] / 12.0f; // float32 division, as bnb
+    fp4[8] = 0.0f;                                            // +0.0
+    build_table(&g_tables[CQ_NF4], NF4_CODE, NF4_ORDER);
+    build_table(&g_tables[CQ_FP4], fp4, FP4_ORDER);
+}
+
+static const quant_table *tables(cq_quant_type type) {
+    pthread_once(&g_tables_once, init_tables);
+    return &g_tables[type == CQ_FP4 ? CQ_FP4 : CQ_NF4];
+}
+
+const float *cq_codebook(cq_quant_type type) { return tables(type)->code; }
+
+// ---- 4-bit quantization (conventions.nf4_quantize, fp4_quantize, nf4_packing) --------------
+
+static inline int is_finite_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (u & 0x7f800000u) != 0x7f800000u;
+}
+
+/// Quantizes the block [start, end) (end - start <= block_size, start even) into packed/absmax.
+/// Returns the first non-finite index in the block, or -1.
+static int64_t quantize_block(const float *w, int64_t start, int64_t end, int32_t block_size,
+                              const quant_table *t, uint8_t *packed, float *absmax_out) {
+    const int64_t len = end - start;
+    const float *x = w + start;
+    int finite = 1;
+    float m = 0.0f;
+    for (int64_t i = 0; i < len; i++) {
+        finite &= is_finite_bits(x[i]);
+        const float a = fabsf(x[i]);
+        m = a > m ? a : m;
     }
-    memcpy(FP4_CODE, code, sizeof code);
-    __atomic_store_n(&g_tables_ready, 1, __ATOMIC_RELEASE);
-}
-
-const float *cq_codebook(cq_quant_type type) {
-    init_tables();
-    return type == CQ_NF4 ? NF4_CODE : FP4_CODE;
-}
-
-static inline uint8_t quantize_one(float s, const float *bounds, const uint8_t *order) {
-    int j = 0;
-    for (int k = 0; k < 15; k++) j += bounds[k] < s; // strictly below: ties go to the lower index
-    return order[j];
+    if (!finite) {
+        for (int64_t i = 0; i < len; i++)
+            if (!is_finite_bits(x[i])) return start + i;
+    }
+    *absmax_out = m; // stored unclamped: may be 0
+    // "absmax clamped to >= 1e-38 only for the scaling"; full blocks multiply by the float32
+    // reciprocal, the partial last block divides (the two differ in the last bit).
+    const float scale = m < 1e-38f ? 1e-38f : m;
+    const float recip = 1.0f / scale;
+    const int partial = len != block_size;
+    uint8_t q[4096 + 1];
+    for (int64_t i = 0; i < len; i++) {
+        float s = partial ? x[i] / scale : x[i] * recip;
+        s = s < -1.0f ? -1.0f : (s > 1.0f ? 1.0f : s);
+        q[i] = bucketize(s, t);
+    }
+    if (len & 1) q[len] = t->zero_code; // only the very last block can be odd
+    uint8_t *p = packed + start / 2;
+    for (int64_t i = 0; i < len; i += 2) p[i / 2] = (uint8_t)((q[i] << 4) | q[i + 1]);
+    return -1;
 }
 
 int cq_quantize_4bit(const float *w, int64_t n, int32_t block_size, cq_quant_type type,
                      uint8_t *packed, float *absmax, int64_t *bad_index, int threads) {
-    init_tables();
-    for (int64_t i = 0; i < n; i++) {
-        if (!isfinite(w[i])) { if (bad_index) *bad_index = i; return -1; }
-    }
-    const float *bounds = type == CQ_NF4 ? NF4_BOUNDS : FP4_BOUNDS;
-    const uint8_t *order = type == CQ_NF4 ? NF4_ORDER : FP4_ORDER;
+    if (block_size < 32 || block_size > 4096 || (block_size & (block_size - 1)) || n < 0) return -2;
+    const quant_table *t = tables(type);
     const int64_t nblocks = (n + block_size - 1) / block_size;
-    const uint8_t zero_code = quantize_one(0.0f, bounds, order);
-    // Blocks are even-sized (>= 32), so every block starts on a byte boundary.
-    #pragma omp parallel for schedule(static) num_threads(threads) if (n > 65536)
+    int64_t first_bad = INT64_MAX;
+    // Blocks are even-sized, so every block starts on a byte boundary and writes disjoint bytes.
+    #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n > 65536) \
+        reduction(min : first_bad)
     for (int64_t b = 0; b < nblocks; b++) {
         const int64_t start = b * block_size;
         const int64_t end = start + block_size < n ? start + block_size : n;
-        const int partial = (end - start) != block_size;
-        float m = 0.0f;
-        for (int64_t i = start; i < end; i++) { float a = fabsf(w[i]); if (a > m) m = a; }
-        absmax[b] = m;
-        const float scale_base = m < 1e-38f ? 1e-38f : m;
-        const float recip = 1.0f / scale_base;
-        for (int64_t i = start; i < end; i += 2) {
-            float s0 = partial ? w[i] / scale_base : w[i] * recip;
-            s0 = s0 < -1.0f ? -1.0f : (s0 > 1.0f ? 1.0f : s0);
-            uint8_t q0 = quantize_one(s0, bounds, order), q1 = zero_code;
-            if (i + 1 < end) {
-                float s1 = partial ? w[i + 1] / scale_base : w[i + 1] * recip;
-                s1 = s1 < -1.0f ? -1.0f : (s1 > 1.0f ? 1.0f : s1);
-                q1 = quantize_one(s1, bounds, order);
-            }
-            packed[i / 2] = (uint8_t)((q0 << 4) | q1);
-        }
+        const int64_t bad = quantize_block(w, start, end, block_size, t, packed, &absmax[b]);
+        if (bad >= 0 && bad < first_bad) first_bad = bad;
+    }
+    if (first_bad != INT64_MAX) {
+        if (bad_index) *bad_index = first_bad;
+        return -1;
     }
     return 0;
 }
 
-// bnb create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8), as float32.
-static void dynamic_map(float *code) {
-    double values[256];
-    int count = 0;
-    const int max_exp = 7, total_bits = 8, non_sign_bits = total_bits - 1;
-    const int additional = (1 << (non_sign_bits - max_exp)) ; // unused width marker
-    (void)additional;
-    for (int i = 0; i < max_exp; i++) {
-        int fraction_items = (1 << (i + non_sign_bits - max_exp)) + 1;
-        // torch.linspace(0.1, 1, fraction_items) in float32
-        double prev = 0;
-        for (int k = 0; k < fraction_items - 1; k++) {
-            float lo = 0.1f, hi = 1.0f;
-            float step = (hi - lo) / (float)(fraction_items - 1);
-            float b0 = (k < (fraction_items - 1) / 2) ? lo + step * (float)k : hi - step * (float)(fraction_items - 1 - k);
-            float b1 = (k + 1 < (fraction_items - 1) / 2) ? lo + step * (float)(k + 1)
-                                                          : hi - step * (float)(fraction_items - 1 - (k + 1));
-            float mean = (b0 + b1) / 2.0f;
-            double v = pow(10.0, -(max_exp - 1) + i) * (double)mean;
-            values[count++] = v;
-            values[count++] = -v;
-            prev = v;
-        }
-        (void)prev;
-    }
-    values[count++] = 0.0;
-    values[count++] = 1.0;
-    // pad to 256 with zeros then sort
-    while (count < 256) values[count++] = 0.0;
-    for (int i = 1; i < 256; i++) { // insertion sort
-        double v = values[i]; int j = i - 1;
-        while (j >= 0 && values[j] > v) { values[j + 1] = values[j]; j--; }
-        values[j + 1] = v;
-    }
-    for (int i = 0; i < 256; i++) code[i] = (float)values[i];
+// ---- Double quantization (conventions.double_quant) ----------------------------------------
+
+/// torch.linspace(0.1, 1, steps) in float32, as torch's CPU kernel computes it: step =
+/// (end - start) / (steps - 1); the first half is start + step*idx, the second half
+/// end - step*(steps-1-idx), each a single fused multiply-add (torch's kernel is compiled with
+/// FMA contraction; plain mul-then-add differs from bnb's stored code2 in 64 entries).
+static void torch_linspace(float start, float end, int steps, float *out) {
+    const float step = (end - start) / (float)(steps - 1);
+    const int halfway = steps / 2;
+    for (int idx = 0; idx < steps; idx++)
+        out[idx] = idx < halfway ? fmaf(step, (float)idx, start)
+                                 : fmaf(-step, (float)(steps - 1 - idx), end);
 }
 
-void cq_double_quantize(const float *absmax, int64_t nblocks, int32_t block_size2,
-                        float *code2, uint8_t *qabsmax, float *absmax2, float *offset_out) {
-    dynamic_map(code2);
-    double sum = 0.0;
-    for (int64_t i = 0; i < nblocks; i++) sum += absmax[i];
-    const float offset = (float)(sum / (double)nblocks);
-    *offset_out = offset;
-    // bnb 0.50.2 CPU: 65536-entry LUT of the nearest code (ties to the lower index).
-    static uint8_t lut[65536];
-    static int lut_ready = 0;
-    static float lut_code0 = 0;
-    if (!__atomic_load_n(&lut_ready, __ATOMIC_ACQUIRE) || lut_code0 != code2[0]) {
-        int c = 0;
-        for (int i = 0; i < 65536; i++) {
-            float v = -1.0f + 2.0f * (float)i / 65535.0f;
-            while (c < 255 && fabsf(code2[c + 1] - v) < fabsf(code2[c] - v)) c++;
-            lut[i] = (uint8_t)c;
+static int compare_float(const void *a, const void *b) {
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/// bnb create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8): for i in 0..6,
+/// boundaries = linspace(0.1, 1, 2^i + 1), means = (b[:-1] + b[1:]) / 2 (float32), values
+/// ±float32(10^(i-6)) * means (float32 multiply); plus 0 and 1; sorted. 254 + 2 = 256 entries.
+void cq_dynamic_map(float *code) {
+    int count = 0;
+    for (int i = 0; i < 7; i++) {
+        const int fraction_items = (1 << i) + 1;
+        float boundaries[65];
+        torch_linspace(0.1f, 1.0f, fraction_items, boundaries);
+        const float scale = (float)pow(10.0, (double)(i - 6)); // Python 10**k, cast to float32
+        for (int k = 0; k < fraction_items - 1; k++) {
+            const float mean = (boundaries[k] + boundaries[k + 1]) / 2.0f;
+            code[count++] = scale * mean;
+            code[count++] = -scale * mean;
         }
-        lut_code0 = code2[0];
-        __atomic_store_n(&lut_ready, 1, __ATOMIC_RELEASE);
     }
+    code[count++] = 0.0f;
+    code[count++] = 1.0f;
+    qsort(code, 256, sizeof(float), compare_float);
+}
+
+/// The 8-bit index rule of bnb 0.50.2's CPU backend: a 65536-entry table, lut[i] = the code2
+/// entry nearest to -1 + 2*i/65535 (ties to the lower index), addressed by
+/// i = uint16((s + 1) * 0.5 * 65535 + 0.5). It approximates nearest-code rounding.
+typedef struct {
+    float code[256];
+    uint8_t lut[65536];
+} dq_lut;
+
+static dq_lut g_lut;
+static pthread_once_t g_lut_once = PTHREAD_ONCE_INIT;
+
+static void build_lut(void) {
+    cq_dynamic_map(g_lut.code);
+    int c = 0; // code is ascending and v increases with i, so the nearest index never decreases
+    for (int i = 0; i < 65536; i++) {
+        const float v = -1.0f + 2.0f * (float)i / 65535.0f;
+        while (c < 255 && fabsf(g_lut.code[c + 1] - v) < fabsf(g_lut.code[c] - v)) c++;
+        g_lut.lut[i] = (uint8_t)c;
+    }
+}
+
+static const dq_lut *dynamic_lut(void) {
+    pthread_once(&g_lut_once, build_lut);
+    return &g_lut;
+}
+
+static inline uint8_t lut_index(float a, float recip, const dq_lut *t) {
+    float s = a * recip;
+    s = s < -1.0f ? -1.0f : (s > 1.0f ? 1.0f : s);
+    const float pos = (s + 1.0f) * 0.5f * 65535.0f + 0.5f;
+    return t->lut[(uint16_t)pos];
+}
+
+void cq_double_quantize_with_offset(const float *absmax, int64_t nblocks, int32_t block_size2,
+                                    float offset, float *code2, uint8_t *qabsmax, float *absmax2) {
+    const dq_lut *t = dynamic_lut();
+    memcpy(code2, t->code, sizeof t->code);
     const int64_t nb2 = (nblocks + block_size2 - 1) / block_size2;
     for (int64_t b = 0; b < nb2; b++) {
         const int64_t start = b * block_size2;
         const int64_t end = start + block_size2 < nblocks ? start + block_size2 : nblocks;
         float m = 0.0f;
-        for (int64_t i = start; i < end; i++) { float a = fabsf(absmax[i] - offset); if (a > m) m = a; }
-        absmax2[b] = m;
-        const float recip = 1.0f / (m < 1e-38f ? 1e-38f : m);
         for (int64_t i = start; i < end; i++) {
-            float s = (absmax[i] - offset) * recip;
-            s = s < -1.0f ? -1.0f : (s > 1.0f ? 1.0f : s);
-            uint16_t idx = (uint16_t)((s + 1.0f) * 0.5f * 65535.0f + 0.5f);
-            qabsmax[i] = lut[idx];
+            const float a = fabsf(absmax[i] - offset);
+            m = a > m ? a : m;
         }
+        absmax2[b] = m;
+        // absmax2 == 0 (all absmax equal the offset) would give 0 * inf; any code then decodes
+        // to offset exactly, so the clamp only keeps the index finite.
+        const float recip = 1.0f / (m < 1e-38f ? 1e-38f : m);
+        for (int64_t i = start; i < end; i++) qabsmax[i] = lut_index(absmax[i] - offset, recip, t);
     }
+}
+
+float cq_absmax_offset(const float *absmax, int64_t nblocks) {
+    // torch.mean in float32 sums with its own (ISA-dependent) cascade; a double sum is
+    // order-independent to well under 1e-6 relative and is what we use.
+    double sum = 0.0;
+    for (int64_t i = 0; i < nblocks; i++) sum += absmax[i];
+    return nblocks > 0 ? (float)(sum / (double)nblocks) : 0.0f;
+}
+
+void cq_double_quantize(const float *absmax, int64_t nblocks, int32_t block_size2,
+                        float *code2, uint8_t *qabsmax, float *absmax2, float *offset_out) {
+    const float offset = cq_absmax_offset(absmax, nblocks);
+    *offset_out = offset;
+    cq_double_quantize_with_offset(absmax, nblocks, block_size2, offset, code2, qabsmax, absmax2);
 }
 
 void cq_double_dequantize(const uint8_t *qabsmax, int64_t nblocks, int32_t block_size2,
                           const float *code2, const float *absmax2, float offset, float *out) {
-    for (int64_t i = 0; i < nblocks; i++) out[i] = code2[qabsmax[i]] * absmax2[i / block_size2] + offset;
-}
-
-static inline float block_absmax(const cq_qweight *w, int64_t b) {
-    if (w->absmax) return w->absmax[b];
-    return w->code2[w->qabsmax[b]] * w->absmax2[b / w->block_size2] + w->offset;
-}
-
-static inline uint8_t nibble_at(const uint8_t *packed, int64_t j) {
-    const uint8_t byte = packed[j >> 1];
-    return (j & 1) ? (byte & 0x0F) : (byte >> 4);
-}
-
-void cq_dequantize_rows(const cq_qweight *w, int64_t row0, int64_t nrows, float *out) {
-    const int64_t start = row0 * w->cols, end = (row0 + nrows) * w->cols;
-    const int64_t bs = w->block_size;
-    int64_t j = start;
-    while (j < end) {
-        const int64_t b = j / bs;
-        const int64_t bend = (b + 1) * bs < end ? (b + 1) * bs : end;
-        const float a = block_absmax(w, b);
-        for (; j < bend; j++) out[j - start] = w->codebook[nibble_at(w->packed, j)] * a;
-    }
-}
-
-void cq_dequantize_4bit(const cq_qweight *w, float *out, int threads) {
-    const int64_t n = w->rows * w->cols;
-    const int64_t nblocks = (n + w->block_size - 1) / w->block_size;
-    #pragma omp parallel for schedule(static) num_threads(threads) if (n > 65536)
-    for (int64_t b = 0; b < nblocks; b++) {
-        const int64_t start = b * w->block_size;
-        const int64_t end = start + w->block_size < n ? start + w->block_size : n;
-        const float a = block_absmax(w, b);
-        for (int64_t j = start; j < end; j++) out[j] = w->codebook[nibble_at(w->packed, j)] * a;
-    }
+    for (int64_t i = 0; i < nblocks; i++) out[i] = cq_decode_absmax(qabsmax[i], code2, absmax2[i / block_size2], offset);
 }

@@ -37,6 +37,14 @@ int cq_quantize_4bit(const float *w, int64_t n, int32_t block_size, cq_quant_typ
 void cq_double_quantize(const float *absmax, int64_t nblocks, int32_t block_size2,
                         float *code2, uint8_t *qabsmax, float *absmax2, float *offset);
 
+/// cq_double_quantize with a given offset instead of the mean (tests reproduce bnb's state
+/// bit for bit from its stored float32 offset).
+void cq_double_quantize_with_offset(const float *absmax, int64_t nblocks, int32_t block_size2, float offset,
+                                    float *code2, uint8_t *qabsmax, float *absmax2);
+
+/// bnb create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8) as float32 (256 entries).
+void cq_dynamic_map(float *code);
+
 /// absmax'[i] = code2[qabsmax[i]] * absmax2[i / block_size2] + offset (f32 multiply, f32 add).
 void cq_double_dequantize(const uint8_t *qabsmax, int64_t nblocks, int32_t block_size2,
                           const float *code2, const float *absmax2, float offset, float *absmax_out);

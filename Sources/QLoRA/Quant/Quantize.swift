@@ -11,16 +11,22 @@ extension QuantizedTensor {
         let n = tensor.count
         guard n > 0 else { throw QLoraError.quantization(tensor: name, reason: "tensor is empty (shape \(tensor.shape))") }
         let blocks = (n + blockSize - 1) / blockSize
-        var packed = [UInt8](repeating: 0, count: (n + 1) / 2)
-        var absmax = [Float](repeating: 0, count: blocks)
         var bad: Int64 = -1
-        let status = tensor.scalars.withUnsafeBufferPointer { w in
-            packed.withUnsafeMutableBufferPointer { p in
-                absmax.withUnsafeMutableBufferPointer { a in
+        var status: Int32 = 0
+        var absmax: [Float] = []
+        // The kernel writes every packed byte and absmax entry (garbage only when it fails).
+        let packed = [UInt8](unsafeUninitializedCapacity: (n + 1) / 2) { p, packedCount in
+            absmax = [Float](unsafeUninitializedCapacity: blocks) { a, absmaxCount in
+                status = tensor.scalars.withUnsafeBufferPointer { w in
                     cq_quantize_4bit(w.baseAddress, Int64(n), Int32(blockSize), quantType == .nf4 ? CQ_NF4 : CQ_FP4,
-                                     p.baseAddress, a.baseAddress, &bad, Int32(threads))
+                                     p.baseAddress, a.baseAddress, &bad, Int32(max(1, threads)))
                 }
+                absmaxCount = blocks
             }
+            packedCount = (n + 1) / 2
+        }
+        if status == -2 {
+            throw QLoraError.invalidConfig(field: "blockSize", reason: "kernel rejected block size \(blockSize)")
         }
         if status != 0 {
             let index = Int(bad)
@@ -35,11 +41,28 @@ extension QuantizedTensor {
 
     /// Dequantizes to f32: code[q] · absmax (f32 multiply), the canonical bitsandbytes values.
     public func dequantize(threads: Int = Runtime.defaultThreads) -> Tensor {
-        var out = [Float](repeating: 0, count: count)
-        withKernelView { view in
-            out.withUnsafeMutableBufferPointer { o in cq_dequantize_4bit(view, o.baseAddress, Int32(threads)) }
+        let out = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            dequantize(into: buffer, threads: threads)
+            initialized = count
         }
         return Tensor(uncheckedShape: shape, scalars: out)
+    }
+
+    /// Dequantizes into a caller-owned buffer of exactly `count` floats (reuse it across calls:
+    /// first-touching a fresh 180 MB buffer costs far more than the dequantization itself).
+    public func dequantize(into buffer: UnsafeMutableBufferPointer<Float>, threads: Int = Runtime.defaultThreads) {
+        precondition(buffer.count == count, "dequantize(into:): buffer has \(buffer.count) floats, need \(count)")
+        withKernelView { view in cq_dequantize_4bit(view, buffer.baseAddress, Int32(max(1, threads))) }
+    }
+
+    /// Dequantizes rows [row0, row0 + rowCount) of the 2-D weight [rows, cols] into a buffer of
+    /// rowCount · cols floats (rows may start mid-block and mid-byte). One thread.
+    public func dequantizeRows(_ row0: Int, count rowCount: Int, into buffer: UnsafeMutableBufferPointer<Float>) {
+        let cols = shape.last ?? 1
+        let rows = cols > 0 ? count / cols : 0
+        precondition(row0 >= 0 && rowCount >= 0 && row0 + rowCount <= rows, "rows \(row0)..<\(row0 + rowCount) out of 0..<\(rows)")
+        precondition(buffer.count == rowCount * cols, "dequantizeRows: buffer has \(buffer.count) floats, need \(rowCount * cols)")
+        withKernelView { view in cq_dequantize_rows(view, Int64(row0), Int64(rowCount), buffer.baseAddress) }
     }
 
     /// "row r, column c" for a flat index of a 2-D shape; the flat index otherwise.
@@ -50,19 +73,33 @@ extension QuantizedTensor {
 }
 
 extension DoubleQuantState {
-    /// bitsandbytes' 8-bit blockwise quantization of the absmax vector (blocks of 256).
+    /// bitsandbytes' 8-bit blockwise quantization of the absmax vector (blocks of 256), with
+    /// offset = mean(absmax) (accumulated in double, rounded to f32; bnb's torch f32 mean can
+    /// differ from it in the last bit).
     public static func quantize(absmax: [Float], blockSize2: Int = 256) -> DoubleQuantState {
+        quantize(absmax: absmax, offset: nil, blockSize2: blockSize2)
+    }
+
+    /// The same with a given offset (nil: the mean). With bnb's stored offset the state is
+    /// reproduced bit for bit.
+    static func quantize(absmax: [Float], offset given: Float?, blockSize2: Int = 256) -> DoubleQuantState {
+        precondition(blockSize2 > 0, "blockSize2 must be > 0")
         let blocks = absmax.count
         var code2 = [Float](repeating: 0, count: 256)
         var q = [UInt8](repeating: 0, count: blocks)
         var absmax2 = [Float](repeating: 0, count: (blocks + blockSize2 - 1) / blockSize2)
-        var offset: Float = 0
+        var offset: Float = given ?? 0
         absmax.withUnsafeBufferPointer { a in
             code2.withUnsafeMutableBufferPointer { c in
                 q.withUnsafeMutableBufferPointer { qp in
                     absmax2.withUnsafeMutableBufferPointer { a2 in
-                        cq_double_quantize(a.baseAddress, Int64(blocks), Int32(blockSize2), c.baseAddress,
-                                           qp.baseAddress, a2.baseAddress, &offset)
+                        if let given {
+                            cq_double_quantize_with_offset(a.baseAddress, Int64(blocks), Int32(blockSize2), given,
+                                                           c.baseAddress, qp.baseAddress, a2.baseAddress)
+                        } else {
+                            cq_double_quantize(a.baseAddress, Int64(blocks), Int32(blockSize2), c.baseAddress,
+                                               qp.baseAddress, a2.baseAddress, &offset)
+                        }
                     }
                 }
             }

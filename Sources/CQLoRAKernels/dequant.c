@@ -1,0 +1,62 @@
+// 4-bit dequantization: out[j] = code[nibble j] * absmax[j / block_size], one f32 multiply per
+// element, so every ISA path gives identical bits. Dispatch on cq_detect_isa(); the SIMD paths
+// are in dequant_x86.c.
+#include "quant_internal.h"
+
+#pragma STDC FP_CONTRACT OFF
+
+static inline __attribute__((always_inline)) void span_portable(const uint8_t *packed, const float *code, int64_t j,
+                                                                int64_t count, float a, float *out) {
+    if (count <= 0) return;
+    if (j & 1) { // starts on a low nibble
+        *out++ = code[packed[j >> 1] & 0x0F] * a;
+        j++;
+        count--;
+    }
+    const uint8_t *p = packed + (j >> 1);
+    int64_t i = 0;
+    for (; i + 2 <= count; i += 2) {
+        const uint8_t byte = p[i >> 1];
+        out[i] = code[byte >> 4] * a;
+        out[i + 1] = code[byte & 0x0F] * a;
+    }
+    if (i < count) out[i] = code[p[i >> 1] >> 4] * a;
+}
+
+void cq_dequant_range_portable(const cq_qweight *w, int64_t j0, int64_t j1, float *out) {
+    cq_dequant_range_with(w, j0, j1, out, span_portable);
+}
+
+static cq_dequant_range_fn range_fn(void) {
+#if defined(__x86_64__)
+    switch (cq_detect_isa()) {
+    case CQ_ISA_AVX512: return cq_dequant_range_avx512;
+    case CQ_ISA_AVX2: return cq_dequant_range_avx2;
+    default: break;
+    }
+#endif
+    return cq_dequant_range_portable;
+}
+
+void cq_dequantize_4bit(const cq_qweight *w, float *out, int threads) {
+    const int64_t n = w->rows * w->cols;
+    const cq_dequant_range_fn fn = range_fn();
+    if (threads <= 1 || n <= 65536) {
+        fn(w, 0, n, out);
+        return;
+    }
+    // Whole blocks per chunk (~32K elements), contiguous per thread.
+    const int64_t bs = w->block_size;
+    const int64_t chunk = (32768 / bs > 0 ? 32768 / bs : 1) * bs;
+    const int64_t nchunks = (n + chunk - 1) / chunk;
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t c = 0; c < nchunks; c++) {
+        const int64_t j0 = c * chunk;
+        const int64_t j1 = j0 + chunk < n ? j0 + chunk : n;
+        fn(w, j0, j1, out + j0);
+    }
+}
+
+void cq_dequantize_rows(const cq_qweight *w, int64_t row0, int64_t nrows, float *out) {
+    range_fn()(w, row0 * w->cols, (row0 + nrows) * w->cols, out);
+}
