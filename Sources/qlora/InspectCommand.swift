@@ -28,12 +28,13 @@ struct InspectCommand: ParsableCommand {
     var threads: Int?
 
     @Option(help: "Output format: text or json.")
-    var format: DumpFormat = .text
+    var format: InspectFormat = .text
+
+    enum InspectFormat: String, ExpressibleByArgument, CaseIterable { case text, json }
 
     func run() throws {
         do {
             guard tokens > 0 else { throw QLoraError.invalidArgument("--tokens must be > 0, got \(tokens)") }
-            guard format != .dot else { throw QLoraError.invalidArgument("inspect prints text or json, not dot (use qlora dump)") }
             let threads = try threadCount(threads)
             let loaded = try graphOptions.load(weights: weights, extraDims: ["tokens": tokens], threads: threads)
             let plan = try loaded.graph.compile(CompileOptions(mode: mode, threads: threads))

@@ -17,6 +17,10 @@ enum FusionPass {
                 g.nodes[fused.root].op = .fusedLinear(fused.attributes)
                 g.nodes[fused.root].operands = fused.operands
                 if g.nodes[fused.root].label.isEmpty { g.nodes[fused.root].label = g.nodes[node.id].label }
+                // A layer with a bias ends in its "<layer>.bias" add; the fused node is the whole layer.
+                if fused.attributes.hasBias, g.nodes[fused.root].label.hasSuffix(".bias") {
+                    g.nodes[fused.root].label.removeLast(".bias".count)
+                }
                 for absorbed in fused.absorbed { uses[absorbed] = 0 }
             }
         }
