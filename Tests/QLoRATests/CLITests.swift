@@ -146,12 +146,14 @@ final class CLITests: XCTestCase {
         for (kind, shape) in [("x2d", [3, 64]), ("x3d", [2, 4, 64])] {
             let x = try Reference.tensor("interop/expected/\(kind).f32", shape: shape)
             let input = try writeInput("\(kind).safetensors", ["x": x])
+            var loraOutputs: [String: Tensor] = [:]
             for (weights, mode) in [(Self.bnb, "on-the-fly"), (Self.bnb, "cached"), (Self.fp32, "on-the-fly")] {
                 let lora = tmp.appendingPathComponent("lora-\(kind)-\(mode).safetensors").path
                 _ = try ok(["run", Self.graph("llama-mlp"), "--weights", weights, "--adapter", Self.adapter, "--input", input,
                             "--output", lora, "--mode", mode, "--threads", "2"])
                 let y = try output(lora)
                 XCTAssertEqual(y.shape, shape)
+                loraOutputs["\(weights) \(mode)"] = y
                 assertClose(y.scalars, try Reference.floats("interop/expected/model.layers.0.mlp.\(kind).y_lora.f32"), relative: 1e-5,
                             "\(kind) y_lora from \(weights) \(mode)")
                 let base = tmp.appendingPathComponent("base-\(kind)-\(mode).safetensors").path
@@ -159,6 +161,9 @@ final class CLITests: XCTestCase {
                 assertClose(try output(base).scalars, try Reference.floats("interop/expected/model.layers.0.mlp.\(kind).y_base.f32"),
                             relative: 1e-5, "\(kind) y_base from \(weights) \(mode)")
             }
+            // Quantizing the f32 model at load reproduces the bitsandbytes checkpoint exactly.
+            assertBitIdentical(loraOutputs["\(Self.fp32) on-the-fly"]!.scalars, loraOutputs["\(Self.bnb) on-the-fly"]!.scalars,
+                               "\(kind): f32 model quantized at load vs 4-bit checkpoint")
         }
     }
 

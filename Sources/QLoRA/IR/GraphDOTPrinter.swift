@@ -35,9 +35,9 @@ enum GraphDOTPrinter {
                 lines.append("  n\(o) -> n\(n.id) [label=\"\(k)\"];")
             }
         }
-        for o in g.outputs {
-            lines.append("  out_\(identifier(o.name)) [label=\"output \(escape(o.name))\", shape=ellipse, style=filled, fillcolor=\"#e6f5e6\"];")
-            lines.append("  n\(o.node) -> out_\(identifier(o.name));")
+        for (i, o) in g.outputs.enumerated() {
+            lines.append("  out\(i) [label=\"output \(escape(o.name))\", shape=ellipse, style=filled, fillcolor=\"#e6f5e6\"];")
+            lines.append("  n\(o.node) -> out\(i);")
         }
         lines.append("}")
         return lines.joined(separator: "\n") + "\n"
@@ -64,9 +64,5 @@ enum GraphDOTPrinter {
             return s.components(separatedBy: "\\n").map { escape($0) }.joined(separator: "\\n")
         }
         return s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-    }
-
-    static func identifier(_ s: String) -> String {
-        String(s.unicodeScalars.map { ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) ? Character($0) : "_" })
     }
 }
