@@ -54,6 +54,33 @@ final class GraphFileTests: XCTestCase {
         assertClose(y.scalars, try Reference.floats("interop/expected/model.layers.0.mlp.x3d.y_lora.f32"), relative: 1e-5, "y_lora x3d")
     }
 
+    func testQuantizedLinearQuantizesF32WeightsAtLoadWithTheGivenOptions() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("graphfile-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var rng = SeededRandom(seed: 7)
+        let w = try Tensor(shape: [24, 40], scalars: rng.floats(960, scale: 0.2)), b = try Tensor(shape: [24], scalars: rng.floats(24))
+        let url = dir.appendingPathComponent("m.safetensors")
+        let writer = try SafeTensorsWriter(url: url)
+        try writer.add("proj.weight", tensor: w)
+        try writer.add("proj.bias", tensor: b)
+        try writer.add("unused.weight", tensor: w)
+        try writer.commit()
+        var q = QuantizeOptions()
+        q.quantType = .fp4
+        q.blockSize = 32
+        q.doubleQuant = false
+        let def = try GraphDefinition.load(url: Self.graphs.appendingPathComponent("quantized-linear.json"))
+        let x = try Tensor(shape: [2, 3, 40], scalars: rng.floats(240))
+        let loaded = try def.load(weights: CheckpointWeights(url: url, quantization: q), options: GraphLoadOptions(inputShapes: ["x": x.shape]))
+        XCTAssertEqual(loaded.dims, ["in": 40, "out": 24])
+        let layer = try XCTUnwrap(loaded.layers["proj"])
+        XCTAssertEqual(layer.quantizedWeight, try QuantizedTensor.quantize(w, quantType: .fp4, blockSize: 32, doubleQuant: false, name: "proj.weight"))
+        XCTAssertEqual(layer.bias, b)
+        let y = try loaded.graph.compile(CompileOptions(threads: 1)).run(["x": x])["y"]!
+        assertBitIdentical(y.scalars, try layer.forward(x).scalars, "graph vs layer forward")
+    }
+
     func testInputsWithoutBatchDimsAndFixedDims() throws {
         let def = try parse(mlp(#"{"op": "relu", "inputs": ["x"], "output": "y"}"#, inputs: #"[{"name": "x", "shape": [3, "hidden"]}]"#),
                             dims: ["hidden": 7])
