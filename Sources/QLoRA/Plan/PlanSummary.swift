@@ -9,19 +9,25 @@ extension ExecutablePlan {
         lines.append("plan: \(steps.count) steps, \(fusedSteps.count) fused groups, mode \(options.mode.rawValue), "
                      + "\(options.threads) thread\(options.threads == 1 ? "" : "s"), fusion \(options.fusion ? "on" : "off"), isa \(Runtime.isa)")
         for (i, s) in steps.enumerated() {
-            var line = String(format: "  %2d  %-30@ %-22@ %@", i, s.kernelName as NSString, (s.label.isEmpty ? "-" : s.label) as NSString,
-                              Self.describe(s.output) as NSString)
+            // (Foundation's %-30@ does not pad on Linux, so columns are padded here.)
+            var line = "  " + Self.pad(String(i), 3, left: true) + "  " + Self.pad(s.kernelName, 30) + " "
+                + Self.pad(s.label.isEmpty ? "-" : s.label, 34) + " " + Self.describe(s.output)
             line += "  \(Self.human(Double(s.flops), unit: "FLOP")), \(Self.bytes(s.bytesMoved)) moved"
             if !s.fusedOps.isEmpty { line += "  [fuses \(s.fusedOps.joined(separator: " → "))]" }
             lines.append(line)
         }
         for d in decisions {
-            lines.append(String(format: "  weight %@: %@ (M=%d; est. on-the-fly %.3f ms, cached %.3f ms)", d.weight as NSString,
+            lines.append(String(format: "  weight %@: %@ (M=%d; est. on-the-fly %.4g ms, cached %.4g ms)", d.weight as NSString,
                                 d.mode.rawValue as NSString, d.rows, d.onTheFlySeconds * 1e3, d.cachedSeconds * 1e3))
         }
         lines.append("memory: arena \(Self.bytes(arenaBytes)) (buffers \(Self.bytes(arenaBytes - scratchBytes)) reused from "
                      + "\(Self.bytes(unsharedBufferBytes)) unshared, scratch \(Self.bytes(scratchBytes))), persistent \(Self.bytes(persistentBytes))")
         return lines.joined(separator: "\n")
+    }
+
+    static func pad(_ s: String, _ width: Int, left: Bool = false) -> String {
+        let fill = String(repeating: " ", count: max(0, width - s.count))
+        return left ? fill + s : s + fill
     }
 
     static func describe(_ ref: BufferRef) -> String {
