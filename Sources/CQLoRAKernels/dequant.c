@@ -45,12 +45,17 @@ void cq_dequantize_4bit(const cq_qweight *w, float *out, int threads) {
         fn(w, 0, n, out);
         return;
     }
-    // Whole blocks per chunk (~32K elements), contiguous per thread.
+    // Chunks of whole blocks (~32K elements) handed out by an atomic counter, so a thread the OS
+    // deschedules does not hold up the rest. (schedule(dynamic) would do the same, but clang 21
+    // then calls __kmpc_dispatch_deinit, which Debian's libomp 14 lacks.)
     const int64_t bs = w->block_size;
     const int64_t chunk = (32768 / bs > 0 ? 32768 / bs : 1) * bs;
     const int64_t nchunks = (n + chunk - 1) / chunk;
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t c = 0; c < nchunks; c++) {
+    int64_t next = 0;
+    #pragma omp parallel num_threads(threads)
+    for (;;) {
+        const int64_t c = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+        if (c >= nchunks) break;
         const int64_t j0 = c * chunk;
         const int64_t j1 = j0 + chunk < n ? j0 + chunk : n;
         fn(w, j0, j1, out + j0);

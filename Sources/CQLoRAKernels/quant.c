@@ -120,15 +120,28 @@ int cq_quantize_4bit(const float *w, int64_t n, int32_t block_size, cq_quant_typ
     if (block_size < 32 || block_size > 4096 || (block_size & (block_size - 1)) || n < 0) return -2;
     const quant_table *t = tables(type);
     const int64_t nblocks = (n + block_size - 1) / block_size;
-    int64_t first_bad = INT64_MAX;
+    const int nthreads = threads > 1 && n > 65536 ? threads : 1;
+    // Chunks of ~16K elements (whole blocks) from an atomic counter, as in cq_dequantize_4bit.
     // Blocks are even-sized, so every block starts on a byte boundary and writes disjoint bytes.
-    #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n > 65536) \
-        reduction(min : first_bad)
-    for (int64_t b = 0; b < nblocks; b++) {
-        const int64_t start = b * block_size;
-        const int64_t end = start + block_size < n ? start + block_size : n;
-        const int64_t bad = quantize_block(w, start, end, block_size, t, packed, &absmax[b]);
-        if (bad >= 0 && bad < first_bad) first_bad = bad;
+    const int64_t per_chunk = 16384 / block_size > 0 ? 16384 / block_size : 1;
+    const int64_t nchunks = (nblocks + per_chunk - 1) / per_chunk;
+    int64_t next = 0, first_bad = INT64_MAX;
+    #pragma omp parallel num_threads(nthreads)
+    {
+        int64_t my_first_bad = INT64_MAX;
+        for (;;) {
+            const int64_t c = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+            if (c >= nchunks) break;
+            const int64_t b1 = (c + 1) * per_chunk < nblocks ? (c + 1) * per_chunk : nblocks;
+            for (int64_t b = c * per_chunk; b < b1; b++) {
+                const int64_t start = b * block_size;
+                const int64_t end = start + block_size < n ? start + block_size : n;
+                const int64_t bad = quantize_block(w, start, end, block_size, t, packed, &absmax[b]);
+                if (bad >= 0 && bad < my_first_bad) my_first_bad = bad;
+            }
+        }
+        #pragma omp critical(cq_quantize_first_bad)
+        if (my_first_bad < first_bad) first_bad = my_first_bad;
     }
     if (first_bad != INT64_MAX) {
         if (bad_index) *bad_index = first_bad;
@@ -160,12 +173,14 @@ static int compare_float(const void *a, const void *b) {
 /// boundaries = linspace(0.1, 1, 2^i + 1), means = (b[:-1] + b[1:]) / 2 (float32), values
 /// ±float32(10^(i-6)) * means (float32 multiply); plus 0 and 1; sorted. 254 + 2 = 256 entries.
 void cq_dynamic_map(float *code) {
+    // Python's 10 ** (i - 6) (correctly rounded doubles), cast to float32 by torch's multiply.
+    static const double POW10[7] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0};
     int count = 0;
     for (int i = 0; i < 7; i++) {
         const int fraction_items = (1 << i) + 1;
         float boundaries[65];
         torch_linspace(0.1f, 1.0f, fraction_items, boundaries);
-        const float scale = (float)pow(10.0, (double)(i - 6)); // Python 10**k, cast to float32
+        const float scale = (float)POW10[i];
         for (int k = 0; k < fraction_items - 1; k++) {
             const float mean = (boundaries[k] + boundaries[k + 1]) / 2.0f;
             code[count++] = scale * mean;
@@ -214,6 +229,7 @@ void cq_double_quantize_with_offset(const float *absmax, int64_t nblocks, int32_
                                     float offset, float *code2, uint8_t *qabsmax, float *absmax2) {
     const dq_lut *t = dynamic_lut();
     memcpy(code2, t->code, sizeof t->code);
+    if (block_size2 <= 0) return; // callers check; never divide by it
     const int64_t nb2 = (nblocks + block_size2 - 1) / block_size2;
     for (int64_t b = 0; b < nb2; b++) {
         const int64_t start = b * block_size2;
@@ -231,7 +247,7 @@ void cq_double_quantize_with_offset(const float *absmax, int64_t nblocks, int32_
     }
 }
 
-float cq_absmax_offset(const float *absmax, int64_t nblocks) {
+static float absmax_mean(const float *absmax, int64_t nblocks) {
     // torch.mean in float32 sums with its own (ISA-dependent) cascade; a double sum is
     // order-independent to well under 1e-6 relative and is what we use.
     double sum = 0.0;
@@ -241,7 +257,7 @@ float cq_absmax_offset(const float *absmax, int64_t nblocks) {
 
 void cq_double_quantize(const float *absmax, int64_t nblocks, int32_t block_size2,
                         float *code2, uint8_t *qabsmax, float *absmax2, float *offset_out) {
-    const float offset = cq_absmax_offset(absmax, nblocks);
+    const float offset = absmax_mean(absmax, nblocks);
     *offset_out = offset;
     cq_double_quantize_with_offset(absmax, nblocks, block_size2, offset, code2, qabsmax, absmax2);
 }

@@ -26,7 +26,9 @@ const float *cq_codebook(cq_quant_type type);
 
 /// Quantizes n floats in flat blocks of block_size (last block may be partial).
 /// packed: (n+1)/2 bytes, element 2i in the HIGH nibble; absmax: ceil(n/block_size) floats.
-/// Returns -1 and sets *bad_index when a value is NaN/Inf (nothing else is written reliably).
+/// Returns -1 and sets *bad_index to the FIRST NaN/Inf index (nothing else is written reliably),
+/// -2 for an unsupported block_size (a power of two from 32 to 4096) or n < 0. Parallel over
+/// blocks; the result does not depend on threads.
 int cq_quantize_4bit(const float *w, int64_t n, int32_t block_size, cq_quant_type type,
                      uint8_t *packed, float *absmax, int64_t *bad_index, int threads);
 
@@ -68,6 +70,8 @@ typedef struct {
 void cq_dequantize_4bit(const cq_qweight *w, float *out, int threads);
 
 /// Dequantizes rows [row0, row0+nrows) into out [nrows, cols] (used by panel-wise kernels).
+/// Rows may start mid-block and mid-byte; one thread. Same bits as cq_dequantize_4bit on every
+/// ISA path (one f32 multiply per element).
 void cq_dequantize_rows(const cq_qweight *w, int64_t row0, int64_t nrows, float *out);
 
 // ---- fused_linear.c / gemv.c: y = x·Wᵀ + scaling·(x·Aᵀ)·Bᵀ + bias -------------------
