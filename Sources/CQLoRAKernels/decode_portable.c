@@ -13,6 +13,11 @@ void cq_decode_range_portable(const cq_qweight *w, int64_t e0, int64_t count, fl
     }
 }
 
+void cq_block_scales_portable(const cq_qweight *w, int64_t b0, int64_t count, float *out) {
+    cq_absmax_cursor c = cq_cursor_at(w, b0);
+    for (int64_t i = 0; i < count; i++, cq_cursor_next(&c)) out[i] = cq_cursor_value(&c);
+}
+
 float cq_dot_portable(const float *a, const float *b, int64_t n) {
     // Eight interleaved partial sums, combined in a fixed tree.
     float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};

@@ -10,12 +10,6 @@ size_t cq_gemv_scratch_bytes(int64_t M, int64_t K, int threads) {
     return cq_align64((size_t)(M * K) * sizeof(float)) + (size_t)threads * per_thread_floats(K) * sizeof(float);
 }
 
-/// Decoded absmax of blocks [b0, b0 + count).
-static void block_scales(const cq_qweight *w, int64_t b0, int64_t count, float *out) {
-    cq_absmax_cursor c = cq_cursor_at(w, b0);
-    for (int64_t i = 0; i < count; i++, cq_cursor_next(&c)) out[i] = cq_cursor_value(&c);
-}
-
 /// Per 32-element group: its 16 even-position values, then its 16 odd ones (the high nibble
 /// of packed byte i is element 2i), matching what the tile kernels decode.
 static void permute_x(const float *x, int64_t M, int64_t K, float *xperm) {
@@ -38,6 +32,8 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
     // usual case); other K (odd, rows starting mid-block or mid-byte) decode each row into a
     // buffer with the ISA's decoder and dot in f32.
     if (K % w->block_size != 0) tile = NULL;
+    const cq_decode_scales_fn block_scales =
+        cq_detect_isa() == CQ_ISA_AVX512 ? cq_block_scales_avx512 : cq_block_scales_portable;
     float *xperm = (float *)scratch;
     float *rowbufs = (float *)((char *)scratch + cq_align64((size_t)(M * K) * sizeof(float)));
     const int64_t rowbuf_stride = (int64_t)per_thread_floats(K);
@@ -50,12 +46,17 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
         for (int64_t t = 0; t < ntiles; t++) {
             const int64_t n0 = t * 4;
             const int nrows = N - n0 < 4 ? (int)(N - n0) : 4;
-            if (tile) block_scales(w, n0 * K / w->block_size, nrows * K / w->block_size, rowbuf);
+            const float *scales = NULL;
+            if (tile && w->absmax) scales = w->absmax + n0 * K / w->block_size;
+            else if (tile) {
+                block_scales(w, n0 * K / w->block_size, nrows * K / w->block_size, rowbuf);
+                scales = rowbuf;
+            }
             for (int64_t m0 = 0; m0 < M; m0 += 4) {
                 const int mt = M - m0 < 4 ? (int)(M - m0) : 4;
                 float dots[16];
                 if (tile) {
-                    tile(w, n0, nrows, rowbuf, xperm + m0 * K, mt, K, dots);
+                    tile(w, n0, nrows, scales, xperm + m0 * K, mt, K, dots);
                 } else {
                     for (int j = 0; j < nrows; j++) {
                         isa.decode(w, (n0 + j) * K, K, rowbuf);

@@ -9,7 +9,10 @@ int omp_get_thread_num(void);
 int omp_get_num_threads(void);
 
 /// Decoded scale of 4-bit block b (plain absmax or double-quant code2[q]·absmax2 + offset).
+// Scales are code2·absmax2 + offset as two roundings (like quant.c): never contracted to an FMA,
+// even inside functions compiled for FMA targets.
 static inline float cq_block_absmax(const cq_qweight *w, int64_t b) {
+    #pragma clang fp contract(off)
     if (w->absmax) return w->absmax[b];
     return w->code2[w->qabsmax[b]] * w->absmax2[b / w->block_size2] + w->offset;
 }
@@ -28,6 +31,7 @@ static inline cq_absmax_cursor cq_cursor_at(const cq_qweight *w, int64_t b) {
 }
 
 static inline float cq_cursor_value(const cq_absmax_cursor *c) {
+    #pragma clang fp contract(off)
     if (c->w->absmax) return c->w->absmax[c->b];
     return c->w->code2[c->w->qabsmax[c->b]] * c->w->absmax2[c->b2] + c->w->offset;
 }
@@ -60,6 +64,11 @@ typedef void (*cq_decode_fn)(const cq_qweight *w, int64_t e0, int64_t count, flo
 void cq_decode_range_portable(const cq_qweight *w, int64_t e0, int64_t count, float *out);
 void cq_decode_range_avx512(const cq_qweight *w, int64_t e0, int64_t count, float *out);
 void cq_decode_range_avx2(const cq_qweight *w, int64_t e0, int64_t count, float *out);
+
+/// Decoded absmax of blocks [b0, b0 + count) into out (count + 16 floats of room).
+typedef void (*cq_decode_scales_fn)(const cq_qweight *w, int64_t b0, int64_t count, float *out);
+void cq_block_scales_portable(const cq_qweight *w, int64_t b0, int64_t count, float *out);
+void cq_block_scales_avx512(const cq_qweight *w, int64_t b0, int64_t count, float *out);
 
 // ---- dot products in a fixed order (the result does not depend on the caller's thread).
 typedef float (*cq_dot_fn)(const float *a, const float *b, int64_t n);

@@ -29,6 +29,8 @@ final class KernelTests: XCTestCase {
         Shape(M: 6, N: 9, K: 384, r: 4, blockSize: 32, quant: .fp4, doubleQuant: false),
         Shape(M: 2, N: 7, K: 256, r: 1, blockSize: 128, bias: false),
         Shape(M: 11, N: 30, K: 512, r: 16, blockSize: 512),
+        // 5 blocks per row: a 4-row tile's scales cross a nested (256-block) boundary mid-vector.
+        Shape(M: 2, N: 110, K: 160, r: 3, blockSize: 32),
     ]
 
     struct Inputs {
@@ -135,6 +137,7 @@ final class KernelTests: XCTestCase {
     func testIdentityInputReproducesDequantizedWeightExactly() throws {
         let cases = [Shape(M: 4, N: 23, K: 96, r: 0, blockSize: 32, bias: false),      // small-M tiles
                      Shape(M: 4, N: 23, K: 96, r: 0, blockSize: 64, bias: false),      // small-M, rows mid-block
+                     Shape(M: 4, N: 110, K: 160, r: 0, blockSize: 32, bias: false),    // nested-block crossings
                      Shape(M: 4, N: 23, K: 49, r: 0, blockSize: 32, quant: .fp4, bias: false), // odd K
                      Shape(M: 40, N: 29, K: 40, r: 0, blockSize: 32, doubleQuant: false, bias: false),
                      Shape(M: 300, N: 17, K: 300, r: 0, blockSize: 128, quant: .fp4, bias: false)]
