@@ -77,7 +77,8 @@ float cq_dot_avx512(const float *a, const float *b, int64_t n);
 float cq_dot_avx2(const float *a, const float *b, int64_t n);
 
 // ---- GEMM micro-kernels for the panel path (large M).
-// x is packed in panels of MRP rows: xp[k * MRP + i] = x[m0 + i, k] (zero-padded rows).
+// x is packed in panels of MRP rows: xp[k * MRP + i] = x[m0 + i, k] (zero-padded rows); a last
+// panel of at most MRP/2 rows may be packed MRP/2 wide for the ISA's half kernel.
 // The decoded weight panel is row-major: wp[j * ldw + k] = W'[n0 + j, k0 + k].
 // The accumulator tile is transposed: ct[j * ldc + i] += sum_k xp[k*MRP+i] * wp[j*ldw+k],
 // for i < MRP and j < NR (the caller pads wp with zero rows up to a multiple of NR).
@@ -86,10 +87,12 @@ typedef struct {
     int mrp;                   // x panel width (rows of x per micro-tile)
     int nr;                    // weight rows per micro-tile
     cq_gemm_kernel_fn kernel;
+    cq_gemm_kernel_fn half;    // optional: mrp/2-row x panel for a short last panel (else padded)
     cq_decode_fn decode;
     cq_dot_fn dot;
 } cq_gemm_isa;
 void cq_gemm_kernel_avx512(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+void cq_gemm_kernel_half_avx512(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
 void cq_gemm_kernel_avx2(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
 void cq_gemm_kernel_portable(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
 #define CQ_MRP_AVX512 32

@@ -10,7 +10,7 @@ final class KernelTests: XCTestCase {
         var quant: QuantType = .nf4, doubleQuant = true, bias = true
     }
 
-    /// Small shapes covering: M = 1 and the small-M tile path (M < 16), the panel path (M >= 16),
+    /// Small shapes covering: M = 1 and the small-M tile path (M < 64), the panel path (M >= 64),
     /// odd K, K not a multiple of 32 or of the block (rows start mid-block / mid-byte), N not a
     /// multiple of any tile, more than one 96-row panel and 256-wide K block, r = 0, no bias.
     static let shapes: [Shape] = [
@@ -29,6 +29,10 @@ final class KernelTests: XCTestCase {
         Shape(M: 6, N: 9, K: 384, r: 4, blockSize: 32, quant: .fp4, doubleQuant: false),
         Shape(M: 2, N: 7, K: 256, r: 1, blockSize: 128, bias: false),
         Shape(M: 11, N: 30, K: 512, r: 16, blockSize: 512),
+        // M >= 64: the panel GEMM (full 32-row x panels, a padded or a 16-wide last panel).
+        Shape(M: 64, N: 203, K: 256, r: 16, blockSize: 64),
+        Shape(M: 70, N: 101, K: 301, r: 5, blockSize: 64, quant: .fp4),
+        Shape(M: 91, N: 26, K: 544, r: 16, blockSize: 256, doubleQuant: false, bias: false),
         // 5 blocks per row: a 4-row tile's scales cross a nested (256-block) boundary mid-vector.
         Shape(M: 2, N: 110, K: 160, r: 3, blockSize: 32),
     ]
