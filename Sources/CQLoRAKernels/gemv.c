@@ -21,6 +21,13 @@ static void permute_x(const float *x, int64_t M, int64_t K, float *xperm) {
             }
 }
 
+/// y[m, n] = dot + scaling·xa[m]·B[n] + bias[n].
+static inline void store(float *y, int64_t N, int64_t n, int64_t m, float dot, const float *xa,
+                         const float *B, int32_t r, float scaling, const float *bias, cq_dot_fn dotf) {
+    if (r > 0) dot += scaling * dotf(xa + m * r, B + n * r, r);
+    y[m * N + n] = dot + (bias ? bias[n] : 0.0f);
+}
+
 void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
                    float scaling, const float *bias, float *y, void *scratch, int threads) {
     const int64_t N = w->rows, K = w->cols;
@@ -52,26 +59,21 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
                 block_scales(w, n0 * K / w->block_size, nrows * K / w->block_size, rowbuf);
                 scales = rowbuf;
             }
+            if (!tile) { // decode each row once, then one f32 dot per x row
+                for (int j = 0; j < nrows; j++) {
+                    isa.decode(w, (n0 + j) * K, K, rowbuf);
+                    for (int64_t m = 0; m < M; m++)
+                        store(y, N, n0 + j, m, isa.dot(x + m * K, rowbuf, K), xa, B, r, scaling, bias, isa.dot);
+                }
+                continue;
+            }
             for (int64_t m0 = 0; m0 < M; m0 += 4) {
                 const int mt = M - m0 < 4 ? (int)(M - m0) : 4;
                 float dots[16];
-                if (tile) {
-                    tile(w, n0, nrows, scales, xperm + m0 * K, mt, K, dots);
-                } else {
-                    for (int j = 0; j < nrows; j++) {
-                        isa.decode(w, (n0 + j) * K, K, rowbuf);
-                        for (int m = 0; m < mt; m++) dots[j * 4 + m] = isa.dot(x + (m0 + m) * K, rowbuf, K);
-                    }
-                }
-                for (int j = 0; j < nrows; j++) {
-                    const int64_t n = n0 + j;
-                    const float b = bias ? bias[n] : 0.0f;
-                    for (int m = 0; m < mt; m++) {
-                        float v = dots[j * 4 + m];
-                        if (r > 0) v += scaling * isa.dot(xa + (m0 + m) * r, B + n * r, r);
-                        y[(m0 + m) * N + n] = v + b;
-                    }
-                }
+                tile(w, n0, nrows, scales, xperm + m0 * K, mt, K, dots);
+                for (int j = 0; j < nrows; j++)
+                    for (int m = 0; m < mt; m++)
+                        store(y, N, n0 + j, m0 + m, dots[j * 4 + m], xa, B, r, scaling, bias, isa.dot);
             }
         }
     }
