@@ -47,7 +47,7 @@ enum Report {
                 lines.append("- M = 1: fused takes \(String(format: "%.2f", 1 / s)) × the read of a same-size (LLC-resident) buffer")
             }
             if let v = r.vsBLAS {
-                lines.append("- M = 1: fused is \(String(format: "%.1f", v)) × faster than OpenBLAS SGEMV on the f32 weight (target ≥ 5): \(v >= 5 ? "met" : "NOT met")")
+                lines.append("- M = 1: fused is \(String(format: "%.2f", v)) × faster than OpenBLAS SGEMV on the f32 weight (target ≥ 5): \(v >= 5 ? "met" : "NOT met")")
             }
         }
         return lines
