@@ -26,6 +26,8 @@ final class Bench {
     var rows: [Row] = []
     var ceilings: [String: Double] = [:]   // name -> seconds (or GB/s for bandwidth)
     var notes: [String] = []
+    /// Largest max|y_bf16 - y_f32| / max|y_f32| seen (bf16 compute vs the f32 fused path).
+    var worstBF16Error = 0.0
 
     init(quick: Bool, threadCounts: [Int]) {
         self.quick = quick

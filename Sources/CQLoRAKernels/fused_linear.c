@@ -52,3 +52,20 @@ void cq_fused_linear(const float *x, int64_t M, const cq_qweight *w,
     else
         cq_panel_gemm(x, M, w->rows, w->cols, w, NULL, xa, B, r, scaling, bias, y, rest, threads);
 }
+
+int cq_fused_linear_ex(const float *x, int64_t M, const cq_qweight *w,
+                       const float *A, const float *B, int32_t r, float scaling,
+                       const float *bias, float *y, void *scratch, int threads, int bf16) {
+    // bf16 compute only pays where the f32 path is compute-bound (the panel GEMM).
+    if (!bf16 || M < CQ_GEMV_MAX_M || w->rows <= 0 || w->cols + (r > 0 ? r : 0) < 2 || !cq_cpu_has_avx512_bf16()) {
+        cq_fused_linear(x, M, w, A, B, r, scaling, bias, y, scratch, threads);
+        return 0;
+    }
+    if (threads < 1) threads = 1;
+    if (r < 0 || A == NULL || B == NULL) r = 0;
+    float *xa = (float *)scratch;
+    void *rest = (char *)scratch + cq_align64((size_t)(M * r) * sizeof(float));
+    if (r > 0) cq_lora_down(x, M, w->cols, A, r, xa, threads);
+    cq_panel_gemm_bf16(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
+    return 1;
+}

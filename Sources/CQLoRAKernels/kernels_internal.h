@@ -103,6 +103,12 @@ void cq_gemm_kernel_portable(const float *xp, const float *wp, int64_t ldw, int6
 #define CQ_NR_PORTABLE 4
 #define CQ_MRP_MAX 32
 
+// bf16-compute panel path (gemm_microkernel_bf16.c, fused_gemm_bf16.c); needs AVX512-BF16.
+void cq_gemm_kernel_bf16(const uint32_t *xp, const uint16_t *wp, int64_t ldw, int64_t kp, float *ct, int64_t ldc);
+void cq_to_bf16(const float *in, int64_t n, uint16_t *out);
+void cq_panel_gemm_bf16(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
+                        float scaling, const float *bias, float *y, void *scratch, int threads);
+
 /// The kernels for the ISA in force (cq_detect_isa()).
 cq_gemm_isa cq_gemm_isa_current(void);
 

@@ -72,6 +72,14 @@ void cq_fused_linear(const float *x, int64_t M, const cq_qweight *w,
                      const float *A, const float *B, int32_t r, float scaling,
                      const float *bias, float *y, void *scratch, int threads);
 
+/// cq_fused_linear with an optional bf16 compute path (bf16 != 0): where the f32 path would run
+/// its panel GEMM (M >= 64) on a CPU with AVX512-BF16, x and the decoded weight are rounded to
+/// bf16 and multiplied with f32 accumulation (~1e-3 relative error instead of 1e-5). Same
+/// scratch as cq_fused_linear. Returns 1 if bf16 compute ran, 0 if it ran cq_fused_linear.
+int cq_fused_linear_ex(const float *x, int64_t M, const cq_qweight *w,
+                       const float *A, const float *B, int32_t r, float scaling,
+                       const float *bias, float *y, void *scratch, int threads, int bf16);
+
 /// Cached-mode linear on an f32 weight W [N, K] (OpenBLAS SGEMM / SGEMV) with the same LoRA
 /// epilogue. scratch: cq_dense_linear_scratch_bytes(M, N, r) bytes.
 size_t cq_dense_linear_scratch_bytes(int64_t M, int64_t N, int32_t r);
