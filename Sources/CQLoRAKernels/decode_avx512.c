@@ -31,24 +31,22 @@ AVX512 void cq_decode_range_avx512(const cq_qweight *w, int64_t e0, int64_t coun
     cq_decode_range_portable(w, e, end - e, out + (e - e0));
 }
 
-/// Double-quant scales 16 blocks at a time: gather code2[q], absmax2 from at most two nested
-/// blocks (block_size2 >= 16), multiply then add (two roundings, as the scalar definition).
+/// Double-quant scales: per nested block, the 256 possible values code2[i]·absmax2 + offset are
+/// computed once (16 vector multiplies and adds, the same two roundings as the scalar formula),
+/// then each block's scale is a plain table load (no FP work, no gather).
 AVX512 void cq_block_scales_avx512(const cq_qweight *w, int64_t b0, int64_t count, float *out) {
+    if (w->absmax) { cq_block_scales_portable(w, b0, count, out); return; }
     const int64_t bs2 = w->block_size2;
-    if (w->absmax || bs2 < 16) { cq_block_scales_portable(w, b0, count, out); return; }
     const __m512 offset = _mm512_set1_ps(w->offset);
-    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    int64_t i = 0;
-    for (; i + 16 <= count; i += 16) {
-        const int64_t b = b0 + i, first = b / bs2, left = bs2 - b % bs2; // lanes >= left: next nested block
-        const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w->qabsmax + b)));
-        const __m512 code = _mm512_i32gather_ps(q, w->code2, 4);
-        const __mmask16 next = _mm512_cmpge_epi32_mask(lane, _mm512_set1_epi32((int)(left < 16 ? left : 16)));
-        const __m512 a2 = _mm512_mask_blend_ps(next, _mm512_set1_ps(w->absmax2[first]),
-                                               _mm512_set1_ps(w->absmax2[left < 16 ? first + 1 : first]));
-        _mm512_storeu_ps(out + i, _mm512_add_ps(_mm512_mul_ps(code, a2), offset));
+    float table[256] __attribute__((aligned(64)));
+    for (int64_t i = 0; i < count;) {
+        const int64_t b2 = (b0 + i) / bs2;
+        const int64_t end = (b2 + 1) * bs2 - b0 < count ? (b2 + 1) * bs2 - b0 : count;
+        const __m512 a2 = _mm512_set1_ps(w->absmax2[b2]);
+        for (int j = 0; j < 256; j += 16)
+            _mm512_store_ps(table + j, _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(w->code2 + j), a2), offset));
+        for (; i < end; i++) out[i] = table[w->qabsmax[b0 + i]];
     }
-    cq_block_scales_portable(w, b0 + i, count - i, out + i);
 }
 
 AVX512 float cq_dot_avx512(const float *a, const float *b, int64_t n) {
