@@ -2,6 +2,7 @@
 // codebook pre-scaled by the block's absmax (so each value is exactly codebook[q] * absmax).
 #include "kernels_internal.h"
 #include <immintrin.h>
+#include <string.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 
@@ -45,6 +46,17 @@ AVX512 void cq_block_scales_avx512(const cq_qweight *w, int64_t b0, int64_t coun
         const __m512 a2 = _mm512_set1_ps(w->absmax2[b2]);
         for (int j = 0; j < 256; j += 16)
             _mm512_store_ps(table + j, _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(w->code2 + j), a2), offset));
+        // Scalar loads beat vgatherdps here (Zen 4); four indices per 32-bit load.
+        #pragma clang loop vectorize(disable)
+        for (; i + 4 <= end; i += 4) {
+            uint32_t q;
+            memcpy(&q, w->qabsmax + b0 + i, 4);
+            out[i] = table[q & 0xFF];
+            out[i + 1] = table[(q >> 8) & 0xFF];
+            out[i + 2] = table[(q >> 16) & 0xFF];
+            out[i + 3] = table[q >> 24];
+        }
+        #pragma clang loop vectorize(disable)
         for (; i < end; i++) out[i] = table[w->qabsmax[b0 + i]];
     }
 }
