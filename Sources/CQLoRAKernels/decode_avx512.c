@@ -2,7 +2,6 @@
 // codebook pre-scaled by the block's absmax (so each value is exactly codebook[q] * absmax).
 #include "kernels_internal.h"
 #include <immintrin.h>
-#include <string.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 
@@ -32,32 +31,14 @@ AVX512 void cq_decode_range_avx512(const cq_qweight *w, int64_t e0, int64_t coun
     cq_decode_range_portable(w, e, end - e, out + (e - e0));
 }
 
-/// Double-quant scales: per nested block, the 256 possible values code2[i]·absmax2 + offset are
-/// computed once (16 vector multiplies and adds, the same two roundings as the scalar formula),
-/// then each block's scale is a plain table load (no FP work, no gather).
-AVX512 void cq_block_scales_avx512(const cq_qweight *w, int64_t b0, int64_t count, float *out) {
-    if (w->absmax) { cq_block_scales_portable(w, b0, count, out); return; }
-    const int64_t bs2 = w->block_size2;
+/// Double-quant scale tables (see kernels_internal.h): 16 vector multiplies and adds per table,
+/// the same two roundings as the scalar formula.
+AVX512 void cq_dq_tables_avx512(const cq_qweight *w, int64_t b2, int64_t count, float *out) {
     const __m512 offset = _mm512_set1_ps(w->offset);
-    float table[256] __attribute__((aligned(64)));
-    for (int64_t i = 0; i < count;) {
-        const int64_t b2 = (b0 + i) / bs2;
-        const int64_t end = (b2 + 1) * bs2 - b0 < count ? (b2 + 1) * bs2 - b0 : count;
-        const __m512 a2 = _mm512_set1_ps(w->absmax2[b2]);
+    for (int64_t t = 0; t < count; t++) {
+        const __m512 a2 = _mm512_set1_ps(w->absmax2[b2 + t]);
         for (int j = 0; j < 256; j += 16)
-            _mm512_store_ps(table + j, _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(w->code2 + j), a2), offset));
-        // Scalar loads beat vgatherdps here (Zen 4); four indices per 32-bit load.
-        #pragma clang loop vectorize(disable)
-        for (; i + 4 <= end; i += 4) {
-            uint32_t q;
-            memcpy(&q, w->qabsmax + b0 + i, 4);
-            out[i] = table[q & 0xFF];
-            out[i + 1] = table[(q >> 8) & 0xFF];
-            out[i + 2] = table[(q >> 16) & 0xFF];
-            out[i + 3] = table[q >> 24];
-        }
-        #pragma clang loop vectorize(disable)
-        for (; i < end; i++) out[i] = table[w->qabsmax[b0 + i]];
+            _mm512_storeu_ps(out + t * 256 + j, _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(w->code2 + j), a2), offset));
     }
 }
 

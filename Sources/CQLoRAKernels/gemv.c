@@ -3,8 +3,9 @@
 // fixed-order dot product, so the bits do not depend on the thread count.
 #include "kernels_internal.h"
 
-/// Per thread: one decoded row (K floats) or the block scales of a 4-row tile (<= K/8 floats).
-static size_t per_thread_floats(int64_t K) { return cq_align64((size_t)(K + 32) * sizeof(float)) / sizeof(float); }
+/// Per thread: one decoded row (K floats), the block scales of a 4-row tile (<= K/8 floats), or
+/// its double-quant tables (nested blocks >= 64 blocks: <= K/512 + 2 tables of 256).
+static size_t per_thread_floats(int64_t K) { return cq_align64((size_t)(K + 32 + 512) * sizeof(float)) / sizeof(float); }
 
 size_t cq_gemv_scratch_bytes(int64_t M, int64_t K, int threads) {
     return cq_align64((size_t)(M * K) * sizeof(float)) + (size_t)threads * per_thread_floats(K) * sizeof(float);
@@ -39,8 +40,10 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
     // usual case); other K (odd, rows starting mid-block or mid-byte) decode each row into a
     // buffer with the ISA's decoder and dot in f32.
     if (K % w->block_size != 0) tile = NULL;
-    const cq_decode_scales_fn block_scales =
-        cq_detect_isa() == CQ_ISA_AVX512 ? cq_block_scales_avx512 : cq_block_scales_portable;
+    const cq_dq_tables_fn dq_tables = cq_detect_isa() == CQ_ISA_AVX512 ? cq_dq_tables_avx512 : cq_dq_tables_portable;
+    // Double quant with nested blocks of >= 64 blocks: the tiles look scales up in per-tile
+    // tables; otherwise (and for plain absmax) they read an array of decoded scales.
+    const int use_tables = !w->absmax && w->block_size2 >= 64;
     float *xperm = (float *)scratch;
     float *rowbufs = (float *)((char *)scratch + cq_align64((size_t)(M * K) * sizeof(float)));
     const int64_t rowbuf_stride = (int64_t)per_thread_floats(K);
@@ -53,11 +56,19 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
         for (int64_t t = 0; t < ntiles; t++) {
             const int64_t n0 = t * 4;
             const int nrows = N - n0 < 4 ? (int)(N - n0) : 4;
-            const float *scales = NULL;
-            if (tile && w->absmax) scales = w->absmax + n0 * K / w->block_size;
-            else if (tile) {
-                block_scales(w, n0 * K / w->block_size, nrows * K / w->block_size, rowbuf);
-                scales = rowbuf;
+            cq_tile_scales scales = {NULL, NULL, NULL, 0};
+            if (tile) {
+                const int64_t blocks = K / w->block_size, b0 = n0 * blocks, nb = nrows * blocks;
+                if (w->absmax) {
+                    scales.plain = w->absmax + b0;
+                } else if (use_tables) {
+                    const int64_t b2 = b0 / w->block_size2, b2_last = (b0 + nb - 1) / w->block_size2;
+                    dq_tables(w, b2, nb > 0 ? b2_last - b2 + 1 : 0, rowbuf);
+                    scales = (cq_tile_scales){NULL, w->qabsmax + b0, rowbuf, b2};
+                } else {
+                    cq_block_scales_portable(w, b0, nb, rowbuf);
+                    scales.plain = rowbuf;
+                }
             }
             if (!tile) { // decode each row once, then one f32 dot per x row
                 for (int j = 0; j < nrows; j++) {
@@ -70,7 +81,7 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
             for (int64_t m0 = 0; m0 < M; m0 += 4) {
                 const int mt = M - m0 < 4 ? (int)(M - m0) : 4;
                 float dots[16];
-                tile(w, n0, nrows, scales, xperm + m0 * K, mt, K, dots);
+                tile(w, n0, nrows, &scales, xperm + m0 * K, mt, K, dots);
                 for (int j = 0; j < nrows; j++)
                     for (int m = 0; m < mt; m++)
                         store(y, N, n0 + j, m0 + m, dots[j * 4 + m], xa, B, r, scaling, bias, isa.dot);

@@ -49,15 +49,51 @@ static inline uint8_t cq_nibble_at(const uint8_t *packed, int64_t j) {
 // ---- GEMV (small M): x rows are pre-permuted per 32-element group so that a group's 16
 // even-position values come first, then its 16 odd ones (high nibbles = even elements).
 #define CQ_GEMV_GROUP 32
+/// Where a tile finds its block scales: `plain` (decoded absmax of the tile's first block, rows
+/// K/block_size apart), or for double quant the tile's 8-bit indices `q` and 256-entry tables
+/// code2·absmax2[b2] + offset for the nested blocks b2_first, b2_first + 1, ... it touches.
+typedef struct {
+    const float *plain;
+    const uint8_t *q;
+    const float *tables;
+    int64_t b2_first;
+} cq_tile_scales;
+
+/// One row's walk over its block scales (a table load per block for double quant).
+typedef struct {
+    const float *plain, *table;
+    const uint8_t *q;
+    int64_t i2, bs2;
+} cq_row_scales;
+
+static inline cq_row_scales cq_row_scales_at(const cq_qweight *w, const cq_tile_scales *s, int r, int64_t blocks,
+                                             int64_t first_block) {
+    cq_row_scales c = {NULL, NULL, NULL, 0, w->block_size2};
+    if (s->plain) { c.plain = s->plain + r * blocks; return c; }
+    const int64_t b = first_block + r * blocks;
+    c.q = s->q + r * blocks;
+    c.table = s->tables + (b / c.bs2 - s->b2_first) * 256;
+    c.i2 = b % c.bs2;
+    return c;
+}
+
+/// Scale of the row's block b (blocks are visited in order, starting at 0); dq is a constant in
+/// the (inlined) kernels, so the plain / double-quant choice costs nothing per block.
+static inline __attribute__((always_inline)) float cq_row_scale_next(cq_row_scales *c, int64_t b, const int dq) {
+    if (!dq) return c->plain[b];
+    const float v = c->table[c->q[b]];
+    if (++c->i2 == c->bs2) { c->i2 = 0; c->table += 256; }
+    return v;
+}
+
 /// Dots of rows [n0, n0+nrows) (nrows <= 4) of W with mt (<= 4) permuted x rows (stride K);
 /// out[r * 4 + m]. Requires K % block_size == 0 (every row starts on a block boundary).
-/// scales: the decoded absmax of the tile's blocks, row after row (K / block_size per row).
-typedef void (*cq_gemv_tile_fn)(const cq_qweight *w, int64_t n0, int nrows, const float *scales,
+typedef void (*cq_gemv_tile_fn)(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
                                 const float *xperm, int mt, int64_t K, float *out);
-void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const float *scales, const float *xperm, int mt,
-                         int64_t K, float *out);
-void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const float *scales, const float *xperm, int mt,
-                       int64_t K, float *out);
+void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
+                         const float *xperm, int mt, int64_t K, float *out);
+void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
+                       const float *xperm, int mt, int64_t K, float *out);
 
 // ---- decode: flat weight elements [e0, e0+count) to f32 (any alignment).
 typedef void (*cq_decode_fn)(const cq_qweight *w, int64_t e0, int64_t count, float *out);
@@ -65,10 +101,12 @@ void cq_decode_range_portable(const cq_qweight *w, int64_t e0, int64_t count, fl
 void cq_decode_range_avx512(const cq_qweight *w, int64_t e0, int64_t count, float *out);
 void cq_decode_range_avx2(const cq_qweight *w, int64_t e0, int64_t count, float *out);
 
-/// Decoded absmax of blocks [b0, b0 + count) into out (count + 16 floats of room).
-typedef void (*cq_decode_scales_fn)(const cq_qweight *w, int64_t b0, int64_t count, float *out);
+/// Decoded absmax of blocks [b0, b0 + count) into out (double quant or plain).
 void cq_block_scales_portable(const cq_qweight *w, int64_t b0, int64_t count, float *out);
-void cq_block_scales_avx512(const cq_qweight *w, int64_t b0, int64_t count, float *out);
+/// count tables of 256: out[t*256 + i] = code2[i]·absmax2[b2 + t] + offset (two roundings).
+typedef void (*cq_dq_tables_fn)(const cq_qweight *w, int64_t b2, int64_t count, float *out);
+void cq_dq_tables_portable(const cq_qweight *w, int64_t b2, int64_t count, float *out);
+void cq_dq_tables_avx512(const cq_qweight *w, int64_t b2, int64_t count, float *out);
 
 // ---- dot products in a fixed order (the result does not depend on the caller's thread).
 typedef float (*cq_dot_fn)(const float *a, const float *b, int64_t n);
