@@ -26,6 +26,8 @@ final class Bench {
     var rows: [Row] = []
     var ceilings: [String: Double] = [:]   // name -> seconds (or GB/s for bandwidth)
     var notes: [String] = []
+    /// Largest max|y_bf16 - y_f32| / max|y_f32| seen (bf16 compute vs the f32 fused path).
+    var worstBF16Error = 0.0
 
     init(quick: Bool, threadCounts: [Int]) {
         self.quick = quick
@@ -33,9 +35,16 @@ final class Bench {
         self.threadCounts = threadCounts
     }
 
-    /// Median wall time in seconds of `runs` calls after `warmup` untimed calls.
+    /// Median wall time in seconds of `runs` calls after at least `warmup` untimed calls and at
+    /// least 0.1 s of them: on this VM an idle second vCPU needs ~15 ms of work to come back to
+    /// speed, which would otherwise land in the timed calls of short cases.
     func time(warmup: Int = 1, _ body: () -> Void) -> Double {
-        for _ in 0..<warmup { body() }
+        let start = DispatchTime.now().uptimeNanoseconds
+        var calls = 0
+        while calls < warmup || DispatchTime.now().uptimeNanoseconds - start < 100_000_000 {
+            body()
+            calls += 1
+        }
         var samples: [Double] = []
         for _ in 0..<runs {
             let t0 = DispatchTime.now().uptimeNanoseconds

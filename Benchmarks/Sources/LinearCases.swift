@@ -127,12 +127,33 @@ func linearCase(_ weights: LinearWeights, rowCounts: [Int]) -> BenchCase {
                                   weightGBs: Double(q.memoryBytes) / tf / 1e9, vsBLAS: tb / tf,
                                   vsStream: stream.map { $0 / tf }, vsStreamSameSize: streamSame.map { $0 / tf }))
                 }
+                // Optional bf16 compute (AVX512-BF16) where the f32 path runs its panel GEMM.
+                let (v, q) = weights.quantized[0]
+                var ran: Int32 = 0
+                let tbf = q.withKernelView { view in
+                    bench.time {
+                        ran = cq_fused_linear_ex(x, Int64(M), view, weights.A, weights.B, Int32(loraRank), 2.0,
+                                                 weights.bias, &y, scratch.pointer, Int32(threads), 1)
+                    }
+                }
+                if ran != 0 {
+                    outputs["fused-bf16 M=\(M) t=\(threads)"] = y
+                    if let f32 = outputs["fused M=\(M) t=\(threads)"] {
+                        let n = M * s.N
+                        let scale = f32.prefix(n).map { abs($0) }.max() ?? 1
+                        let err = zip(y.prefix(n), f32.prefix(n)).map { abs($0 - $1) }.max() ?? 0
+                        bench.worstBF16Error = max(bench.worstBF16Error, Double(err / scale))
+                    }
+                    bench.add(Row(group: group, name: "fused bf16 compute \(v.label) (cq_fused_linear_ex)", shape: s.label,
+                                  m: M, threads: threads, ms: tbf * 1e3, gflops: flops(M) / tbf / 1e9,
+                                  weightGBs: Double(q.memoryBytes) / tbf / 1e9, vsBLAS: tb / tbf))
+                }
             }
             bench.settle()
         }
         // Bitwise reproducibility across thread counts, at the benchmark shapes.
         guard let t0 = bench.threadCounts.first, bench.threadCounts.count > 1 else { return }
-        for kind in ["OpenBLAS", "cached", "fused"] {
+        for kind in ["OpenBLAS", "cached", "fused", "fused-bf16"] where outputs.keys.contains(where: { $0.hasPrefix(kind + " ") }) {
             let differing = rowCounts.flatMap { M in
                 bench.threadCounts.dropFirst().compactMap { t -> String? in
                     let n = M * s.N

@@ -33,11 +33,16 @@ enum Report {
 
     static func targetLines(_ bench: Bench) -> [String] {
         func fused(_ m: Int) -> Row? {
-            bench.rows.first { $0.shape == "4096×11008" && $0.m == m && $0.threads == 2 && $0.name.contains("fused") && $0.name.contains("NF4+DQ") }
+            bench.rows.first { $0.shape == "4096×11008" && $0.m == m && $0.threads == 2 && $0.name.contains("fused on-the-fly NF4+DQ") }
         }
         var lines: [String] = []
         if let r = fused(128), let v = r.vsBLAS {
             lines.append("- M = 128: fused reaches \(String(format: "%.2f", v)) × OpenBLAS SGEMM GFLOP/s (target ≥ 0.90): \(v >= 0.9 ? "met" : "NOT met")")
+        }
+        if let r = bench.rows.first(where: { $0.shape == "4096×11008" && $0.m == 128 && $0.threads == 2 && $0.name.contains("bf16") }),
+           let v = r.vsBLAS {
+            lines.append("- M = 128, bf16 compute (nice to have): \(String(format: "%.2f", v)) × OpenBLAS f32 SGEMM (target ≥ 3): \(v >= 3 ? "met" : "NOT met"); "
+                + "worst error vs the f32 fused output \(String(format: "%.1e", bench.worstBF16Error)) of max|y| (target ≤ 5e-3)")
         }
         if let r = fused(1) {
             if let s = r.vsStream {
@@ -47,7 +52,7 @@ enum Report {
                 lines.append("- M = 1: fused takes \(String(format: "%.2f", 1 / s)) × the read of a same-size (LLC-resident) buffer")
             }
             if let v = r.vsBLAS {
-                lines.append("- M = 1: fused is \(String(format: "%.1f", v)) × faster than OpenBLAS SGEMV on the f32 weight (target ≥ 5): \(v >= 5 ? "met" : "NOT met")")
+                lines.append("- M = 1: fused is \(String(format: "%.2f", v)) × faster than OpenBLAS SGEMV on the f32 weight (target ≥ 5): \(v >= 5 ? "met" : "NOT met")")
             }
         }
         return lines

@@ -31,6 +31,17 @@ AVX512 void cq_decode_range_avx512(const cq_qweight *w, int64_t e0, int64_t coun
     cq_decode_range_portable(w, e, end - e, out + (e - e0));
 }
 
+/// Double-quant scale tables (see kernels_internal.h): 16 vector multiplies and adds per table,
+/// the same two roundings as the scalar formula.
+AVX512 void cq_dq_tables_avx512(const cq_qweight *w, int64_t b2, int64_t count, float *out) {
+    const __m512 offset = _mm512_set1_ps(w->offset);
+    for (int64_t t = 0; t < count; t++) {
+        const __m512 a2 = _mm512_set1_ps(w->absmax2[b2 + t]);
+        for (int j = 0; j < 256; j += 16)
+            _mm512_storeu_ps(out + t * 256 + j, _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(w->code2 + j), a2), offset));
+    }
+}
+
 AVX512 float cq_dot_avx512(const float *a, const float *b, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;

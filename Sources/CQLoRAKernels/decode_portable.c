@@ -13,6 +13,17 @@ void cq_decode_range_portable(const cq_qweight *w, int64_t e0, int64_t count, fl
     }
 }
 
+void cq_block_scales_portable(const cq_qweight *w, int64_t b0, int64_t count, float *out) {
+    cq_absmax_cursor c = cq_cursor_at(w, b0);
+    for (int64_t i = 0; i < count; i++, cq_cursor_next(&c)) out[i] = cq_cursor_value(&c);
+}
+
+void cq_dq_tables_portable(const cq_qweight *w, int64_t b2, int64_t count, float *out) {
+    #pragma clang fp contract(off)
+    for (int64_t t = 0; t < count; t++)
+        for (int i = 0; i < 256; i++) out[t * 256 + i] = w->code2[i] * w->absmax2[b2 + t] + w->offset;
+}
+
 float cq_dot_portable(const float *a, const float *b, int64_t n) {
     // Eight interleaved partial sums, combined in a fixed tree.
     float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};

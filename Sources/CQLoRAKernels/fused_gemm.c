@@ -17,32 +17,48 @@ size_t cq_fused_gemm_scratch_bytes(int64_t M, int64_t K, int32_t r, int threads)
     return cq_align64((size_t)(kr * mpad) * sizeof(float)) + (size_t)threads * per_thread;
 }
 
-/// xp panel p: xp[p*kr*mrp + k*mrp + i] = x[p*mrp + i, k] for k < K, scaling·xa[.., k-K] after.
+/// How x is cut into panels: all mrp rows wide, except that a short last panel (<= mrp/2 rows)
+/// is packed mrp/2 wide when the ISA has a half kernel. Panel p starts at xp + p*kr*mrp.
+typedef struct { int64_t count; int mrp, last; } panels;
+
+static panels x_panels(const cq_gemm_isa *isa, int64_t M) {
+    panels p = {(M + isa->mrp - 1) / isa->mrp, isa->mrp, isa->mrp};
+    const int64_t tail = M % isa->mrp;
+    if (isa->half && tail != 0 && tail <= isa->mrp / 2) p.last = isa->mrp / 2;
+    return p;
+}
+
+static int width(panels p, int64_t i) { return i == p.count - 1 ? p.last : p.mrp; }
+
+/// Panel p (width wd): dst[k*wd + i] = x[p*mrp + i, k] for k < K, scaling·xa[.., k-K] after, 0 past M.
 static void pack_x(const float *x, int64_t M, int64_t K, const float *xa, int32_t r, float scaling,
-                   int mrp, int64_t mpad, float *xp, int threads) {
-    const int64_t kr = K + r, panels = mpad / mrp;
+                   panels pn, float *xp, int threads) {
+    const int64_t kr = K + r;
     #pragma omp parallel for schedule(static) num_threads(threads) if (M * K > 65536)
-    for (int64_t p = 0; p < panels; p++) {
-        float *dst = xp + p * kr * mrp;
-        for (int i = 0; i < mrp; i++) {
-            const int64_t m = p * mrp + i;
+    for (int64_t p = 0; p < pn.count; p++) {
+        const int wd = width(pn, p);
+        float *dst = xp + p * kr * pn.mrp;
+        for (int i = 0; i < wd; i++) {
+            const int64_t m = p * pn.mrp + i;
             if (m < M) {
-                for (int64_t k = 0; k < K; k++) dst[k * mrp + i] = x[m * K + k];
-                for (int32_t k = 0; k < r; k++) dst[(K + k) * mrp + i] = scaling * xa[m * r + k];
+                for (int64_t k = 0; k < K; k++) dst[k * wd + i] = x[m * K + k];
+                for (int32_t k = 0; k < r; k++) dst[(K + k) * wd + i] = scaling * xa[m * r + k];
             } else {
-                for (int64_t k = 0; k < kr; k++) dst[k * mrp + i] = 0.0f;
+                for (int64_t k = 0; k < kr; k++) dst[k * wd + i] = 0.0f;
             }
         }
     }
 }
 
 /// ct[npad, ldc] += (x block k0..k0+kc) · (decoded panel)ᵀ, one micro-tile at a time.
-static void multiply_panel(const cq_gemm_isa *isa, const float *xp, int64_t kr, int64_t k0, const float *wp,
-                           int64_t ld, int64_t kc, int64_t npad, int64_t mpad, float *ct, int64_t ldc) {
-    const int mrp = isa->mrp;
+static void multiply_panel(const cq_gemm_isa *isa, panels pn, const float *xp, int64_t kr, int64_t k0,
+                           const float *wp, int64_t ld, int64_t kc, int64_t npad, float *ct, int64_t ldc) {
     for (int64_t j0 = 0; j0 < npad; j0 += isa->nr)
-        for (int64_t m0 = 0; m0 < mpad; m0 += mrp)
-            isa->kernel(xp + (m0 / mrp) * kr * mrp + k0 * mrp, wp + j0 * ld, ld, kc, ct + j0 * ldc + m0, ldc);
+        for (int64_t p = 0; p < pn.count; p++) {
+            const int wd = width(pn, p);
+            const cq_gemm_kernel_fn kernel = wd == pn.mrp ? isa->kernel : isa->half;
+            kernel(xp + p * kr * pn.mrp + k0 * wd, wp + j0 * ld, ld, kc, ct + j0 * ldc + p * pn.mrp, ldc);
+        }
 }
 
 void cq_panel_gemm(const float *x, int64_t M, int64_t N, int64_t K, const cq_qweight *w, const float *wf,
@@ -50,14 +66,15 @@ void cq_panel_gemm(const float *x, int64_t M, int64_t N, int64_t K, const cq_qwe
                    void *scratch, int threads) {
     const int64_t kr = K + r;
     const cq_gemm_isa isa = cq_gemm_isa_current();
-    const int mrp = isa.mrp, nr = isa.nr;
-    const int64_t mpad = round_up(M, mrp), ldc = round_up(M, CQ_MRP_MAX);
+    const int nr = isa.nr;
+    const panels pn = x_panels(&isa, M);
+    const int64_t ldc = round_up(M, CQ_MRP_MAX);
     const int64_t ldw = r > CQ_PANEL_K ? r : CQ_PANEL_K;
     float *xp = (float *)scratch;
     char *per_thread = (char *)scratch + cq_align64((size_t)(kr * ldc) * sizeof(float));
     const size_t wp_bytes = cq_align64((size_t)(CQ_PANEL_N * ldw) * sizeof(float));
     const size_t stride = wp_bytes + cq_align64((size_t)(CQ_PANEL_N * ldc) * sizeof(float));
-    pack_x(x, M, K, xa, r, scaling, mrp, mpad, xp, threads);
+    pack_x(x, M, K, xa, r, scaling, pn, xp, threads);
 
     const int64_t tiles = (N + nr - 1) / nr, panel_tiles = CQ_PANEL_N / nr;
     #pragma omp parallel num_threads(threads)
@@ -77,12 +94,12 @@ void cq_panel_gemm(const float *x, int64_t M, int64_t N, int64_t K, const cq_qwe
                     else memcpy(wp + j * CQ_PANEL_K, wf + (n0 + j) * K + k0, (size_t)kc * sizeof(float));
                 }
                 for (int64_t j = nrows; j < npad; j++) memset(wp + j * CQ_PANEL_K, 0, (size_t)kc * sizeof(float));
-                multiply_panel(&isa, xp, kr, k0, wp, CQ_PANEL_K, kc, npad, mpad, ct, ldc);
+                multiply_panel(&isa, pn, xp, kr, k0, wp, CQ_PANEL_K, kc, npad, ct, ldc);
             }
             if (r > 0) { // LoRA block: B rows (r values each) against scaling·xa
                 for (int64_t j = 0; j < nrows; j++) memcpy(wp + j * ldw, B + (n0 + j) * r, (size_t)r * sizeof(float));
                 for (int64_t j = nrows; j < npad; j++) memset(wp + j * ldw, 0, (size_t)r * sizeof(float));
-                multiply_panel(&isa, xp, kr, K, wp, ldw, r, npad, mpad, ct, ldc);
+                multiply_panel(&isa, pn, xp, kr, K, wp, ldw, r, npad, ct, ldc);
             }
             for (int64_t m = 0; m < M; m++)
                 for (int64_t j = 0; j < nrows; j++)

@@ -3,18 +3,20 @@
 // (fused_gemm.c, decodes L2-sized weight panels into per-thread scratch).
 #include "kernels_internal.h"
 
-// Below this many rows the weight is streamed once per 4 x rows (GEMV); from here on the
-// decode cost is amortised over a full register-blocked GEMM tile.
-#define CQ_GEMV_MAX_M 16
+// Below this many rows the nibble-streaming tiles (4 weight rows x 4 x rows, decoded in
+// registers once per 4 x rows) are as fast as decode + GEMM (~89 vs 80-90 GFLOP/s per core at
+// M = 16..64 on Zen 4), and need no panel scratch; from 64 rows on the panel GEMM wins.
+#define CQ_GEMV_MAX_M 64
 
 cq_gemm_isa cq_gemm_isa_current(void) {
     switch (cq_detect_isa()) {
     case CQ_ISA_AVX512:
-        return (cq_gemm_isa){CQ_MRP_AVX512, CQ_NR_AVX512, cq_gemm_kernel_avx512, cq_decode_range_avx512, cq_dot_avx512};
+        return (cq_gemm_isa){CQ_MRP_AVX512, CQ_NR_AVX512, cq_gemm_kernel_avx512, cq_gemm_kernel_half_avx512,
+                              cq_decode_range_avx512, cq_dot_avx512};
     case CQ_ISA_AVX2:
-        return (cq_gemm_isa){CQ_MRP_AVX2, CQ_NR_AVX2, cq_gemm_kernel_avx2, cq_decode_range_avx2, cq_dot_avx2};
+        return (cq_gemm_isa){CQ_MRP_AVX2, CQ_NR_AVX2, cq_gemm_kernel_avx2, NULL, cq_decode_range_avx2, cq_dot_avx2};
     default:
-        return (cq_gemm_isa){CQ_MRP_PORTABLE, CQ_NR_PORTABLE, cq_gemm_kernel_portable, cq_decode_range_portable,
+        return (cq_gemm_isa){CQ_MRP_PORTABLE, CQ_NR_PORTABLE, cq_gemm_kernel_portable, NULL, cq_decode_range_portable,
                              cq_dot_portable};
     }
 }
@@ -49,4 +51,21 @@ void cq_fused_linear(const float *x, int64_t M, const cq_qweight *w,
         cq_fused_gemv(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
     else
         cq_panel_gemm(x, M, w->rows, w->cols, w, NULL, xa, B, r, scaling, bias, y, rest, threads);
+}
+
+int cq_fused_linear_ex(const float *x, int64_t M, const cq_qweight *w,
+                       const float *A, const float *B, int32_t r, float scaling,
+                       const float *bias, float *y, void *scratch, int threads, int bf16) {
+    // bf16 compute only pays where the f32 path is compute-bound (the panel GEMM).
+    if (!bf16 || M < CQ_GEMV_MAX_M || w->rows <= 0 || w->cols + (r > 0 ? r : 0) < 2 || !cq_cpu_has_avx512_bf16()) {
+        cq_fused_linear(x, M, w, A, B, r, scaling, bias, y, scratch, threads);
+        return 0;
+    }
+    if (threads < 1) threads = 1;
+    if (r < 0 || A == NULL || B == NULL) r = 0;
+    float *xa = (float *)scratch;
+    void *rest = (char *)scratch + cq_align64((size_t)(M * r) * sizeof(float));
+    if (r > 0) cq_lora_down(x, M, w->cols, A, r, xa, threads);
+    cq_panel_gemm_bf16(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
+    return 1;
 }

@@ -3,17 +3,12 @@
 // fixed-order dot product, so the bits do not depend on the thread count.
 #include "kernels_internal.h"
 
-/// Per thread: one decoded row (K floats) or the block scales of a 4-row tile (<= K/8 floats).
-static size_t per_thread_floats(int64_t K) { return cq_align64((size_t)(K + 32) * sizeof(float)) / sizeof(float); }
+/// Per thread: one decoded row (K floats), the block scales of a 4-row tile (<= K/8 floats), or
+/// its double-quant tables (nested blocks >= 64 blocks: <= K/512 + 2 tables of 256).
+static size_t per_thread_floats(int64_t K) { return cq_align64((size_t)(K + 32 + 512) * sizeof(float)) / sizeof(float); }
 
 size_t cq_gemv_scratch_bytes(int64_t M, int64_t K, int threads) {
     return cq_align64((size_t)(M * K) * sizeof(float)) + (size_t)threads * per_thread_floats(K) * sizeof(float);
-}
-
-/// Decoded absmax of blocks [b0, b0 + count).
-static void block_scales(const cq_qweight *w, int64_t b0, int64_t count, float *out) {
-    cq_absmax_cursor c = cq_cursor_at(w, b0);
-    for (int64_t i = 0; i < count; i++, cq_cursor_next(&c)) out[i] = cq_cursor_value(&c);
 }
 
 /// Per 32-element group: its 16 even-position values, then its 16 odd ones (the high nibble
@@ -27,6 +22,13 @@ static void permute_x(const float *x, int64_t M, int64_t K, float *xperm) {
             }
 }
 
+/// y[m, n] = dot + scaling·xa[m]·B[n] + bias[n].
+static inline void store(float *y, int64_t N, int64_t n, int64_t m, float dot, const float *xa,
+                         const float *B, int32_t r, float scaling, const float *bias, cq_dot_fn dotf) {
+    if (r > 0) dot += scaling * dotf(xa + m * r, B + n * r, r);
+    y[m * N + n] = dot + (bias ? bias[n] : 0.0f);
+}
+
 void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
                    float scaling, const float *bias, float *y, void *scratch, int threads) {
     const int64_t N = w->rows, K = w->cols;
@@ -38,6 +40,10 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
     // usual case); other K (odd, rows starting mid-block or mid-byte) decode each row into a
     // buffer with the ISA's decoder and dot in f32.
     if (K % w->block_size != 0) tile = NULL;
+    const cq_dq_tables_fn dq_tables = cq_detect_isa() == CQ_ISA_AVX512 ? cq_dq_tables_avx512 : cq_dq_tables_portable;
+    // Double quant with nested blocks of >= 64 blocks: the tiles look scales up in per-tile
+    // tables; otherwise (and for plain absmax) they read an array of decoded scales.
+    const int use_tables = !w->absmax && w->block_size2 >= 64;
     float *xperm = (float *)scratch;
     float *rowbufs = (float *)((char *)scratch + cq_align64((size_t)(M * K) * sizeof(float)));
     const int64_t rowbuf_stride = (int64_t)per_thread_floats(K);
@@ -50,27 +56,35 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
         for (int64_t t = 0; t < ntiles; t++) {
             const int64_t n0 = t * 4;
             const int nrows = N - n0 < 4 ? (int)(N - n0) : 4;
-            if (tile) block_scales(w, n0 * K / w->block_size, nrows * K / w->block_size, rowbuf);
+            cq_tile_scales scales = {NULL, NULL, NULL, 0};
+            if (tile) {
+                const int64_t blocks = K / w->block_size, b0 = n0 * blocks, nb = nrows * blocks;
+                if (w->absmax) {
+                    scales.plain = w->absmax + b0;
+                } else if (use_tables) {
+                    const int64_t b2 = b0 / w->block_size2, b2_last = (b0 + nb - 1) / w->block_size2;
+                    dq_tables(w, b2, nb > 0 ? b2_last - b2 + 1 : 0, rowbuf);
+                    scales = (cq_tile_scales){NULL, w->qabsmax + b0, rowbuf, b2};
+                } else {
+                    cq_block_scales_portable(w, b0, nb, rowbuf);
+                    scales.plain = rowbuf;
+                }
+            }
+            if (!tile) { // decode each row once, then one f32 dot per x row
+                for (int j = 0; j < nrows; j++) {
+                    isa.decode(w, (n0 + j) * K, K, rowbuf);
+                    for (int64_t m = 0; m < M; m++)
+                        store(y, N, n0 + j, m, isa.dot(x + m * K, rowbuf, K), xa, B, r, scaling, bias, isa.dot);
+                }
+                continue;
+            }
             for (int64_t m0 = 0; m0 < M; m0 += 4) {
                 const int mt = M - m0 < 4 ? (int)(M - m0) : 4;
                 float dots[16];
-                if (tile) {
-                    tile(w, n0, nrows, rowbuf, xperm + m0 * K, mt, K, dots);
-                } else {
-                    for (int j = 0; j < nrows; j++) {
-                        isa.decode(w, (n0 + j) * K, K, rowbuf);
-                        for (int m = 0; m < mt; m++) dots[j * 4 + m] = isa.dot(x + (m0 + m) * K, rowbuf, K);
-                    }
-                }
-                for (int j = 0; j < nrows; j++) {
-                    const int64_t n = n0 + j;
-                    const float b = bias ? bias[n] : 0.0f;
-                    for (int m = 0; m < mt; m++) {
-                        float v = dots[j * 4 + m];
-                        if (r > 0) v += scaling * isa.dot(xa + (m0 + m) * r, B + n * r, r);
-                        y[(m0 + m) * N + n] = v + b;
-                    }
-                }
+                tile(w, n0, nrows, &scales, xperm + m0 * K, mt, K, dots);
+                for (int j = 0; j < nrows; j++)
+                    for (int m = 0; m < mt; m++)
+                        store(y, N, n0 + j, m0 + m, dots[j * 4 + m], xa, B, r, scaling, bias, isa.dot);
             }
         }
     }

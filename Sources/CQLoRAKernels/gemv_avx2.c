@@ -18,19 +18,23 @@ AVX2 static inline __attribute__((always_inline)) float hsum(__m256 s) {
 }
 
 AVX2 static inline __attribute__((always_inline)) void
-pair(const cq_qweight *w, int64_t n0, const int R, const float *scales, const float *xperm, const int MT, int64_t K, float *out) {
+pair(const cq_qweight *w, int64_t n0, int r0, const int R, const cq_tile_scales *scales, const float *xperm,
+     const int MT, int64_t K, float *out) {
     __m256 acc[2][4], lo[2], hi[2];
     const uint8_t *p[2];
+    cq_row_scales rs[2];
+    const int64_t blocks = K / w->block_size;
     for (int r = 0; r < R; r++) {
         for (int m = 0; m < MT; m++) acc[r][m] = _mm256_setzero_ps();
-        p[r] = w->packed + (n0 + r) * K / 2;
+        p[r] = w->packed + (n0 + r0 + r) * K / 2;
+        rs[r] = cq_row_scales_at(w, scales, r0 + r, blocks, n0 * blocks);
     }
     const __m256 cblo = _mm256_loadu_ps(w->codebook), cbhi = _mm256_loadu_ps(w->codebook + 8);
-    const int64_t per_block = w->block_size / CQ_GEMV_GROUP, blocks = K / w->block_size;
+    const int64_t per_block = w->block_size / CQ_GEMV_GROUP;
     const float *xg = xperm;
     for (int64_t b = 0; b < blocks; b++) {
         for (int r = 0; r < R; r++) {
-            const __m256 a = _mm256_set1_ps(scales[r * blocks + b]);
+            const __m256 a = _mm256_set1_ps(scales->plain ? cq_row_scale_next(&rs[r], b, 0) : cq_row_scale_next(&rs[r], b, 1));
             lo[r] = _mm256_mul_ps(cblo, a);
             hi[r] = _mm256_mul_ps(cbhi, a);
         }
@@ -56,13 +60,11 @@ pair(const cq_qweight *w, int64_t n0, const int R, const float *scales, const fl
         for (int m = 0; m < MT; m++) out[r * 4 + m] = hsum(acc[r][m]);
 }
 
-#define CASE(R, MT) case (R) * 8 + (MT): pair(w, n, R, sc, xperm, MT, K, o); break;
-AVX2 void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const float *scales, const float *xperm, int mt,
+#define CASE(R, MT) case (R) * 8 + (MT): pair(w, n0, r0, R, scales, xperm, MT, K, o); break;
+AVX2 void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales, const float *xperm, int mt,
                             int64_t K, float *out) {
     for (int r0 = 0; r0 < nrows; r0 += 2) {
-        const int64_t n = n0 + r0;
         float *o = out + r0 * 4;
-        const float *sc = scales + r0 * (K / w->block_size);
         switch ((nrows - r0 >= 2 ? 2 : 1) * 8 + mt) {
             CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(1, 4)
             CASE(2, 1) CASE(2, 2) CASE(2, 3) CASE(2, 4)

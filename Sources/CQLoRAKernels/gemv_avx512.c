@@ -8,21 +8,25 @@
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 
 AVX512 static inline __attribute__((always_inline)) void
-tile(const cq_qweight *w, int64_t n0, const int R, const float *scales, const float *xperm, const int MT, int64_t K, float *out) {
+tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *scales, const float *xperm, const int MT,
+     int64_t K, const int DQ, float *out) {
     // Two accumulators per output (even / odd half of each group) shorten the FMA chains.
     __m512 acc[4][4], acc2[4][4], tbl[4];
     const uint8_t *p[4];
-        for (int r = 0; r < R; r++) {
+    cq_row_scales rs[4];
+    const int64_t blocks = K / w->block_size;
+    for (int r = 0; r < R; r++) {
         for (int m = 0; m < MT; m++) acc[r][m] = acc2[r][m] = _mm512_setzero_ps();
         p[r] = w->packed + (n0 + r) * K / 2;
+        rs[r] = cq_row_scales_at(w, scales, r, blocks, n0 * blocks);
     }
     const __m512 cb = _mm512_loadu_ps(w->codebook);
     const int64_t pf = R * K / 2; // bytes from a row to the same position one tile later
-    const int64_t per_block = w->block_size / CQ_GEMV_GROUP, blocks = K / w->block_size;
+    const int64_t per_block = w->block_size / CQ_GEMV_GROUP;
     const float *xg = xperm;
     for (int64_t b = 0; b < blocks; b++) {
         for (int r = 0; r < R; r++) {
-            tbl[r] = _mm512_mul_ps(cb, _mm512_set1_ps(scales[r * blocks + b]));
+            tbl[r] = _mm512_mul_ps(cb, _mm512_set1_ps(cq_row_scale_next(&rs[r], b, DQ)));
             // Each row is a short stream; fetch the next tile's rows at the same progress.
             _mm_prefetch((const char *)p[r] + pf, _MM_HINT_T0);
         }
@@ -46,9 +50,11 @@ tile(const cq_qweight *w, int64_t n0, const int R, const float *scales, const fl
         for (int m = 0; m < MT; m++) out[r * 4 + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m], acc2[r][m]));
 }
 
-#define CASE(R, MT) case (R) * 8 + (MT): tile(w, n0, R, scales, xperm, MT, K, out); break;
-AVX512 void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const float *scales, const float *xperm, int mt,
+#define CASE(R, MT) case (R) * 8 + (MT): \
+    if (dq) tile(w, n0, R, scales, xperm, MT, K, 1, out); else tile(w, n0, R, scales, xperm, MT, K, 0, out); break;
+AVX512 void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales, const float *xperm, int mt,
                                 int64_t K, float *out) {
+    const int dq = scales->plain == NULL;
     switch (nrows * 8 + mt) {
         CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(1, 4)
         CASE(2, 1) CASE(2, 2) CASE(2, 3) CASE(2, 4)

@@ -9,7 +9,10 @@ int omp_get_thread_num(void);
 int omp_get_num_threads(void);
 
 /// Decoded scale of 4-bit block b (plain absmax or double-quant code2[q]·absmax2 + offset).
+// Scales are code2·absmax2 + offset as two roundings (like quant.c): never contracted to an FMA,
+// even inside functions compiled for FMA targets.
 static inline float cq_block_absmax(const cq_qweight *w, int64_t b) {
+    #pragma clang fp contract(off)
     if (w->absmax) return w->absmax[b];
     return w->code2[w->qabsmax[b]] * w->absmax2[b / w->block_size2] + w->offset;
 }
@@ -28,6 +31,7 @@ static inline cq_absmax_cursor cq_cursor_at(const cq_qweight *w, int64_t b) {
 }
 
 static inline float cq_cursor_value(const cq_absmax_cursor *c) {
+    #pragma clang fp contract(off)
     if (c->w->absmax) return c->w->absmax[c->b];
     return c->w->code2[c->w->qabsmax[c->b]] * c->w->absmax2[c->b2] + c->w->offset;
 }
@@ -45,21 +49,64 @@ static inline uint8_t cq_nibble_at(const uint8_t *packed, int64_t j) {
 // ---- GEMV (small M): x rows are pre-permuted per 32-element group so that a group's 16
 // even-position values come first, then its 16 odd ones (high nibbles = even elements).
 #define CQ_GEMV_GROUP 32
+/// Where a tile finds its block scales: `plain` (decoded absmax of the tile's first block, rows
+/// K/block_size apart), or for double quant the tile's 8-bit indices `q` and 256-entry tables
+/// code2·absmax2[b2] + offset for the nested blocks b2_first, b2_first + 1, ... it touches.
+typedef struct {
+    const float *plain;
+    const uint8_t *q;
+    const float *tables;
+    int64_t b2_first;
+} cq_tile_scales;
+
+/// One row's walk over its block scales (a table load per block for double quant).
+typedef struct {
+    const float *plain, *table;
+    const uint8_t *q;
+    int64_t i2, bs2;
+} cq_row_scales;
+
+static inline cq_row_scales cq_row_scales_at(const cq_qweight *w, const cq_tile_scales *s, int r, int64_t blocks,
+                                             int64_t first_block) {
+    cq_row_scales c = {NULL, NULL, NULL, 0, w->block_size2};
+    if (s->plain) { c.plain = s->plain + r * blocks; return c; }
+    const int64_t b = first_block + r * blocks;
+    c.q = s->q + r * blocks;
+    c.table = s->tables + (b / c.bs2 - s->b2_first) * 256;
+    c.i2 = b % c.bs2;
+    return c;
+}
+
+/// Scale of the row's block b (blocks are visited in order, starting at 0); dq is a constant in
+/// the (inlined) kernels, so the plain / double-quant choice costs nothing per block.
+static inline __attribute__((always_inline)) float cq_row_scale_next(cq_row_scales *c, int64_t b, const int dq) {
+    if (!dq) return c->plain[b];
+    const float v = c->table[c->q[b]];
+    if (++c->i2 == c->bs2) { c->i2 = 0; c->table += 256; }
+    return v;
+}
+
 /// Dots of rows [n0, n0+nrows) (nrows <= 4) of W with mt (<= 4) permuted x rows (stride K);
 /// out[r * 4 + m]. Requires K % block_size == 0 (every row starts on a block boundary).
-/// scales: the decoded absmax of the tile's blocks, row after row (K / block_size per row).
-typedef void (*cq_gemv_tile_fn)(const cq_qweight *w, int64_t n0, int nrows, const float *scales,
+typedef void (*cq_gemv_tile_fn)(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
                                 const float *xperm, int mt, int64_t K, float *out);
-void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const float *scales, const float *xperm, int mt,
-                         int64_t K, float *out);
-void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const float *scales, const float *xperm, int mt,
-                       int64_t K, float *out);
+void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
+                         const float *xperm, int mt, int64_t K, float *out);
+void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
+                       const float *xperm, int mt, int64_t K, float *out);
 
 // ---- decode: flat weight elements [e0, e0+count) to f32 (any alignment).
 typedef void (*cq_decode_fn)(const cq_qweight *w, int64_t e0, int64_t count, float *out);
 void cq_decode_range_portable(const cq_qweight *w, int64_t e0, int64_t count, float *out);
 void cq_decode_range_avx512(const cq_qweight *w, int64_t e0, int64_t count, float *out);
 void cq_decode_range_avx2(const cq_qweight *w, int64_t e0, int64_t count, float *out);
+
+/// Decoded absmax of blocks [b0, b0 + count) into out (double quant or plain).
+void cq_block_scales_portable(const cq_qweight *w, int64_t b0, int64_t count, float *out);
+/// count tables of 256: out[t*256 + i] = code2[i]·absmax2[b2 + t] + offset (two roundings).
+typedef void (*cq_dq_tables_fn)(const cq_qweight *w, int64_t b2, int64_t count, float *out);
+void cq_dq_tables_portable(const cq_qweight *w, int64_t b2, int64_t count, float *out);
+void cq_dq_tables_avx512(const cq_qweight *w, int64_t b2, int64_t count, float *out);
 
 // ---- dot products in a fixed order (the result does not depend on the caller's thread).
 typedef float (*cq_dot_fn)(const float *a, const float *b, int64_t n);
@@ -68,7 +115,8 @@ float cq_dot_avx512(const float *a, const float *b, int64_t n);
 float cq_dot_avx2(const float *a, const float *b, int64_t n);
 
 // ---- GEMM micro-kernels for the panel path (large M).
-// x is packed in panels of MRP rows: xp[k * MRP + i] = x[m0 + i, k] (zero-padded rows).
+// x is packed in panels of MRP rows: xp[k * MRP + i] = x[m0 + i, k] (zero-padded rows); a last
+// panel of at most MRP/2 rows may be packed MRP/2 wide for the ISA's half kernel.
 // The decoded weight panel is row-major: wp[j * ldw + k] = W'[n0 + j, k0 + k].
 // The accumulator tile is transposed: ct[j * ldc + i] += sum_k xp[k*MRP+i] * wp[j*ldw+k],
 // for i < MRP and j < NR (the caller pads wp with zero rows up to a multiple of NR).
@@ -77,10 +125,12 @@ typedef struct {
     int mrp;                   // x panel width (rows of x per micro-tile)
     int nr;                    // weight rows per micro-tile
     cq_gemm_kernel_fn kernel;
+    cq_gemm_kernel_fn half;    // optional: mrp/2-row x panel for a short last panel (else padded)
     cq_decode_fn decode;
     cq_dot_fn dot;
 } cq_gemm_isa;
 void cq_gemm_kernel_avx512(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+void cq_gemm_kernel_half_avx512(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
 void cq_gemm_kernel_avx2(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
 void cq_gemm_kernel_portable(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
 #define CQ_MRP_AVX512 32
@@ -90,6 +140,12 @@ void cq_gemm_kernel_portable(const float *xp, const float *wp, int64_t ldw, int6
 #define CQ_MRP_PORTABLE 16
 #define CQ_NR_PORTABLE 4
 #define CQ_MRP_MAX 32
+
+// bf16-compute panel path (gemm_microkernel_bf16.c, fused_gemm_bf16.c); needs AVX512-BF16.
+void cq_gemm_kernel_bf16(const uint32_t *xp, const uint16_t *wp, int64_t ldw, int64_t kp, float *ct, int64_t ldc);
+void cq_to_bf16(const float *in, int64_t n, uint16_t *out);
+void cq_panel_gemm_bf16(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
+                        float scaling, const float *bias, float *y, void *scratch, int threads);
 
 /// The kernels for the ISA in force (cq_detect_isa()).
 cq_gemm_isa cq_gemm_isa_current(void);

@@ -10,7 +10,7 @@ final class KernelTests: XCTestCase {
         var quant: QuantType = .nf4, doubleQuant = true, bias = true
     }
 
-    /// Small shapes covering: M = 1 and the small-M tile path (M < 16), the panel path (M >= 16),
+    /// Small shapes covering: M = 1 and the small-M tile path (M < 64), the panel path (M >= 64),
     /// odd K, K not a multiple of 32 or of the block (rows start mid-block / mid-byte), N not a
     /// multiple of any tile, more than one 96-row panel and 256-wide K block, r = 0, no bias.
     static let shapes: [Shape] = [
@@ -29,6 +29,12 @@ final class KernelTests: XCTestCase {
         Shape(M: 6, N: 9, K: 384, r: 4, blockSize: 32, quant: .fp4, doubleQuant: false),
         Shape(M: 2, N: 7, K: 256, r: 1, blockSize: 128, bias: false),
         Shape(M: 11, N: 30, K: 512, r: 16, blockSize: 512),
+        // M >= 64: the panel GEMM (full 32-row x panels, a padded or a 16-wide last panel).
+        Shape(M: 64, N: 203, K: 256, r: 16, blockSize: 64),
+        Shape(M: 70, N: 101, K: 301, r: 5, blockSize: 64, quant: .fp4),
+        Shape(M: 91, N: 26, K: 544, r: 16, blockSize: 256, doubleQuant: false, bias: false),
+        // 5 blocks per row: a 4-row tile's scales cross a nested (256-block) boundary mid-vector.
+        Shape(M: 2, N: 110, K: 160, r: 3, blockSize: 32),
     ]
 
     struct Inputs {
@@ -109,7 +115,7 @@ final class KernelTests: XCTestCase {
         for (n, s) in Self.shapes.enumerated() {
             let i = try Self.inputs(s, seed: UInt64(100 + n))
             let ref = Self.reference(s, i)
-            try forEachISA { isa in
+            forEachISA { isa in
                 let what = "\(isa) M=\(s.M) N=\(s.N) K=\(s.K) r=\(s.r) bs=\(s.blockSize) \(s.quant) dq=\(s.doubleQuant)"
                 let y1 = Self.fused(s, i, threads: 1)
                 assertClose(y1, ref, relative: 1e-5, "fused vs double reference, \(what)")
@@ -135,6 +141,7 @@ final class KernelTests: XCTestCase {
     func testIdentityInputReproducesDequantizedWeightExactly() throws {
         let cases = [Shape(M: 4, N: 23, K: 96, r: 0, blockSize: 32, bias: false),      // small-M tiles
                      Shape(M: 4, N: 23, K: 96, r: 0, blockSize: 64, bias: false),      // small-M, rows mid-block
+                     Shape(M: 4, N: 110, K: 160, r: 0, blockSize: 32, bias: false),    // nested-block crossings
                      Shape(M: 4, N: 23, K: 49, r: 0, blockSize: 32, quant: .fp4, bias: false), // odd K
                      Shape(M: 40, N: 29, K: 40, r: 0, blockSize: 32, doubleQuant: false, bias: false),
                      Shape(M: 300, N: 17, K: 300, r: 0, blockSize: 128, quant: .fp4, bias: false)]
@@ -143,7 +150,7 @@ final class KernelTests: XCTestCase {
             let cols = (0..<s.M).map { m in s.M >= s.K ? m % s.K : [0, 17, 31, s.K - 1][m % 4] }
             var x = [Float](repeating: 0, count: s.M * s.K)
             for (m, c) in cols.enumerated() { x[m * s.K + c] = 1 }
-            try forEachISA { isa in
+            forEachISA { isa in
                 let y = Self.fused(s, i, x: x, threads: 2)
                 for (m, c) in cols.enumerated() {
                     for j in 0..<s.N where !(y[m * s.N + j] == i.wdq[j * s.K + c]) {
@@ -169,6 +176,43 @@ final class KernelTests: XCTestCase {
         assertBitIdentical(Self.dense(one, i, threads: 2), d, "dense M=1 2 vs 1 threads")
     }
 
+    /// cq_fused_linear_ex with bf16 compute: within 5e-3 of the double reference, same bits for
+    /// 1 and 2 threads; it runs exactly when the CPU has AVX512-BF16 and M >= 64.
+    func testBF16ComputePath() throws {
+        let shapes = [Shape(M: 64, N: 203, K: 256, r: 16, blockSize: 64),
+                      Shape(M: 70, N: 101, K: 301, r: 5, blockSize: 64, quant: .fp4),
+                      Shape(M: 91, N: 26, K: 545, r: 3, blockSize: 32, doubleQuant: false, bias: false),
+                      Shape(M: 64, N: 13, K: 64, r: 0, blockSize: 64)]
+        let hasBF16 = cq_cpu_has_avx512_bf16() != 0
+        for (n, s) in shapes.enumerated() {
+            let i = try Self.inputs(s, seed: UInt64(400 + n))
+            let what = "M=\(s.M) N=\(s.N) K=\(s.K) r=\(s.r)"
+            let (y1, ran) = Self.fusedEx(s, i, threads: 1, bf16: true)
+            XCTAssertEqual(ran, hasBF16, "bf16 path taken, \(what)")
+            assertClose(y1, Self.reference(s, i), relative: 5e-3, "bf16 vs double reference, \(what)")
+            assertBitIdentical(Self.fusedEx(s, i, threads: 2, bf16: true).0, y1, "bf16 2 vs 1 threads, \(what)")
+            let (f, ranF32) = Self.fusedEx(s, i, threads: 2, bf16: false)
+            XCTAssertFalse(ranF32, "bf16 = 0 runs f32, \(what)")
+            assertBitIdentical(f, Self.fused(s, i, threads: 2), "bf16 = 0 is cq_fused_linear, \(what)")
+        }
+        let small = Shape(M: 5, N: 9, K: 64, r: 2, blockSize: 64)
+        XCTAssertFalse(Self.fusedEx(small, try Self.inputs(small, seed: 1), threads: 1, bf16: true).1, "M < 64 stays f32")
+    }
+
+    static func fusedEx(_ s: Shape, _ i: Inputs, threads: Int, bf16: Bool) -> ([Float], Bool) {
+        var y = [Float](repeating: .nan, count: s.M * s.N)
+        let bytes = cq_fused_linear_scratch_bytes(Int64(s.M), Int64(s.N), Int64(s.K), Int32(s.r), Int32(threads))
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
+        defer { scratch.deallocate() }
+        let ran = i.q.withKernelView { view in
+            withOptional(i.bias) { bias in
+                cq_fused_linear_ex(i.x, Int64(s.M), view, i.A, i.B, Int32(s.r), i.scaling, bias, &y, scratch,
+                                   Int32(threads), bf16 ? 1 : 0)
+            }
+        }
+        return (y, ran != 0)
+    }
+
     func testMatmulNTMatchesReference() throws {
         let s = Shape(M: 7, N: 30, K: 75, r: 0, blockSize: 64, bias: false)
         let i = try Self.inputs(s, seed: 7)
@@ -185,7 +229,7 @@ final class KernelTests: XCTestCase {
     func testDegenerateShapes() throws {
         let s = Shape(M: 2, N: 1, K: 64, r: 2, blockSize: 64)
         let i = try Self.inputs(s, seed: 9)
-        try forEachISA { isa in
+        forEachISA { isa in
             assertClose(Self.fused(s, i, threads: 2), Self.reference(s, i), relative: 1e-5, "N=1 \(isa)")
         }
         var y = [Float](repeating: .nan, count: 3)

@@ -84,14 +84,23 @@ void cq_fused_linear(const float *x, int64_t M, const cq_qweight *w,
                      const float *A, const float *B, int32_t r, float scaling,
                      const float *bias, float *y, void *scratch, int threads);
 
-/// Cached-mode linear on an f32 weight W [N, K] (OpenBLAS SGEMM / SGEMV) with the same LoRA
-/// epilogue. scratch: cq_dense_linear_scratch_bytes(M, N, r) bytes.
+/// cq_fused_linear with an optional bf16 compute path (bf16 != 0): where the f32 path would run
+/// its panel GEMM (M >= 64) on a CPU with AVX512-BF16, x and the decoded weight are rounded to
+/// bf16 and multiplied with f32 accumulation (~1e-3 relative error instead of 1e-5). Same
+/// scratch as cq_fused_linear. Returns 1 if bf16 compute ran, 0 if it ran cq_fused_linear.
+int cq_fused_linear_ex(const float *x, int64_t M, const cq_qweight *w,
+                       const float *A, const float *B, int32_t r, float scaling,
+                       const float *bias, float *y, void *scratch, int threads, int bf16);
+
+/// Cached-mode linear on an f32 weight W [N, K] with the same LoRA epilogue. scratch:
+/// cq_dense_linear_scratch_bytes(M, N, r) bytes. Not OpenBLAS (its bits change with the thread
+/// count): the fused path's panel GEMM / dot products (dense_linear.c).
 size_t cq_dense_linear_scratch_bytes(int64_t M, int64_t N, int32_t r);
 void cq_dense_linear(const float *x, int64_t M, const float *W, int64_t N, int64_t K,
                      const float *A, const float *B, int32_t r, float scaling,
                      const float *bias, float *y, void *scratch, int threads);
 
-/// Plain y[M,N] = x[M,K]·W[N,K]ᵀ (OpenBLAS), the unfused matmul node.
+/// Plain y[M,N] = x[M,K]·W[N,K]ᵀ, the unfused matmul node (same kernels as cq_dense_linear).
 void cq_matmul_nt(const float *x, int64_t M, const float *W, int64_t N, int64_t K, float *y, int threads);
 
 // ---- elementwise.c --------------------------------------------------------------------
