@@ -101,7 +101,7 @@ func linearCase(_ weights: LinearWeights, rowCounts: [Int]) -> BenchCase {
             for M in rowCounts {
                 let x = xs[M]!
                 let tb = bench.ceilings["blas \(s.label) M=\(M) t=\(threads)"]!
-                let denseScratch = Scratch(bytes: cq_dense_linear_scratch_bytes(Int64(M), Int64(s.N), Int32(loraRank)))
+                let denseScratch = Scratch(bytes: cq_dense_linear_scratch_bytes(Int64(M), Int64(s.N), Int64(s.K), Int32(loraRank), Int32(threads)))
                 let td = bench.time {
                     cq_dense_linear(x, Int64(M), weights.dense, Int64(s.N), Int64(s.K), weights.A, weights.B,
                                     Int32(loraRank), 2.0, weights.bias, &y, denseScratch.pointer, Int32(threads))

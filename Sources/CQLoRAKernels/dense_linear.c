@@ -4,8 +4,6 @@
 // count. So large M runs the same panel GEMM as the fused path (weight rows copied instead of
 // decoded) and small M runs fixed-order dot products, split over output features.
 #include "kernels_internal.h"
-#include <stdlib.h>
-#include <string.h>
 
 /// Below this many rows each weight row is read once and dotted with every x row.
 #define CQ_DENSE_GEMM_MIN_M 8
@@ -23,31 +21,35 @@ static void dense_rows(const float *x, int64_t M, const float *W, int64_t N, int
         }
 }
 
-/// Shared by cq_dense_linear and cq_matmul_nt; xa is x·Aᵀ (M x r) when r > 0.
+/// Shared by cq_dense_linear and cq_matmul_nt; xa is x·Aᵀ (M x r) when r > 0; panels is the
+/// panel-GEMM scratch (cq_fused_gemm_scratch_bytes), owned by the caller's plan.
 static void dense(const float *x, int64_t M, const float *W, int64_t N, int64_t K, const float *xa, const float *B,
-                  int32_t r, float scaling, const float *bias, float *y, int threads) {
-    if (M >= CQ_DENSE_GEMM_MIN_M) {
-        // The panel buffers depend on K and the thread count, which the scratch-size contract
-        // (cq_dense_linear_scratch_bytes) does not take; they are allocated here. Without
-        // memory, the dot-product path gives the same answer, more slowly.
-        void *panels = aligned_alloc(64, cq_fused_gemm_scratch_bytes(M, K, r, threads));
-        if (panels) {
-            cq_panel_gemm(x, M, N, K, NULL, W, xa, B, r, scaling, bias, y, panels, threads);
-            free(panels);
-            return;
-        }
+                  int32_t r, float scaling, const float *bias, float *y, void *panels, int threads) {
+    if (M >= CQ_DENSE_GEMM_MIN_M && panels) {
+        cq_panel_gemm(x, M, N, K, NULL, W, xa, B, r, scaling, bias, y, panels, threads);
+        return;
     }
     dense_rows(x, M, W, N, K, xa, B, r, scaling, bias, y, threads);
 }
 
-void cq_matmul_nt(const float *x, int64_t M, const float *W, int64_t N, int64_t K, float *y, int threads) {
-    if (M <= 0 || N <= 0) return;
-    dense(x, M, W, N, K, NULL, NULL, 0, 0.0f, NULL, y, threads < 1 ? 1 : threads);
+static size_t panel_bytes(int64_t M, int64_t K, int32_t r, int threads) {
+    return M >= CQ_DENSE_GEMM_MIN_M ? cq_fused_gemm_scratch_bytes(M, K, r, threads < 1 ? 1 : threads) : 0;
 }
 
-size_t cq_dense_linear_scratch_bytes(int64_t M, int64_t N, int32_t r) {
+size_t cq_matmul_nt_scratch_bytes(int64_t M, int64_t K, int threads) {
+    return M > 0 && K > 0 ? panel_bytes(M, K, 0, threads) : 0;
+}
+
+void cq_matmul_nt(const float *x, int64_t M, const float *W, int64_t N, int64_t K, float *y, void *scratch, int threads) {
+    if (M <= 0 || N <= 0) return;
+    dense(x, M, W, N, K, NULL, NULL, 0, 0.0f, NULL, y, scratch, threads < 1 ? 1 : threads);
+}
+
+size_t cq_dense_linear_scratch_bytes(int64_t M, int64_t N, int64_t K, int32_t r, int threads) {
     (void)N;
-    return M > 0 && r > 0 ? cq_align64((size_t)(M * r) * sizeof(float)) : 0;
+    if (M <= 0) return 0;
+    const size_t xa = r > 0 ? cq_align64((size_t)(M * r) * sizeof(float)) : 0;
+    return xa + panel_bytes(M, K, r, threads);
 }
 
 void cq_dense_linear(const float *x, int64_t M, const float *W, int64_t N, int64_t K,
@@ -57,6 +59,8 @@ void cq_dense_linear(const float *x, int64_t M, const float *W, int64_t N, int64
     if (threads < 1) threads = 1;
     if (r < 0 || !A || !B) r = 0;
     float *xa = (float *)scratch;
+    const size_t xa_bytes = r > 0 ? cq_align64((size_t)(M * r) * sizeof(float)) : 0;
     if (r > 0) cq_lora_down(x, M, K, A, r, xa, threads);
-    dense(x, M, W, N, K, xa, B, r, scaling, bias, y, threads);
+    void *panels = panel_bytes(M, K, r, threads) ? (char *)scratch + xa_bytes : NULL;
+    dense(x, M, W, N, K, xa, B, r, scaling, bias, y, panels, threads);
 }

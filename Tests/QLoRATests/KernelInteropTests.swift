@@ -33,7 +33,7 @@ final class KernelInteropTests: XCTestCase {
 
     static func dense(_ w: [Float], out: Int, inF: Int, x: [Float], M: Int, A: [Float], B: [Float], bias: [Float]) -> [Float] {
         var y = [Float](repeating: .nan, count: M * out)
-        let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(cq_dense_linear_scratch_bytes(Int64(M), Int64(out), Int32(rank)), 64),
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(cq_dense_linear_scratch_bytes(Int64(M), Int64(out), Int64(inF), Int32(rank), 2), 64),
                                                        alignment: 64)
         defer { scratch.deallocate() }
         cq_dense_linear(x, Int64(M), w, Int64(out), Int64(inF), A, B, Int32(rank), scaling, bias, &y, scratch, 2)

@@ -84,7 +84,7 @@ final class KernelTests: XCTestCase {
 
     static func dense(_ s: Shape, _ i: Inputs, threads: Int) -> [Float] {
         var y = [Float](repeating: .nan, count: s.M * s.N)
-        let bytes = cq_dense_linear_scratch_bytes(Int64(s.M), Int64(s.N), Int32(s.r))
+        let bytes = cq_dense_linear_scratch_bytes(Int64(s.M), Int64(s.N), Int64(s.K), Int32(s.r), Int32(threads))
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
         defer { scratch.deallocate() }
         withOptional(i.bias) { bias in
@@ -218,7 +218,9 @@ final class KernelTests: XCTestCase {
         let i = try Self.inputs(s, seed: 7)
         for M in [1, 7] {
             var y = [Float](repeating: .nan, count: M * s.N)
-            cq_matmul_nt(i.x, Int64(M), i.wdq, Int64(s.N), Int64(s.K), &y, 2)
+            let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(cq_matmul_nt_scratch_bytes(Int64(M), Int64(s.K), 2), 64), alignment: 64)
+            defer { scratch.deallocate() }
+            cq_matmul_nt(i.x, Int64(M), i.wdq, Int64(s.N), Int64(s.K), &y, scratch, 2)
             var t = s
             t.M = M
             assertClose(y, Self.reference(t, i), relative: 1e-5, "cq_matmul_nt M=\(M)")
@@ -233,7 +235,7 @@ final class KernelTests: XCTestCase {
             assertClose(Self.fused(s, i, threads: 2), Self.reference(s, i), relative: 1e-5, "N=1 \(isa)")
         }
         var y = [Float](repeating: .nan, count: 3)
-        cq_matmul_nt([], 1, [], 3, 0, &y, 1)
+        cq_matmul_nt([], 1, [], 3, 0, &y, nil, 1)
         XCTAssertEqual(y, [0, 0, 0], "K = 0 gives zeros")
     }
 }

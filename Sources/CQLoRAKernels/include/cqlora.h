@@ -93,15 +93,17 @@ int cq_fused_linear_ex(const float *x, int64_t M, const cq_qweight *w,
                        const float *bias, float *y, void *scratch, int threads, int bf16);
 
 /// Cached-mode linear on an f32 weight W [N, K] with the same LoRA epilogue. scratch:
-/// cq_dense_linear_scratch_bytes(M, N, r) bytes. Not OpenBLAS (its bits change with the thread
+/// cq_dense_linear_scratch_bytes(M, N, K, r, threads) bytes (64-byte aligned, owned by the caller). Not OpenBLAS (its bits change with the thread
 /// count): the fused path's panel GEMM / dot products (dense_linear.c).
-size_t cq_dense_linear_scratch_bytes(int64_t M, int64_t N, int32_t r);
+size_t cq_dense_linear_scratch_bytes(int64_t M, int64_t N, int64_t K, int32_t r, int threads);
 void cq_dense_linear(const float *x, int64_t M, const float *W, int64_t N, int64_t K,
                      const float *A, const float *B, int32_t r, float scaling,
                      const float *bias, float *y, void *scratch, int threads);
 
 /// Plain y[M,N] = x[M,K]·W[N,K]ᵀ, the unfused matmul node (same kernels as cq_dense_linear).
-void cq_matmul_nt(const float *x, int64_t M, const float *W, int64_t N, int64_t K, float *y, int threads);
+/// scratch: cq_matmul_nt_scratch_bytes(M, K, threads) bytes (may be NULL when that is 0).
+size_t cq_matmul_nt_scratch_bytes(int64_t M, int64_t K, int threads);
+void cq_matmul_nt(const float *x, int64_t M, const float *W, int64_t N, int64_t K, float *y, void *scratch, int threads);
 
 // ---- elementwise.c --------------------------------------------------------------------
 void cq_add(const float *a, const float *b, float *out, int64_t n, int threads);

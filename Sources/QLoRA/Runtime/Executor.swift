@@ -43,7 +43,7 @@ enum Executor {
                 guard case let .weight(w) = ops[0] else { preconditionFailure("dequantize without a 4-bit weight") }
                 cq_dequantize_4bit(&weightViews[w], out, threads)
             case let .matmul(m, n, k):
-                cq_matmul_nt(opt(0), Int64(m), opt(1), Int64(n), Int64(k), out, threads)
+                cq_matmul_nt(opt(0), Int64(m), opt(1), Int64(n), Int64(k), out, scratch, threads)
             case let .add(count): cq_add(opt(0), opt(1), out, Int64(count), threads)
             case let .addRow(rows, width): cq_add_row(opt(0), opt(1), out, Int64(rows), Int64(width), threads)
             case let .mul(count): cq_mul(opt(0), opt(1), out, Int64(count), threads)

@@ -100,14 +100,20 @@ enum MemoryPlanner {
     }
 
     static func scratchBytes(for n: Node, _ g: IRGraph, threads: Int) -> Int {
-        guard case let .fusedLinear(attrs) = n.op else { return 0 }
-        let x = g.nodes[n.operands[0]].type.shape
-        let w = g.nodes[n.operands[1]]
-        let m = Int64(x.dropLast().reduce(1, *)), nOut = Int64(w.type.shape[0]), k = Int64(w.type.shape[1])
-        let r = Int32(attrs.hasLora ? g.nodes[n.operands[2]].type.shape[0] : 0)
-        if w.type.element == .quant4 {
-            return Int(cq_fused_linear_scratch_bytes(m, nOut, k, r, Int32(threads)))
+        let t = Int32(threads)
+        switch n.op {
+        case let .fusedLinear(attrs):
+            let x = g.nodes[n.operands[0]].type.shape
+            let w = g.nodes[n.operands[1]]
+            let m = Int64(x.dropLast().reduce(1, *)), nOut = Int64(w.type.shape[0]), k = Int64(w.type.shape[1])
+            let r = Int32(attrs.hasLora ? g.nodes[n.operands[2]].type.shape[0] : 0)
+            return w.type.element == .quant4 ? Int(cq_fused_linear_scratch_bytes(m, nOut, k, r, t))
+                                             : Int(cq_dense_linear_scratch_bytes(m, nOut, k, r, t))
+        case .matmul:
+            let x = g.nodes[n.operands[0]].type.shape
+            return Int(cq_matmul_nt_scratch_bytes(Int64(x.dropLast().reduce(1, *)), Int64(x.last!), t))
+        default:
+            return 0
         }
-        return Int(cq_dense_linear_scratch_bytes(m, nOut, r))
     }
 }
