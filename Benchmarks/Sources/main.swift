@@ -1,5 +1,5 @@
 // qlora-bench: kernel benchmarks with the machine's ceilings measured in the same run.
-//   qlora-bench [--quick] [--threads 1,2] [--output path.md]
+//   qlora-bench [--quick] [--graph-only] [--threads 1,2] [--output path.md]
 import Foundation
 import QLoRA
 
@@ -9,13 +9,25 @@ func option(_ name: String) -> String? {
     return args[i + 1]
 }
 let quick = args.contains("--quick")
+/// Only the graph-level cases (compile time, modes and .auto, resident memory).
+let graphOnly = args.contains("--graph-only")
 let output = option("--output")
 let threads = (option("--threads") ?? "1,\(min(2, Runtime.defaultThreads))")
     .split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
 let threadCounts = Array(Set(threads)).sorted()
 if args.contains("--help") || threadCounts.isEmpty {
-    print("usage: qlora-bench [--quick] [--threads 1,2] [--output results.md]")
+    print("usage: qlora-bench [--quick] [--graph-only] [--threads 1,2] [--output results.md]")
     exit(threadCounts.isEmpty ? 1 : 0)
+}
+
+if let probe = option("--memory-probe") {
+    do {
+        try memoryProbe(mode: ExecutionMode(rawValue: probe) ?? .onTheFly, threads: threadCounts.max()!)
+        exit(0)
+    } catch {
+        print("error: \(error)")
+        exit(1)
+    }
 }
 
 let bench = Bench(quick: quick, threadCounts: threadCounts)
@@ -31,12 +43,15 @@ let variants = quick ? [QuantVariant(type: .nf4, doubleQuant: true)]
 
 do {
     try streamCeilings(weightBytes: shapes.map { ($0.label, $0.quantizedBytes) })(bench)
-    for shape in shapes {
+    for shape in shapes where !graphOnly {
         let weights = try LinearWeights(shape, variants: variants)
         var cases: [BenchCase] = [linearCase(weights, rowCounts: rowCounts)]
         if !quick || shape.N == 11008 { cases.insert(dequantizeCase(weights), at: 0) }
         for c in cases { try c(bench) }
     }
+    try compileCase()(bench)
+    try modesCase(rowCounts: rowCounts, threads: threadCounts.max()!)(bench)
+    try memoryCase(threads: threadCounts.max()!)(bench)
 } catch {
     FileHandle.standardError.write("qlora-bench: \(error)\n".data(using: .utf8)!)
     exit(1)

@@ -188,3 +188,32 @@ final class SharedLayerTests: XCTestCase {
         assertClose(try plan.run(["x": xv])["y"]!.scalars, try l.forward(relu).scalars, relative: 1e-6, "twice")
     }
 }
+
+final class BindingTests: XCTestCase {
+    /// Inputs are read in place and outputs written in place; outputs that are not computed
+    /// values of their own (an input, a reshape of it, a parameter, a value another output owns)
+    /// are copied.
+    func testOutputsThatAliasOtherValues() throws {
+        let g = Graph()
+        let x = g.input("x", shape: [2, 3])
+        let p = try ParameterStorage(name: "p", tensor: Tensor(shape: [3], scalars: [1, 2, 3]), trainable: false)
+        let r = try g.relu(x)
+        g.output("same", x)
+        g.output("flat", try g.reshape(x, to: [6]))
+        g.output("relu", r)
+        g.output("relu_again", try g.reshape(r, to: [3, 2]))
+        g.output("param", g.parameter(p))
+        g.output("shifted", try g.add(r, g.parameter(p)))
+        let plan = try g.compile(CompileOptions(threads: 1))
+        let xv = try Tensor(shape: [2, 3], scalars: [-1, 2, -3, 4, -5, 6])
+        let out = try plan.run(["x": xv])
+        XCTAssertEqual(out["same"], xv)
+        XCTAssertEqual(out["flat"]!.shape, [6]); XCTAssertEqual(out["flat"]!.scalars, xv.scalars)
+        XCTAssertEqual(out["relu"]!.scalars, [0, 2, 0, 4, 0, 6])
+        XCTAssertEqual(out["relu_again"]!.shape, [3, 2]); XCTAssertEqual(out["relu_again"]!.scalars, [0, 2, 0, 4, 0, 6])
+        XCTAssertEqual(out["param"]!.scalars, [1, 2, 3])
+        XCTAssertEqual(out["shifted"]!.scalars, [1, 4, 3, 5, 2, 9])
+        // The intermediates that are outputs take no arena space.
+        XCTAssertEqual(plan.memory.buffers.count, 0)
+    }
+}

@@ -69,6 +69,8 @@ public struct PlanReport: Sendable, Equatable {
             case .parameter: kind = "parameter"
             case .weight: kind = "weight"
             case .cached: kind = "cached"
+            case .input: kind = "input"
+            case .output: kind = "output"
             }
             return StepInfo(index: i, kernel: s.kernelName, label: s.label, node: s.node, outputKind: kind, outputOffset: offset,
                             outputBytes: bytes, flops: s.flops, bytesMoved: s.bytesMoved, scratchBytes: s.scratchBytes, fusedOps: s.fusedOps)

@@ -36,6 +36,8 @@ extension ExecutablePlan {
         case let .parameter(i): return "param#\(i)"
         case let .weight(i): return "weight#\(i)"
         case let .cached(i): return "cached#\(i)"
+        case let .input(i): return "input#\(i)"
+        case let .output(i): return "output#\(i)"
         }
     }
 

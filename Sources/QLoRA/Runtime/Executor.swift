@@ -5,24 +5,37 @@ import CQLoRAKernels
 enum Executor {
     static func run(_ plan: ExecutablePlan, _ feeds: [String: Tensor], _ context: ExecutionContext) throws -> [String: Tensor] {
         try validate(plan, feeds)
-        let arena = context.arena.raw
         let parameters = plan.memory.parameters
         for p in parameters { p.lock.lockRead() }
         defer { for p in parameters { p.lock.unlock() } }
-        var weightViews = plan.memory.weights.map { $0.kernelView }
+        let inputs = plan.inputs.map { feeds[$0.name]!.scalars }
+        let outputs = try withInputPointers(inputs[...], []) { inputPointers in
+            try withOutputArrays(plan.outputs.map { $0.shape.reduce(1, *) }[...], []) { outputPointers in
+                execute(plan, context, inputs: inputPointers, outputs: outputPointers)
+            }
+        }
+        var results: [String: Tensor] = [:]
+        for (binding, values) in zip(plan.outputs, outputs) {
+            results[binding.name] = Tensor(uncheckedShape: binding.shape, scalars: values)
+        }
+        return results
+    }
 
+    /// The steps, in order, with every buffer resolved to a pointer.
+    private static func execute(_ plan: ExecutablePlan, _ context: ExecutionContext,
+                                inputs: [UnsafeMutablePointer<Float>], outputs: [UnsafeMutablePointer<Float>]) {
+        let arena = context.arena.raw
+        let parameters = plan.memory.parameters
+        var weightViews = plan.memory.weights.map { $0.kernelView }
         func floats(_ ref: BufferRef) -> UnsafeMutablePointer<Float> {
             switch ref {
             case let .arena(offset, _): return (arena + offset).assumingMemoryBound(to: Float.self)
             case let .parameter(i): return parameters[i].buffer.floats
             case let .cached(i): return plan.cachedBuffers[i].floats
+            case let .input(i): return inputs[i]
+            case let .output(i): return outputs[i]
             case .weight: preconditionFailure("a 4-bit weight has no f32 view")
             }
-        }
-
-        for input in plan.inputs {
-            let tensor = feeds[input.name]!
-            tensor.scalars.withUnsafeBufferPointer { floats(input.ref).update(from: $0.baseAddress!, count: $0.count) }
         }
         let threads = Int32(plan.options.threads)
         let scratch = arena + plan.memory.scratchOffset
@@ -31,9 +44,8 @@ enum Executor {
             let ops = step.operands
             func opt(_ i: Int) -> UnsafePointer<Float>? { i < ops.count ? UnsafePointer(floats(ops[i])) : nil }
             switch step.kernel {
-            case let .fusedLinear(m, n, k, r, scaling, hasBias):
+            case let .fusedLinear(m, _, _, r, scaling, hasBias):
                 guard case let .weight(w) = ops[1] else { preconditionFailure("fused linear without a 4-bit weight") }
-                _ = n; _ = k
                 cq_fused_linear(opt(0), Int64(m), &weightViews[w], r > 0 ? opt(2) : nil, r > 0 ? opt(3) : nil, Int32(r), scaling,
                                 hasBias ? opt(r > 0 ? 4 : 2) : nil, out, scratch, threads)
             case let .denseLinear(m, n, k, r, scaling, hasBias):
@@ -55,13 +67,33 @@ enum Executor {
             case let .rmsNorm(eps, rows, width): cq_rmsnorm(opt(0), opt(1), eps, out, Int64(rows), Int64(width), threads)
             }
         }
-        var results: [String: Tensor] = [:]
-        for output in plan.outputs {
-            let count = output.shape.reduce(1, *)
-            let values = Array(UnsafeBufferPointer(start: floats(output.ref), count: count))
-            results[output.name] = Tensor(uncheckedShape: output.shape, scalars: values)
+        // Outputs not computed in place (an input, a parameter, a value another output owns) are copied.
+        for (k, binding) in plan.outputs.enumerated() where binding.ref != .output(k) {
+            outputs[k].update(from: floats(binding.ref), count: binding.shape.reduce(1, *))
         }
-        return results
+    }
+
+    /// Pointers to every input's scalars, valid inside `body` (nested scopes, one per input).
+    private static func withInputPointers<R>(_ rest: ArraySlice<[Float]>, _ pointers: [UnsafeMutablePointer<Float>],
+                                             _ body: ([UnsafeMutablePointer<Float>]) throws -> R) throws -> R {
+        guard let first = rest.first else { return try body(pointers) }
+        return try first.withUnsafeBufferPointer { buf in
+            // Kernels only read inputs: no step's output is ever an input buffer.
+            try withInputPointers(rest.dropFirst(), pointers + [UnsafeMutablePointer(mutating: buf.baseAddress!)], body)
+        }
+    }
+
+    /// New arrays of `counts` elements whose pointers `body` fills; every element is written by a
+    /// kernel or by the final copy, so the arrays are never read uninitialised.
+    private static func withOutputArrays(_ counts: ArraySlice<Int>, _ pointers: [UnsafeMutablePointer<Float>],
+                                         _ body: ([UnsafeMutablePointer<Float>]) throws -> Void) throws -> [[Float]] {
+        guard let count = counts.first else { try body(pointers); return [] }
+        var rest: [[Float]] = []
+        let array = try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            rest = try withOutputArrays(counts.dropFirst(), pointers + [buffer.baseAddress!], body)
+            initialized = count
+        }
+        return [array] + rest
     }
 
     /// Every declared input fed once with its shape and finite values; no unknown names.

@@ -2,10 +2,12 @@ import CQLoRAKernels
 
 /// Pass 5: where every value lives.
 /// - Parameters, 4-bit weights and cached f32 weights are persistent (owned by storages).
-/// - Inputs, intermediates and outputs share one arena: each buffer's lifetime is the interval from
-///   the step that defines it to its last use (inputs from before the first step, outputs to the end);
-///   buffers are placed largest first at the best-fitting gap among the buffers whose lifetimes
-///   overlap (greedy by size, as XLA and TVM do). A reshape aliases its operand's buffer.
+/// - Inputs are read where the caller's tensors are; each output is computed straight into the
+///   array `run` returns (no copies in or out).
+/// - Intermediates share one arena: each buffer's lifetime is the interval from the step that
+///   defines it to its last use; buffers are placed largest first at the best-fitting gap among the
+///   buffers whose lifetimes overlap (greedy by size, as XLA and TVM do). A reshape aliases its
+///   operand's buffer.
 /// - Kernel scratch is one region after the buffers, sized for the hungriest step (steps run one at a time).
 struct MemoryPlan: Sendable {
     struct Buffer: Sendable {
@@ -46,7 +48,7 @@ enum MemoryPlanner {
             case let .parameter(p): refs[n.id] = .parameter(slot(p, &parameters))
             case let .quantizedWeight(w): refs[n.id] = .weight(slot(w, &weights))
             case let .cachedWeight(w): refs[n.id] = .cached(slot(w, &cached))
-            case .input: time[n.id] = 0
+            case .input: time[n.id] = 0; refs[n.id] = .input(g.inputs.firstIndex { $0.node == n.id }!)
             case .reshape: root[n.id] = root[n.operands[0]]; time[n.id] = time[n.operands[0]]
             default: step += 1; time[n.id] = step
             }
@@ -58,7 +60,11 @@ enum MemoryPlanner {
             for o in n.operands { lastUse[root[o]] = max(lastUse[root[o]], time[n.id]) }
         }
         for o in g.outputs { lastUse[root[o.node]] = endOfPlan }
-        // The arena buffers: inputs and computing nodes that are their own root.
+        // The first output naming a computed value owns it: the kernel writes into the returned array.
+        for (k, o) in g.outputs.enumerated() where refs[root[o.node]] == nil {
+            refs[root[o.node]] = .output(k)
+        }
+        // The arena buffers: computing nodes that are their own root and not outputs.
         var buffers: [MemoryPlan.Buffer] = []
         for n in g.nodes where root[n.id] == n.id && refs[n.id] == nil && n.op.name != "reshape" {
             let bytes = (n.type.count * 4 + alignment - 1) / alignment * alignment
