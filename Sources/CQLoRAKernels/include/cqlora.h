@@ -105,6 +105,10 @@ void cq_dense_linear(const float *x, int64_t M, const float *W, int64_t N, int64
 size_t cq_matmul_nt_scratch_bytes(int64_t M, int64_t K, int threads);
 void cq_matmul_nt(const float *x, int64_t M, const float *W, int64_t N, int64_t K, float *y, void *scratch, int threads);
 
+// ---- memory.c ------------------------------------------------------------------------
+/// Returns freed heap pages to the OS (glibc malloc_trim); used by memory measurements.
+void cq_release_free_memory(void);
+
 // ---- elementwise.c --------------------------------------------------------------------
 void cq_add(const float *a, const float *b, float *out, int64_t n, int threads);
 void cq_mul(const float *a, const float *b, float *out, int64_t n, int threads);

@@ -47,7 +47,7 @@ public final class Graph: @unchecked Sendable {
 
     /// A 4-bit weight node.
     public func quantizedWeight(_ storage: QuantizedWeightStorage) -> Value {
-        leaf(.quantizedWeight(storage), ValueType(shape: storage.weight.shape, element: .quant4), label: storage.name)
+        leaf(.quantizedWeight(storage), ValueType(shape: storage.shape, element: .quant4), label: storage.name)
     }
 
     public func dequantize(_ w: Value, label: String = "") throws -> Value { try record(.dequantize, [w], label) }

@@ -20,8 +20,7 @@ enum GraphPrinter {
         case let .reshape(shape): return "[\(shape.map(String.init).joined(separator: "x"))]"
         case let .rmsNorm(eps): return "[eps=\(eps)]"
         case let .quantizedWeight(w), let .cachedWeight(w):
-            let q = w.weight
-            return "[\(q.quantType.rawValue), block \(q.blockSize)\(q.isDoubleQuantized ? ", double-quant" : "")]"
+            return "[\(w.quantType.rawValue), block \(w.blockSize)\(w.isDoubleQuantized ? ", double-quant" : "")]"
         case let .fusedLinear(a):
             var parts: [String] = []
             if a.hasLora { parts.append("lora, scaling=\(a.scaling)") }

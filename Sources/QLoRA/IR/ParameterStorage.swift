@@ -89,7 +89,16 @@ public final class QuantizedWeightStorage: @unchecked Sendable {
         }
     }
 
-    /// The weight as a value (copies the packed bytes).
+    /// Storage bits per weight element (see `QuantizedTensor.bitsPerParameter`).
+    public var bitsPerParameter: Double {
+        switch statistics {
+        case .plain: return 4 + 32 / Double(blockSize)
+        case let .double(s): return 4 + (8 + 32 / Double(s.blockSize2)) / Double(blockSize)
+        }
+    }
+
+    /// The weight as a value. This copies the packed bytes: read the metadata from the storage's
+    /// own properties instead.
     public var weight: QuantizedTensor {
         // The parts were validated when the original tensor was built.
         try! QuantizedTensor(shape: shape, quantType: quantType, blockSize: blockSize,

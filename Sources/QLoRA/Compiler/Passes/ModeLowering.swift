@@ -26,7 +26,7 @@ enum ModeLowering {
                 let consumers = g.nodes[u].op.name == "dequantize" ? users[u] : [u]
                 for c in consumers { m = max(m, g.nodes[g.nodes[c].operands[0]].type.shape.dropLast().reduce(1, *)) }
             }
-            let bits = storage.weight.bitsPerParameter
+            let bits = storage.bitsPerParameter
             let otf = model.onTheFlySeconds(m: m, n: n, k: k, bitsPerWeight: bits)
             let cached = model.cachedSeconds(m: m, n: n, k: k)
             let chosen: ExecutionMode
