@@ -141,16 +141,25 @@ final class CompilerTests: XCTestCase {
 
     func testAutoModeFollowsTheCostModel() throws {
         let l = try layer(256, 512)
-        for (m, expected) in [(1, ExecutionMode.onTheFly), (4096, .cached)] {
+        let g = Graph()
+        g.output("y", try l(g.input("x", shape: [1, 512])))
+        let plan = try g.compile(CompileOptions(mode: .auto, threads: 2))
+        XCTAssertEqual(plan.decisions.first?.mode, .onTheFly)
+        XCTAssertEqual(plan.decisions.first?.rows, 1)
+        // A machine whose fused kernel decodes slowly (half the GEMM rate) prefers cached at large M only.
+        let slowDecode = CostModel(bandwidthBytesPerSecond: 20e9, sgemmFlopsPerSecond: 200e9, fusedEfficiency: 0.5)
+        for (m, expected) in [(1, ExecutionMode.onTheFly), (8, .onTheFly), (4096, .cached)] {
             let g = Graph()
             g.output("y", try l(g.input("x", shape: [m, 512])))
-            let plan = try g.compile(CompileOptions(mode: .auto, threads: 2))
-            XCTAssertEqual(plan.decisions.first?.mode, expected, "M=\(m)")
-            XCTAssertEqual(plan.steps.first?.kernelName.contains("cached"), expected == .cached)
+            let lowered = ModeLowering.run(DeadCodeElimination.run(FusionPass.run(g.snapshot)), mode: .auto, model: slowDecode)
+            XCTAssertEqual(lowered.decisions.first?.mode, expected, "M=\(m)")
+            let fused = lowered.graph.nodes.first { $0.op.name == "fused_qlora_linear" }!
+            XCTAssertEqual(lowered.graph.nodes[fused.operands[1]].op.name, expected == .cached ? "cached_weight" : "quantized_weight")
         }
+        // The default model: bandwidth-bound small M never prefers the 8× larger f32 weight.
         let model = CostModel.default(threads: 2)
         XCTAssertFalse(model.prefersCached(m: 1, n: 11008, k: 4096, bitsPerWeight: 4.127))
-        XCTAssertTrue(model.prefersCached(m: 512, n: 11008, k: 4096, bitsPerWeight: 4.127))
+        XCTAssertFalse(model.prefersCached(m: 16, n: 11008, k: 4096, bitsPerWeight: 4.127))
     }
 
     func testSummaryAndPersistentMemory() throws {
