@@ -18,14 +18,8 @@ struct GraphOptions: ParsableArguments {
         valueName: "name=N"))
     var dims: [String] = []
 
-    @Option(help: "4-bit type for unquantized (f32/f16/bf16) linear weights: nf4 or fp4. bitsandbytes 4-bit weights are used as stored.")
-    var quantType: String = "nf4"
-
-    @Option(help: "Elements per absmax block when quantizing at load (a power of two from 32 to 4096).")
-    var blockSize: Int = 64
-
-    @Flag(inversion: .prefixedNo, help: "Double-quantize the absmax statistics when quantizing at load.")
-    var doubleQuant = true
+    @OptionGroup(title: "Quantization at load (f32/f16/bf16 weights)")
+    var quantization: QuantizationOptions
 
     /// The parsed --dim values.
     func dimValues() throws -> [String: Int] {
@@ -40,24 +34,12 @@ struct GraphOptions: ParsableArguments {
         return out
     }
 
-    func quantization(threads: Int) throws -> QuantizeOptions {
-        guard let type = QuantType(rawValue: quantType) else {
-            throw QLoraError.invalidArgument("--quant-type must be nf4 or fp4, got \"\(quantType)\"")
-        }
-        var q = QuantizeOptions()
-        q.quantType = type
-        q.blockSize = blockSize
-        q.doubleQuant = doubleQuant
-        q.threads = threads
-        return q
-    }
-
     /// Parses the graph file and loads it over `weights` (nil: zero weights shaped by the dims).
     func load(weights: String?, extraDims: [String: Int] = [:], threads: Int,
               options: GraphLoadOptions = GraphLoadOptions()) throws -> LoadedGraph {
         let dims = try dimValues().merging(extraDims) { _, new in new }
         let def = try GraphDefinition.load(url: URL(fileURLWithPath: graph), dims: dims)
-        let source = try weights.map { try CheckpointWeights(url: URL(fileURLWithPath: $0), quantization: quantization(threads: threads)) }
+        let source = try weights.map { try CheckpointWeights(url: URL(fileURLWithPath: $0), quantization: quantization.options(threads: threads)) }
         let loaded = try def.load(weights: source, options: options)
         for note in loaded.notes { FileHandle.standardError.write(Data("note: \(note)\n".utf8)) }
         return loaded

@@ -18,14 +18,7 @@ struct QuantizeCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "The output safetensors file (written atomically).")
     var output: String
 
-    @Option(help: "4-bit data type: nf4 or fp4.")
-    var quantType: String = "nf4"
-
-    @Option(help: "Elements per absmax block (a power of two from 32 to 4096).")
-    var blockSize: Int = 64
-
-    @Flag(inversion: .prefixedNo, help: "Quantize the absmax statistics to 8 bits (bitsandbytes compress_statistics).")
-    var doubleQuant = true
+    @OptionGroup var quantization: QuantizationOptions
 
     @Option(help: "Quantize only tensors whose name contains a match of this regex (replaces the default exclusions).")
     var include: String?
@@ -39,22 +32,15 @@ struct QuantizeCommand: ParsableCommand {
     func run() throws {
         let bar = ProgressBar()
         do {
-            guard let type = QuantType(rawValue: quantType) else {
-                throw QLoraError.invalidArgument("--quant-type must be nf4 or fp4, got \"\(quantType)\"")
-            }
-            var options = QuantizeOptions()
-            options.quantType = type
-            options.blockSize = blockSize
-            options.doubleQuant = doubleQuant
+            var options = try quantization.options(threads: threadCount(threads))
             options.include = include
             options.exclude = exclude
-            options.threads = try threadCount(threads)
             let summary = try CheckpointConversion.quantize(
                 input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: output), options: options,
                 progress: { bar.update(done: $0, total: $1, item: $2) })
             bar.finish()
-            let dq = doubleQuant ? "double quant" : "f32 absmax"
-            print("quantized \(summary.tensorsConverted) tensors (\(summary.convertedParameters) parameters, \(type.rawValue), block \(blockSize), \(dq)); copied \(summary.tensorsCopied)")
+            let dq = options.doubleQuant ? "double quant" : "f32 absmax"
+            print("quantized \(summary.tensorsConverted) tensors (\(summary.convertedParameters) parameters, \(options.quantType.rawValue), block \(options.blockSize), \(dq)); copied \(summary.tensorsCopied)")
             print("quantized tensors: \(summary.convertedBytesBefore) -> \(summary.convertedBytesAfter) bytes, \(String(format: "%.3f", summary.bitsPerParameter)) bits per parameter")
             print("file: \(summary.fileBytesBefore) -> \(summary.fileBytesAfter) bytes, wrote \(output)")
         } catch {
