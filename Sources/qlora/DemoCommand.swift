@@ -10,7 +10,7 @@ struct DemoCommand: ParsableCommand {
         abstract: "Build a small Llama-MLP checkpoint, quantize it, compile and time both modes, and check an adapter round trip.",
         discussion: """
             In a temporary directory: writes a deterministic f32 checkpoint (3 residual SwiGLU MLP blocks with \
-            RMSNorm, hidden 512, intermediate 1376), quantizes it to the bitsandbytes 4-bit layout (nf4, block 64, \
+            RMSNorm, hidden 1024, intermediate 2816), quantizes it to the bitsandbytes 4-bit layout (nf4, block 64, \
             double quant), compiles the graph in on-the-fly and cached mode, prints the plan and the memory of \
             both modes, times them at M=1 and M=64 (median of several runs), writes a PEFT adapter with random \
             non-zero A/B, runs with it, reloads it from disk and checks the outputs agree bitwise.
@@ -20,7 +20,7 @@ struct DemoCommand: ParsableCommand {
     var threads: Int?
 
     @Option(help: "Timed runs per measurement (the median is shown).")
-    var repeats: Int = 7
+    var repeats: Int = 15
 
     @Option(help: "Keep the generated files in this directory instead of a temporary one.")
     var keep: String?
@@ -74,7 +74,7 @@ struct DemoCommand: ParsableCommand {
         print("\n" + InspectCommand.text(graphs[64]!, plan: shown, report: PlanReport(shown),
                                          compared: [ExecutionMode.onTheFly, .cached].map { ($0.rawValue, PlanReport(plans[64]![$0]!)) }))
 
-        // 3. Time both modes (median of `repeats` runs after one warm-up).
+        // 3. Time both modes (median of `repeats` runs after a warm-up).
         print("time per forward pass (median of \(repeats) runs)".padding(toLength: 42, withPad: " ", startingAt: 0) + sizes.map { String(repeating: " ", count: 13 - "M=\($0)".count) + "M=\($0)" }.joined(separator: " "))
         for mode in [ExecutionMode.onTheFly, .cached] {
             var cells: [String] = []
@@ -111,9 +111,11 @@ struct DemoCommand: ParsableCommand {
         checks.close("with the adapter, on-the-fly and cached agree", yAdapter, yAdapterCached, tolerance: 1e-5)
     }
 
-    /// Median wall time of one run, in seconds, after a warm-up run.
+    /// Median wall time of one run, in seconds, after warm-up runs for at least 0.1 s (an idle
+    /// vCPU and the OpenMP workers take several milliseconds to come up to speed).
     private func median(_ plan: ExecutablePlan, _ x: Tensor) throws -> Double {
-        _ = try plan.run(["x": x])
+        let warm = DispatchTime.now().uptimeNanoseconds
+        repeat { _ = try plan.run(["x": x]) } while DispatchTime.now().uptimeNanoseconds - warm < 100_000_000
         var times: [Double] = []
         for _ in 0..<repeats {
             let start = DispatchTime.now().uptimeNanoseconds

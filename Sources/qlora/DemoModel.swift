@@ -4,8 +4,8 @@ import QLoRA
 /// The demo's deterministic Llama-MLP model: sizes, the graph (the same as
 /// Graphs/llama-mlp-stack.json), and writers for its f32 checkpoint and a random PEFT adapter.
 struct DemoModel {
-    var hidden = 512
-    var intermediate = 1376
+    var hidden = 1024
+    var intermediate = 2816
     var layers = 3
     var rank = 8
     var seed: UInt64 = 42
