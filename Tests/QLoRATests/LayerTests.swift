@@ -1,5 +1,6 @@
 import XCTest
 @testable import QLoRA
+import CQLoRAKernels
 
 final class LayerTests: XCTestCase {
     func randomLayer(out: Int, inF: Int, config: QLoraConfig = QLoraConfig(), bias: Bool = true, seed: UInt64 = 7) throws -> QuantizedLinear {
@@ -144,5 +145,34 @@ final class LayerTests: XCTestCase {
         expectArgument { _ = try g.compile(CompileOptions(threads: 0)) }
         // Recording: a layer called on a value of the wrong width.
         expectShape { _ = try layer(Graph().input("x", shape: [2, 32])) }
+    }
+}
+
+final class ComputeTypeTests: XCTestCase {
+    /// computeType .bfloat16 reaches the kernels: within bf16 error of f32 (≤ 5e-3 of max|y|), and
+    /// different bits where the CPU has AVX512-BF16 (the panel path runs at M ≥ 64).
+    func testBFloat16ComputeIsCloseToFloat32() throws {
+        var rng = SeededRandom(seed: 21)
+        var config = QLoraConfig(); config.rank = 8
+        let w = try Tensor(shape: [96, 256], scalars: rng.floats(96 * 256, scale: 0.1))
+        let f32 = try QuantizedLinear(weight: w, config: config, seed: 3)
+        config.computeType = .bfloat16
+        let bf16 = try QuantizedLinear(weight: w, config: config, seed: 3)
+        let b = try Tensor(shape: [96, 8], scalars: rng.floats(96 * 8, scale: 0.05))
+        try f32.setLoraWeights(a: f32.loraWeights.a, b: b)
+        try bf16.setLoraWeights(a: f32.loraWeights.a, b: b)
+        let x = try Tensor(shape: [128, 256], scalars: rng.floats(128 * 256))
+        let yf = try f32.forward(x), yb = try bf16.forward(x)
+        assertClose(yb.scalars, yf.scalars, relative: 5e-3, "bf16 vs f32")
+        if cq_cpu_has_avx512_bf16() != 0 {
+            XCTAssertNotEqual(yb.scalars, yf.scalars, "bf16 compute ran")
+        } else {
+            XCTAssertEqual(yb.scalars, yf.scalars, "f32 fallback without AVX512-BF16")
+        }
+        let g = Graph()
+        g.output("y", try bf16(g.input("x", shape: [128, 256])))
+        let plan = try g.compile(CompileOptions(threads: 2, computeType: .bfloat16))
+        XCTAssert(plan.summary.contains("compute bfloat16"), plan.summary)
+        XCTAssertEqual(try plan.run(["x": x])["y"]!.scalars, yb.scalars)
     }
 }

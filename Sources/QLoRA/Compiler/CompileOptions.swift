@@ -15,10 +15,16 @@ public struct CompileOptions: Sendable, Equatable {
     public var threads: Int
     /// Fuse dequantize→matmul→LoRA→add→bias into one kernel; `false` gives the unfused reference plan.
     public var fusion: Bool
+    /// Arithmetic of the fused on-the-fly kernels. `.bfloat16` rounds activations and decoded
+    /// weights to bf16 and accumulates in f32 (~1e-3 relative error) on CPUs with AVX512-BF16,
+    /// where it is faster; elsewhere, and for shapes the bf16 kernels do not cover, f32 runs.
+    public var computeType: ComputeType
 
-    public init(mode: ExecutionMode = .onTheFly, threads: Int = Runtime.defaultThreads, fusion: Bool = true) {
+    public init(mode: ExecutionMode = .onTheFly, threads: Int = Runtime.defaultThreads, fusion: Bool = true,
+                computeType: ComputeType = .float32) {
         self.mode = mode
         self.threads = threads
         self.fusion = fusion
+        self.computeType = computeType
     }
 }

@@ -149,7 +149,7 @@ public final class QuantizedLinear: @unchecked Sendable {
         if let plan = plans[key] { return plan }
         let g = Graph()
         g.output("y", try self(g.input("x", shape: shape)))
-        let plan = try g.compile(CompileOptions(mode: cachingEnabled ? .cached : .onTheFly))
+        let plan = try g.compile(CompileOptions(mode: cachingEnabled ? .cached : .onTheFly, computeType: config.computeType))
         plans[key] = plan
         return plan
     }

@@ -7,7 +7,8 @@ extension ExecutablePlan {
         var lines: [String] = []
         let fusedSteps = steps.filter { !$0.fusedOps.isEmpty }
         lines.append("plan: \(steps.count) steps, \(fusedSteps.count) fused groups, mode \(options.mode.rawValue), "
-                     + "\(options.threads) thread\(options.threads == 1 ? "" : "s"), fusion \(options.fusion ? "on" : "off"), isa \(Runtime.isa)")
+                     + "\(options.threads) thread\(options.threads == 1 ? "" : "s"), fusion \(options.fusion ? "on" : "off"), "
+                     + "compute \(options.computeType.rawValue), isa \(Runtime.isa)")
         for (i, s) in steps.enumerated() {
             // (Foundation's %-30@ does not pad on Linux, so columns are padded here.)
             var line = "  " + Self.pad(String(i), 3, left: true) + "  " + Self.pad(s.kernelName, 30) + " "

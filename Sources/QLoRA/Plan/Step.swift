@@ -16,8 +16,9 @@ enum BufferRef: Sendable, Equatable {
 
 /// What a step runs, with the sizes the kernel needs.
 enum Kernel: Sendable, Equatable {
-    /// On-the-fly fused dequant-GEMM + LoRA + bias: [x, weight, A?, B?, bias?].
-    case fusedLinear(m: Int, n: Int, k: Int, rank: Int, scaling: Float, hasBias: Bool)
+    /// On-the-fly fused dequant-GEMM + LoRA + bias: [x, weight, A?, B?, bias?]; `bf16` asks for
+    /// bf16 compute where the CPU and shape allow it.
+    case fusedLinear(m: Int, n: Int, k: Int, rank: Int, scaling: Float, hasBias: Bool, bf16: Bool)
     /// Cached f32 weight through OpenBLAS + LoRA + bias: [x, cached, A?, B?, bias?].
     case denseLinear(m: Int, n: Int, k: Int, rank: Int, scaling: Float, hasBias: Bool)
     case dequantize
@@ -34,7 +35,7 @@ enum Kernel: Sendable, Equatable {
 
     var name: String {
         switch self {
-        case .fusedLinear: return "fused_qlora_linear(on-the-fly)"
+        case let .fusedLinear(_, _, _, _, _, _, bf16): return bf16 ? "fused_qlora_linear(on-the-fly, bf16)" : "fused_qlora_linear(on-the-fly)"
         case .denseLinear: return "dense_qlora_linear(cached)"
         case .dequantize: return "dequantize"
         case .matmul: return "matmul(sgemm)"

@@ -44,10 +44,10 @@ enum Executor {
             let ops = step.operands
             func opt(_ i: Int) -> UnsafePointer<Float>? { i < ops.count ? UnsafePointer(floats(ops[i])) : nil }
             switch step.kernel {
-            case let .fusedLinear(m, _, _, r, scaling, hasBias):
+            case let .fusedLinear(m, _, _, r, scaling, hasBias, bf16):
                 guard case let .weight(w) = ops[1] else { preconditionFailure("fused linear without a 4-bit weight") }
-                cq_fused_linear(opt(0), Int64(m), &weightViews[w], r > 0 ? opt(2) : nil, r > 0 ? opt(3) : nil, Int32(r), scaling,
-                                hasBias ? opt(r > 0 ? 4 : 2) : nil, out, scratch, threads)
+                _ = cq_fused_linear_ex(opt(0), Int64(m), &weightViews[w], r > 0 ? opt(2) : nil, r > 0 ? opt(3) : nil, Int32(r),
+                                       scaling, hasBias ? opt(r > 0 ? 4 : 2) : nil, out, scratch, threads, bf16 ? 1 : 0)
             case let .denseLinear(m, n, k, r, scaling, hasBias):
                 cq_dense_linear(opt(0), Int64(m), opt(1), Int64(n), Int64(k), r > 0 ? opt(2) : nil, r > 0 ? opt(3) : nil, Int32(r),
                                 scaling, hasBias ? opt(r > 0 ? 4 : 2) : nil, out, scratch, threads)

@@ -27,7 +27,8 @@ enum Scheduler {
                 let r = a.hasLora ? shapeOf(2)[0] : 0
                 let weightBytes = w.type.element == .quant4 ? (w.op.storage?.memoryBytes ?? 0) : 4 * nOut * k
                 kernel = w.type.element == .quant4
-                    ? .fusedLinear(m: m, n: nOut, k: k, rank: r, scaling: a.scaling, hasBias: a.hasBias)
+                    ? .fusedLinear(m: m, n: nOut, k: k, rank: r, scaling: a.scaling, hasBias: a.hasBias,
+                                   bf16: options.computeType == .bfloat16)
                     : .denseLinear(m: m, n: nOut, k: k, rank: r, scaling: a.scaling, hasBias: a.hasBias)
                 flops = 2 * m * nOut * k + 2 * m * r * (k + nOut)
                 bytes = weightBytes + 4 * (m * k + m * nOut + r * (k + nOut) + (a.hasBias ? nOut : 0))
