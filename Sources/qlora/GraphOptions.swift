@@ -3,6 +3,7 @@ import Foundation
 import QLoRA
 
 extension ExecutionMode: ExpressibleByArgument {}
+extension ComputeType: ExpressibleByArgument {}
 extension DumpStage: ExpressibleByArgument {}
 extension DumpFormat: ExpressibleByArgument {}
 

@@ -24,6 +24,9 @@ struct InspectCommand: ParsableCommand {
     @Option(help: "Rows M of the input: its batch dimensions \"...\" become [M].")
     var tokens: Int = 1
 
+    @Option(help: "Arithmetic of the fused kernels: float32, or bfloat16 (faster on CPUs with AVX512-BF16, ~1e-3 relative error).")
+    var computeType: ComputeType = .float32
+
     @Option(help: "Threads the plan is compiled for (default: all available cores).")
     var threads: Int?
 
@@ -37,9 +40,9 @@ struct InspectCommand: ParsableCommand {
             guard tokens > 0 else { throw QLoraError.invalidArgument("--tokens must be > 0, got \(tokens)") }
             let threads = try threadCount(threads)
             let loaded = try graphOptions.load(weights: weights, extraDims: ["tokens": tokens], threads: threads)
-            let plan = try loaded.graph.compile(CompileOptions(mode: mode, threads: threads))
+            let plan = try loaded.graph.compile(CompileOptions(mode: mode, threads: threads, computeType: computeType))
             let modes: [ExecutionMode] = [.onTheFly, .cached]
-            let compared = try modes.map { m in m == mode ? plan : try loaded.graph.compile(CompileOptions(mode: m, threads: threads)) }
+            let compared = try modes.map { m in m == mode ? plan : try loaded.graph.compile(CompileOptions(mode: m, threads: threads, computeType: computeType)) }
             let reports = compared.map(PlanReport.init)
             let report = PlanReport(plan)
             let text: String

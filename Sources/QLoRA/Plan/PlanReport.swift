@@ -42,6 +42,7 @@ public struct PlanReport: Sendable, Equatable {
     public var mode: String
     public var threads: Int
     public var fusion: Bool
+    public var computeType: String
     public var isa: String
     public var steps: [StepInfo]
     public var buffers: [BufferInfo]
@@ -61,6 +62,7 @@ public struct PlanReport: Sendable, Equatable {
         mode = plan.options.mode.rawValue
         threads = plan.options.threads
         fusion = plan.options.fusion
+        computeType = plan.options.computeType.rawValue
         isa = Runtime.isa
         steps = plan.steps.enumerated().map { i, s in
             var kind = "arena", offset = -1, bytes = 0
@@ -96,7 +98,7 @@ public struct PlanReport: Sendable, Equatable {
     public var json: JSONValue {
         func num(_ d: Double) -> JSONValue { .number(d, text: pythonFloatRepr(d)) }
         return .object([
-            ("mode", .string(mode)), ("threads", .int(threads)), ("fusion", .bool(fusion)), ("isa", .string(isa)),
+            ("mode", .string(mode)), ("threads", .int(threads)), ("fusion", .bool(fusion)), ("compute_type", .string(computeType)), ("isa", .string(isa)),
             ("steps", .array(steps.map { s in
                 .object([("index", .int(s.index)), ("kernel", .string(s.kernel)), ("label", .string(s.label)), ("node", .int(s.node)),
                          ("output", .object([("kind", .string(s.outputKind)), ("offset", .int(s.outputOffset)), ("bytes", .int(s.outputBytes))])),

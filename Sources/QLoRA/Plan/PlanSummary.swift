@@ -11,7 +11,7 @@ extension ExecutablePlan {
                      + "compute \(options.computeType.rawValue), isa \(Runtime.isa)")
         for (i, s) in steps.enumerated() {
             // (Foundation's %-30@ does not pad on Linux, so columns are padded here.)
-            var line = "  " + Self.pad(String(i), 3, left: true) + "  " + Self.pad(s.kernelName, 30) + " "
+            var line = "  " + Self.pad(String(i), 3, left: true) + "  " + Self.pad(s.kernelName, 36) + " "
                 + Self.pad(s.label.isEmpty ? "-" : s.label, 34) + " " + Self.describe(s.output)
             line += "  \(Self.human(Double(s.flops), unit: "FLOP")), \(Self.bytes(s.bytesMoved)) moved"
             if !s.fusedOps.isEmpty { line += "  [fuses \(s.fusedOps.joined(separator: " → "))]" }
