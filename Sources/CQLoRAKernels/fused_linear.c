@@ -56,8 +56,11 @@ void cq_fused_linear(const float *x, int64_t M, const cq_qweight *w,
 int cq_fused_linear_ex(const float *x, int64_t M, const cq_qweight *w,
                        const float *A, const float *B, int32_t r, float scaling,
                        const float *bias, float *y, void *scratch, int threads, int bf16) {
-    // bf16 compute only pays where the f32 path is compute-bound (the panel GEMM).
-    if (!bf16 || M < CQ_GEMV_MAX_M || w->rows <= 0 || w->cols + (r > 0 ? r : 0) < 2 || !cq_cpu_has_avx512_bf16()) {
+    // Panel GEMM (M >= 64): x, the decoded weight and the LoRA block in bf16. Small M: the bf16
+    // nibble-streaming tiles (K a multiple of the block, blocks of >= 64); LoRA and bias in f32.
+    const int small = M < CQ_GEMV_MAX_M;
+    if (!bf16 || M <= 0 || w->rows <= 0 || !cq_cpu_has_avx512_bf16() ||
+        (small ? !cq_gemv_bf16_supported(w) : w->cols + (r > 0 ? r : 0) < 2)) {
         cq_fused_linear(x, M, w, A, B, r, scaling, bias, y, scratch, threads);
         return 0;
     }
@@ -66,6 +69,9 @@ int cq_fused_linear_ex(const float *x, int64_t M, const cq_qweight *w,
     float *xa = (float *)scratch;
     void *rest = (char *)scratch + cq_align64((size_t)(M * r) * sizeof(float));
     if (r > 0) cq_lora_down(x, M, w->cols, A, r, xa, threads);
-    cq_panel_gemm_bf16(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
+    if (small)
+        cq_fused_gemv_ex(x, M, w, xa, B, r, scaling, bias, y, rest, threads, 1);
+    else
+        cq_panel_gemm_bf16(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
     return 1;
 }

@@ -31,6 +31,11 @@ static inline void store(float *y, int64_t N, int64_t n, int64_t m, float dot, c
 
 void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
                    float scaling, const float *bias, float *y, void *scratch, int threads) {
+    cq_fused_gemv_ex(x, M, w, xa, B, r, scaling, bias, y, scratch, threads, 0);
+}
+
+void cq_fused_gemv_ex(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
+                      float scaling, const float *bias, float *y, void *scratch, int threads, int bf16) {
     const int64_t N = w->rows, K = w->cols;
     const cq_gemm_isa isa = cq_gemm_isa_current();
     cq_gemv_tile_fn tile = NULL;
@@ -40,6 +45,8 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
     // usual case); other K (odd, rows starting mid-block or mid-byte) decode each row into a
     // buffer with the ISA's decoder and dot in f32.
     if (K % w->block_size != 0) tile = NULL;
+    bf16 = bf16 && cq_gemv_bf16_supported(w);
+    const int streaming = bf16 || tile != NULL; // tiles reading the nibbles directly
     const cq_dq_tables_fn dq_tables = cq_detect_isa() == CQ_ISA_AVX512 ? cq_dq_tables_avx512 : cq_dq_tables_portable;
     // Double quant with nested blocks of >= 64 blocks: the tiles look scales up in per-tile
     // tables; otherwise (and for plain absmax) they read an array of decoded scales.
@@ -47,7 +54,8 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
     float *xperm = (float *)scratch;
     float *rowbufs = (float *)((char *)scratch + cq_align64((size_t)(M * K) * sizeof(float)));
     const int64_t rowbuf_stride = (int64_t)per_thread_floats(K);
-    if (tile) permute_x(x, M, K, xperm);
+    if (bf16) cq_permute_x_bf16(x, M, K, (uint16_t *)xperm);
+    else if (tile) permute_x(x, M, K, xperm);
     const int64_t ntiles = (N + 3) / 4;
     #pragma omp parallel num_threads(threads)
     {
@@ -57,7 +65,7 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
             const int64_t n0 = t * 4;
             const int nrows = N - n0 < 4 ? (int)(N - n0) : 4;
             cq_tile_scales scales = {NULL, NULL, NULL, 0};
-            if (tile) {
+            if (streaming) {
                 const int64_t blocks = K / w->block_size, b0 = n0 * blocks, nb = nrows * blocks;
                 if (w->absmax) {
                     scales.plain = w->absmax + b0;
@@ -70,7 +78,7 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
                     scales.plain = rowbuf;
                 }
             }
-            if (!tile) { // decode each row once, then one f32 dot per x row
+            if (!streaming) { // decode each row once, then one f32 dot per x row
                 for (int j = 0; j < nrows; j++) {
                     isa.decode(w, (n0 + j) * K, K, rowbuf);
                     for (int64_t m = 0; m < M; m++)
@@ -81,7 +89,8 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
             for (int64_t m0 = 0; m0 < M; m0 += 4) {
                 const int mt = M - m0 < 4 ? (int)(M - m0) : 4;
                 float dots[16];
-                tile(w, n0, nrows, &scales, xperm + m0 * K, mt, K, dots);
+                if (bf16) cq_gemv_tile_bf16(w, n0, nrows, &scales, (const uint16_t *)xperm + m0 * K, mt, K, dots);
+                else tile(w, n0, nrows, &scales, xperm + m0 * K, mt, K, dots);
                 for (int j = 0; j < nrows; j++)
                     for (int m = 0; m < mt; m++)
                         store(y, N, n0 + j, m0 + m, dots[j * 4 + m], xa, B, r, scaling, bias, isa.dot);

@@ -95,6 +95,15 @@ void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const cq_ti
 void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
                        const float *xperm, int mt, int64_t K, float *out);
 
+// bf16-compute tiles (gemv_bf16.c, AVX512-BF16): same contract, but x is bf16, permuted per
+// 64-element group (32 even-position values, then 32 odd ones) by cq_permute_x_bf16.
+#define CQ_GEMV_BF16_GROUP 64
+/// The bf16 tiles' requirement: K % block_size == 0 and block_size a multiple of 64.
+int cq_gemv_bf16_supported(const cq_qweight *w);
+void cq_permute_x_bf16(const float *x, int64_t M, int64_t K, uint16_t *xb);
+void cq_gemv_tile_bf16(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
+                       const uint16_t *xb, int mt, int64_t K, float *out);
+
 // ---- decode: flat weight elements [e0, e0+count) to f32 (any alignment).
 typedef void (*cq_decode_fn)(const cq_qweight *w, int64_t e0, int64_t count, float *out);
 void cq_decode_range_portable(const cq_qweight *w, int64_t e0, int64_t count, float *out);
@@ -161,6 +170,10 @@ void cq_lora_down(const float *x, int64_t M, int64_t K, const float *A, int32_t 
 size_t cq_gemv_scratch_bytes(int64_t M, int64_t K, int threads);
 void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
                    float scaling, const float *bias, float *y, void *scratch, int threads);
+/// cq_fused_gemv with bf16 != 0: the bf16 tiles (AVX512-BF16, cq_gemv_bf16_supported(w)); the
+/// LoRA epilogue and bias stay f32. Same scratch (bf16 x takes half the f32 x buffer).
+void cq_fused_gemv_ex(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
+                      float scaling, const float *bias, float *y, void *scratch, int threads, int bf16);
 size_t cq_fused_gemm_scratch_bytes(int64_t M, int64_t K, int32_t r, int threads);
 /// y = x·Wᵀ + [x·Aᵀ = xa]·scaling·Bᵀ + bias with W either 4-bit (w) or f32 [N, K] (wf), M >= 2.
 void cq_panel_gemm(const float *x, int64_t M, int64_t N, int64_t K, const cq_qweight *w, const float *wf,

@@ -84,10 +84,12 @@ void cq_fused_linear(const float *x, int64_t M, const cq_qweight *w,
                      const float *A, const float *B, int32_t r, float scaling,
                      const float *bias, float *y, void *scratch, int threads);
 
-/// cq_fused_linear with an optional bf16 compute path (bf16 != 0): where the f32 path would run
-/// its panel GEMM (M >= 64) on a CPU with AVX512-BF16, x and the decoded weight are rounded to
-/// bf16 and multiplied with f32 accumulation (~1e-3 relative error instead of 1e-5). Same
-/// scratch as cq_fused_linear. Returns 1 if bf16 compute ran, 0 if it ran cq_fused_linear.
+/// cq_fused_linear with an optional bf16 compute path (bf16 != 0) on a CPU with AVX512-BF16:
+/// x and the dequantized weight are rounded to bf16 and multiplied with f32 accumulation (~1e-3
+/// relative error instead of 1e-5). M >= 64: the panel GEMM (LoRA block also bf16); M < 64: the
+/// nibble-streaming tiles when K % block_size == 0 and block_size >= 64 (LoRA term and bias in
+/// f32), otherwise f32. Same scratch as cq_fused_linear; bits independent of the thread count.
+/// Returns 1 if bf16 compute ran, 0 if it ran cq_fused_linear.
 int cq_fused_linear_ex(const float *x, int64_t M, const cq_qweight *w,
                        const float *A, const float *B, int32_t r, float scaling,
                        const float *bias, float *y, void *scratch, int threads, int bf16);
