@@ -55,6 +55,42 @@ final class Bench {
         return samples[samples.count / 2]
     }
 
+    /// Medians of several bodies timed in interleaved rounds (A B C, B C A, C A B, …), after ≥ 0.1 s of
+    /// warm-up each, with the last-level cache evicted before every timed call: slow drifts of a
+    /// shared machine then hit every body alike, and no body finds its weights left in the cache by
+    /// the one before. This matters when the bodies are nearly (or exactly) the same work, as
+    /// `.auto` and the mode it picks; it measures the cold-weight case (a layer of a model larger
+    /// than the cache).
+    func timeInterleaved(rounds: Int, _ bodies: [() -> Void]) -> [Double] {
+        for body in bodies {
+            let start = DispatchTime.now().uptimeNanoseconds
+            repeat { body() } while DispatchTime.now().uptimeNanoseconds - start < 100_000_000
+        }
+        var samples = [[Double]](repeating: [], count: bodies.count)
+        for round in 0..<rounds {
+            // Rotate the order each round, so no body always runs right after the same other one
+            // (a body that streams a large weight evicts the next one's weight from the LLC).
+            for j in 0..<bodies.count {
+                let i = (j + round) % bodies.count
+                evictCaches()
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                bodies[i]()
+                samples[i].append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+            }
+        }
+        return samples.map { $0.sorted()[$0.count / 2] }
+    }
+
+    private lazy var evictionBuffer = [UInt8](repeating: 1, count: 96 << 20)
+
+    /// Touches a buffer three times the size of this machine's L3 (32 MiB here).
+    func evictCaches() {
+        evictionBuffer.withUnsafeMutableBufferPointer { b in
+            var i = 0
+            while i < b.count { b[i] &+= 1; i += 64 }
+        }
+    }
+
     /// OpenMP (our kernels) and OpenBLAS each keep worker threads spinning for a while after a
     /// call; on 2 cores that would slow the other runtime's next measurement. Called between them.
     func settle() { usleep(300_000) }
