@@ -226,3 +226,16 @@ final class BindingTests: XCTestCase {
         XCTAssertEqual(plan.memory.buffers.count, 0)
     }
 }
+
+final class WorkSplitTests: XCTestCase {
+    func testStepsSayHowWorkIsSplit() throws {
+        var rng = SeededRandom(seed: 2)
+        let l = try QuantizedLinear(weight: Tensor(shape: [48, 64], scalars: rng.floats(48 * 64)), config: QLoraConfig(), seed: 1)
+        let g = Graph()
+        g.output("y", try g.relu(try l(g.input("x", shape: [5, 64]))))
+        let plan = try g.compile(CompileOptions(threads: 2))
+        XCTAssertEqual(plan.steps.map(\.workSplit), ["48 output features × 5 rows, features split over up to 2 threads, K whole per output",
+                                                      "240 elements, 1 thread"])
+        XCTAssertEqual(PlanReport(plan).steps.map(\.workSplit), plan.steps.map(\.workSplit))
+    }
+}

@@ -10,7 +10,7 @@ public struct PlanReport: Sendable, Equatable {
         public var label: String
         /// The IR node the step computes.
         public var node: Int
-        /// Where the result goes: "arena", "parameter", "weight" or "cached".
+        /// Where the result goes: "arena", "output" (the returned array), "input", "parameter", "weight" or "cached".
         public var outputKind: String
         /// Byte offset in the arena (arena results only, else -1).
         public var outputOffset: Int
@@ -19,6 +19,8 @@ public struct PlanReport: Sendable, Equatable {
         public var bytesMoved: Int
         public var scratchBytes: Int
         public var fusedOps: [String]
+        /// How the kernel divides the work among threads.
+        public var workSplit: String
     }
 
     public struct BufferInfo: Sendable, Equatable {
@@ -75,7 +77,7 @@ public struct PlanReport: Sendable, Equatable {
             case .output: kind = "output"
             }
             return StepInfo(index: i, kernel: s.kernelName, label: s.label, node: s.node, outputKind: kind, outputOffset: offset,
-                            outputBytes: bytes, flops: s.flops, bytesMoved: s.bytesMoved, scratchBytes: s.scratchBytes, fusedOps: s.fusedOps)
+                            outputBytes: bytes, flops: s.flops, bytesMoved: s.bytesMoved, scratchBytes: s.scratchBytes, fusedOps: s.fusedOps, workSplit: s.workSplit)
         }
         buffers = plan.memory.buffers.sorted { ($0.start, $0.offset) < ($1.start, $1.offset) }.map { b in
             let n = plan.ir.nodes[b.node]
@@ -103,7 +105,7 @@ public struct PlanReport: Sendable, Equatable {
                 .object([("index", .int(s.index)), ("kernel", .string(s.kernel)), ("label", .string(s.label)), ("node", .int(s.node)),
                          ("output", .object([("kind", .string(s.outputKind)), ("offset", .int(s.outputOffset)), ("bytes", .int(s.outputBytes))])),
                          ("flops", .int(s.flops)), ("bytes_moved", .int(s.bytesMoved)), ("scratch_bytes", .int(s.scratchBytes)),
-                         ("fused_ops", .array(s.fusedOps.map { .string($0) }))])
+                         ("fused_ops", .array(s.fusedOps.map { .string($0) })), ("work_split", .string(s.workSplit))])
             })),
             ("buffers", .array(buffers.map { b in
                 .object([("node", .int(b.node)), ("label", .string(b.label)), ("offset", .int(b.offset)), ("bytes", .int(b.bytes)),

@@ -15,6 +15,7 @@ extension ExecutablePlan {
                 + Self.pad(s.label.isEmpty ? "-" : s.label, 34) + " " + Self.describe(s.output)
             line += "  \(Self.human(Double(s.flops), unit: "FLOP")), \(Self.bytes(s.bytesMoved)) moved"
             if !s.fusedOps.isEmpty { line += "  [fuses \(s.fusedOps.joined(separator: " → "))]" }
+            line += "  {\(s.workSplit)}"
             lines.append(line)
         }
         for d in decisions {

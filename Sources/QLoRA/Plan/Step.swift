@@ -68,6 +68,9 @@ public struct Step: Sendable {
     public let scratchBytes: Int
     /// IR ops this step replaces when it is a fused kernel.
     public let fusedOps: [String]
+    /// How the kernel divides the work among threads (always over independent outputs, so the
+    /// result does not depend on the thread count).
+    public let workSplit: String
 
     public var kernelName: String { kernel.name }
 }

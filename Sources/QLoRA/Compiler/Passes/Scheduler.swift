@@ -51,7 +51,8 @@ enum Scheduler {
             }
             steps.append(Step(kernel: kernel, operands: operands, output: memory.refs[n.id]!, node: n.id, label: n.label,
                               flops: flops, bytesMoved: bytes,
-                              scratchBytes: MemoryPlanner.scratchBytes(for: n, g, threads: options.threads), fusedOps: fused))
+                              scratchBytes: MemoryPlanner.scratchBytes(for: n, g, threads: options.threads), fusedOps: fused,
+                              workSplit: workSplit(kernel, threads: options.threads)))
         }
         let inputs = g.inputs.map { input in
             ExecutablePlan.Binding(name: input.name, shape: g.nodes[input.node].type.shape, ref: memory.refs[input.node]!)
@@ -61,6 +62,24 @@ enum Scheduler {
         }
         return ExecutablePlan(ir: g, steps: steps, inputs: inputs, outputs: outputs, memory: memory, options: options,
                               decisions: decisions)
+    }
+}
+
+/// What each thread of a step computes: rows of the weight (output features) for the linear
+/// kernels, with the reduction over K whole in one thread; contiguous element ranges otherwise.
+private func workSplit(_ kernel: Kernel, threads: Int) -> String {
+    switch kernel {
+    case let .fusedLinear(m, n, _, _, _, _, _), let .denseLinear(m, n, _, _, _, _), let .matmul(m, n, _):
+        return "\(n) output features × \(m) rows, features split over up to \(threads) thread\(threads == 1 ? "" : "s"), K whole per output"
+    case .dequantize:
+        return "weight blocks over \(threads) thread\(threads == 1 ? "" : "s")"
+    case let .rmsNorm(_, rows, _):
+        return "\(rows) rows over \(threads) thread\(threads == 1 ? "" : "s")"
+    case let .add(count), let .mul(count), let .scale(_, count), let .silu(count), let .gelu(count), let .relu(count),
+         let .siluMul(count):
+        return count > 32768 ? "\(count) elements over \(threads) thread\(threads == 1 ? "" : "s")" : "\(count) elements, 1 thread"
+    case let .addRow(rows, width):
+        return rows * width > 32768 ? "\(rows) rows over \(threads) thread\(threads == 1 ? "" : "s")" : "\(rows * width) elements, 1 thread"
     }
 }
 
