@@ -5,28 +5,26 @@ enum Compiler {
         guard options.threads >= 1, options.threads <= 1024 else {
             throw QLoraError.invalidArgument("CompileOptions.threads must be in 1...1024, got \(options.threads)")
         }
-        var g = recorded
-        try VerifyPass.run(g)
-        g = DeadCodeElimination.run(g)
-        if options.fusion {
-            g = FusionPass.run(g)
-            g = DeadCodeElimination.run(g)
-        }
-        let lowered = ModeLowering.run(g, mode: options.mode, model: CostModel.default(threads: options.threads))
-        g = DeadCodeElimination.run(lowered.graph)
+        let (g, decisions) = try optimizeWithDecisions(recorded, options: options)
         try VerifyPass.run(g)
         let memory = MemoryPlanner.run(g, threads: options.threads)
-        return Scheduler.run(g, memory: memory, options: options, decisions: lowered.decisions)
+        return Scheduler.run(g, memory: memory, options: options, decisions: decisions)
     }
 
     /// The optimized IR (after fusion and mode lowering), for printers.
     static func optimize(_ recorded: IRGraph, options: CompileOptions) throws -> IRGraph {
+        try optimizeWithDecisions(recorded, options: options).graph
+    }
+
+    /// verify → dead code → fusion → dead code → mode lowering → dead code.
+    private static func optimizeWithDecisions(_ recorded: IRGraph, options: CompileOptions)
+        throws -> (graph: IRGraph, decisions: [ModeLowering.Decision]) {
         var g = recorded
         try VerifyPass.run(g)
         g = DeadCodeElimination.run(g)
         if options.fusion { g = DeadCodeElimination.run(FusionPass.run(g)) }
-        return DeadCodeElimination.run(ModeLowering.run(g, mode: options.mode,
-                                                        model: CostModel.default(threads: options.threads)).graph)
+        let lowered = ModeLowering.run(g, mode: options.mode, model: CostModel.default(threads: options.threads))
+        return (DeadCodeElimination.run(lowered.graph), lowered.decisions)
     }
 }
 
@@ -34,10 +32,5 @@ extension Graph {
     /// Verifies, optimizes and plans the graph into an immutable, reusable `ExecutablePlan`.
     public func compile(_ options: CompileOptions = CompileOptions()) throws -> ExecutablePlan {
         try Compiler.compile(snapshot, options: options)
-    }
-
-    /// The IR after the passes (fusion, mode lowering, dead code), as text.
-    public func optimizedText(_ options: CompileOptions = CompileOptions()) throws -> String {
-        GraphPrinter.text(try Compiler.optimize(snapshot, options: options))
     }
 }

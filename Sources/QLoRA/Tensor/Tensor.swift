@@ -58,9 +58,4 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
         let preview = scalars.prefix(8).map { String($0) }.joined(separator: ", ")
         return "Tensor(shape: \(shape), [\(preview)\(scalars.count > 8 ? ", …" : "")])"
     }
-
-    /// Mutable access for kernels that fill a fresh tensor.
-    mutating func withUnsafeMutableBufferPointer<R>(_ body: (inout UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
-        try scalars.withUnsafeMutableBufferPointer(body)
-    }
 }
