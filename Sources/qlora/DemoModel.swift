@@ -23,7 +23,7 @@ struct DemoModel {
 
     /// Writes model.safetensors in f32, as transformers would save it (weights ~ U(-1/√in, 1/√in)).
     func writeCheckpoint(to url: URL) throws {
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let writer = try SafeTensorsWriter(url: url, metadata: ["format": "pt"])
         for i in 0..<layers {
             for p in DemoModel.projections {
@@ -38,7 +38,7 @@ struct DemoModel {
 
     /// A PEFT adapter with random non-zero A and B on every projection (r = `rank`, alpha = 2r).
     func randomAdapter() throws -> LoraAdapter {
-        var rng = SplitMix(seed: seed &+ 1)
+        var rng = SplitMix64(seed: seed &+ 1)
         var weights: [String: (a: Tensor, b: Tensor)] = [:]
         for m in modules {
             let s = shape(String(m.split(separator: ".").last!))
@@ -52,7 +52,7 @@ struct DemoModel {
 
     /// A deterministic input [m, hidden].
     func input(rows m: Int) throws -> Tensor {
-        var rng = SplitMix(seed: seed &+ 2 &+ UInt64(m))
+        var rng = SplitMix64(seed: seed &+ 2 &+ UInt64(m))
         return try Tensor(shape: [m, hidden], scalars: rng.uniform(m * hidden, bound: 1))
     }
 
@@ -76,23 +76,4 @@ struct DemoModel {
           "outputs": [{"name": "y"}]
         }
         """
-}
-
-/// SplitMix64: a tiny seeded generator for reproducible demo data.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// n values uniform in [-bound, bound).
-    mutating func uniform(_ n: Int, bound: Float) -> [Float] {
-        (0..<n).map { _ in (Float(next() >> 40) / Float(1 << 24) * 2 - 1) * bound }
-    }
 }

@@ -1,0 +1,20 @@
+/// SplitMix64: a tiny, fast, seeded random generator for reproducible weights and data
+/// (LoRA initialisation, the demo's checkpoint).
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// `n` floats uniform in [-bound, bound) from the top 24 bits of each draw.
+    public mutating func uniform(_ n: Int, bound: Float) -> [Float] {
+        (0..<n).map { _ in (Float(next() >> 40) / Float(1 << 24) * 2 - 1) * bound }
+    }
+}
