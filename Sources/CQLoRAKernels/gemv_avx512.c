@@ -9,7 +9,7 @@
 
 AVX512 static inline __attribute__((always_inline)) void
 tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *scales, const float *xperm, const int MT,
-     int64_t K, const int DQ, float *out) {
+     int64_t K, const int DQ, const int PB, float *out) {
     // Two accumulators per output (even / odd half of each group) shorten the FMA chains.
     __m512 acc[4][4], acc2[4][4], tbl[4];
     const uint8_t *p[4];
@@ -22,13 +22,14 @@ tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *scales,
     }
     const __m512 cb = _mm512_loadu_ps(w->codebook);
     const int64_t pf = R * K / 2; // bytes from a row to the same position one tile later
-    const int64_t per_block = w->block_size / CQ_GEMV_GROUP;
+    const int64_t per_block = PB ? PB : w->block_size / CQ_GEMV_GROUP; // PB: compile-time groups per block
     const float *xg = xperm;
     for (int64_t b = 0; b < blocks; b++) {
         for (int r = 0; r < R; r++) {
             tbl[r] = _mm512_mul_ps(cb, _mm512_set1_ps(cq_row_scale_next(&rs[r], b, DQ)));
-            // Each row is a short stream; fetch the next tile's rows at the same progress.
-            _mm_prefetch((const char *)p[r] + pf, _MM_HINT_T0);
+            // Each row is a short stream; fetch the next tile's rows at the same progress (into
+            // L2: T1 measured ~5% faster than T0 here, with PB constant).
+            _mm_prefetch((const char *)p[r] + pf, _MM_HINT_T1);
         }
         for (int64_t g = 0; g < per_block; g++, xg += CQ_GEMV_GROUP) {
             for (int r = 0; r < R; r++) {
@@ -51,7 +52,10 @@ tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *scales,
 }
 
 #define CASE(R, MT) case (R) * 8 + (MT): \
-    if (dq) tile(w, n0, R, scales, xperm, MT, K, 1, out); else tile(w, n0, R, scales, xperm, MT, K, 0, out); break;
+    if (w->block_size == 64) { \
+        if (dq) tile(w, n0, R, scales, xperm, MT, K, 1, 2, out); else tile(w, n0, R, scales, xperm, MT, K, 0, 2, out); \
+    } else if (dq) tile(w, n0, R, scales, xperm, MT, K, 1, 0, out); else tile(w, n0, R, scales, xperm, MT, K, 0, 0, out); \
+    break;
 AVX512 void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales, const float *xperm, int mt,
                                 int64_t K, float *out) {
     const int dq = scales->plain == NULL;
