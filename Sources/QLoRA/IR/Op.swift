@@ -69,6 +69,8 @@ public enum Op: Sendable {
         }
     }
 
+    var isDequantize: Bool { if case .dequantize = self { return true } else { return false } }
+
     /// Leaves hold data and are never executed as steps.
     var isLeaf: Bool {
         switch self {

@@ -25,6 +25,8 @@ struct MemoryPlan: Sendable {
     var cachedWeights: [QuantizedWeightStorage]
     var scratchOffset: Int
     var scratchBytes: Int
+    /// Kernel scratch each node's step needs (0 for most).
+    var scratchPerNode: [Int]
     var arenaBytes: Int { scratchOffset + scratchBytes }
 }
 
@@ -64,9 +66,9 @@ enum MemoryPlanner {
         for (k, o) in g.outputs.enumerated() where refs[root[o.node]] == nil {
             refs[root[o.node]] = .output(k)
         }
-        // The arena buffers: computing nodes that are their own root and not outputs.
+        // The arena buffers: computing nodes that are their own root (not reshapes) and not outputs.
         var buffers: [MemoryPlan.Buffer] = []
-        for n in g.nodes where root[n.id] == n.id && refs[n.id] == nil && n.op.name != "reshape" {
+        for n in g.nodes where root[n.id] == n.id && refs[n.id] == nil {
             let bytes = (n.type.count * 4 + alignment - 1) / alignment * alignment
             buffers.append(.init(node: n.id, offset: 0, bytes: bytes, start: time[n.id], end: lastUse[n.id]))
         }
@@ -78,9 +80,11 @@ enum MemoryPlanner {
             if let off = offsetOf[r] { refs[n.id] = .arena(offset: off, count: n.type.count) } else { refs[n.id] = refs[r] }
         }
         let top = buffers.map { $0.offset + $0.bytes }.max() ?? 0
-        let scratch = g.nodes.map { scratchBytes(for: $0, g, threads: threads) }.max() ?? 0
+        let scratchPerNode = g.nodes.map { scratchBytes(for: $0, g, threads: threads) }
+        let scratch = scratchPerNode.max() ?? 0
         return MemoryPlan(refs: refs, buffers: buffers, parameters: parameters, weights: weights, cachedWeights: cached,
-                          scratchOffset: top, scratchBytes: (scratch + alignment - 1) / alignment * alignment)
+                          scratchOffset: top, scratchBytes: (scratch + alignment - 1) / alignment * alignment,
+                          scratchPerNode: scratchPerNode)
     }
 
     /// Greedy by size with best fit: each buffer goes into the smallest gap (between buffers already

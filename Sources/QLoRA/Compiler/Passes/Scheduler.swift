@@ -51,7 +51,7 @@ enum Scheduler {
             }
             steps.append(Step(kernel: kernel, operands: operands, output: memory.refs[n.id]!, node: n.id, label: n.label,
                               flops: flops, bytesMoved: bytes,
-                              scratchBytes: MemoryPlanner.scratchBytes(for: n, g, threads: options.threads), fusedOps: fused,
+                              scratchBytes: memory.scratchPerNode[n.id], fusedOps: fused,
                               workSplit: workSplit(kernel, threads: options.threads)))
         }
         let inputs = g.inputs.map { input in
