@@ -31,7 +31,7 @@ final class CompilerTests: XCTestCase {
             g.output("y", try l(g.input("x", shape: [4, 64])))
             let fused = try Compiler.optimize(g.snapshot, options: CompileOptions(fusion: true))
             XCTAssertEqual(ops(fused), ["fused_qlora_linear"])
-            guard case let .fusedLinear(a) = fused.nodes.last!.op else { return XCTFail() }
+            guard let a = fused.nodes.last!.op.as(FusedLinearOp.self)?.attributes else { return XCTFail() }
             XCTAssertTrue(a.hasLora); XCTAssertEqual(a.hasBias, bias); XCTAssertEqual(a.scaling, 2)
             let unfused = try Compiler.optimize(g.snapshot, options: CompileOptions(fusion: false))
             XCTAssertEqual(ops(unfused).count, bias ? 7 : 6)

@@ -7,8 +7,9 @@ enum Compiler {
         }
         let (g, decisions) = try optimizeWithDecisions(recorded, options: options)
         try VerifyPass.run(g)
-        let memory = MemoryPlanner.run(g, threads: options.threads)
-        return Scheduler.run(g, memory: memory, options: options, decisions: decisions)
+        let lowered = Scheduler.lower(g, options: options)
+        let memory = MemoryPlanner.run(g, scratchPerNode: lowered.map { $0?.scratchBytes ?? 0 })
+        return Scheduler.run(g, lowered: lowered, memory: memory, options: options, decisions: decisions)
     }
 
     /// The optimized IR (after fusion and mode lowering), for printers.

@@ -130,10 +130,10 @@ struct DimensionResolver {
                     guard w.count == 1 else { throw bad(at(".weight"), "\(weight) in \(weights.path) has shape \(w), expected 1-D") }
                     try bind(x.dims.last!, w[0], at: at(".inputs[0]"), source: "\(weight) \(w) in \(weights.path)")
                 }
-            case .add, .mul:
+            case let .primitive(name, _):
+                guard case let .operandsAgree(rowBroadcast)? = OpRegistry.graphFileOp(name)?.shapeRule else { break }
                 let y = shapes[op.inputs[1]]!
-                let isRow: Bool
-                if case .add = op.kind { isRow = y.dims.count == 1 && !y.batch && (x.dims.count > 1 || x.batch) } else { isRow = false }
+                let isRow = rowBroadcast && y.dims.count == 1 && !y.batch && (x.dims.count > 1 || x.batch)
                 if isRow {
                     try unify(x.dims.last!, y.dims[0], at: at(".inputs[1]"), what: "'\(op.inputs[0])' \(show(x))")
                 } else {
@@ -144,8 +144,6 @@ struct DimensionResolver {
                         try unify(a, b, at: at(".inputs[1]"), what: "'\(op.inputs[0])' \(show(x)) vs '\(op.inputs[1])' \(show(y))")
                     }
                 }
-            case .silu, .gelu, .relu, .scale:
-                break
             case let .reshape(target):
                 out = target
             }

@@ -39,30 +39,26 @@ public struct GraphDefinition: Sendable, Equatable {
         /// A QuantizedLinear over checkpoint module `module` (`<module>.weight`, optional `<module>.bias`);
         /// `out` is its output features when the graph names them (needed without weights).
         case linear(module: String, out: Dim?, bias: BiasRule)
-        case add, mul, silu, gelu, relu
+        /// RMSNorm whose weight is the checkpoint tensor `weight`.
         case rmsNorm(weight: String, eps: Float)
-        case scale(Float)
+        /// A new shape for the value, in declared (possibly named) dimensions.
         case reshape(Shape)
+        /// An IR op spelled by its definition (add, mul, silu, scale, ...): its name and the
+        /// attributes as the file gives them.
+        case primitive(name: String, attributes: JSONValue)
 
         public var name: String {
             switch self {
             case .linear: return "linear"
-            case .add: return "add"
-            case .mul: return "mul"
-            case .silu: return "silu"
-            case .gelu: return "gelu"
-            case .relu: return "relu"
             case .rmsNorm: return "rms_norm"
-            case .scale: return "scale"
             case .reshape: return "reshape"
+            case let .primitive(name, _): return name
             }
         }
 
         var arity: Int {
-            switch self {
-            case .add, .mul: return 2
-            default: return 1
-            }
+            if case let .primitive(name, _) = self { return OpRegistry.graphFileOp(name)?.arity ?? 1 }
+            return 1
         }
     }
 

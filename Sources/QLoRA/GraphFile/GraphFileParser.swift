@@ -204,24 +204,23 @@ struct GraphFileParser {
                 rule = r
             }
             kind = .linear(module: module, out: out, bias: rule)
-        case "add": try obj([], []); kind = .add
-        case "mul": try obj([], []); kind = .mul
-        case "silu": try obj([], []); kind = .silu
-        case "gelu": try obj([], []); kind = .gelu
-        case "relu": try obj([], []); kind = .relu
         case "rms_norm":
             try obj(["weight", "eps"], ["weight"])
             let eps = v["eps"] == nil ? Float(1e-6) : try float(v["eps"], at(".eps"))
             guard eps > 0 else { throw bad(at(".eps"), "must be > 0, got \(eps)") }
             kind = .rmsNorm(weight: substitute(try string(v["weight"], at(".weight"))), eps: eps)
-        case "scale":
-            try obj(["factor"], ["factor"])
-            kind = .scale(try float(v["factor"], at(".factor")))
         case "reshape":
             try obj(["shape"], ["shape"])
             kind = .reshape(try shape(v["shape"], at(".shape")))
         default:
-            throw bad(at(".op"), "unknown op \"\(kindName)\" (known: linear, add, mul, silu, gelu, relu, rms_norm, scale, reshape, or a repeat block)")
+            guard let spelling = OpRegistry.graphFileOp(kindName) else {
+                let known = ["linear"] + OpRegistry.graphFileOps.map(\.name) + ["rms_norm", "reshape"]
+                throw bad(at(".op"), "unknown op \"\(kindName)\" (known: \(known.joined(separator: ", ")), or a repeat block)")
+            }
+            try obj(spelling.keys, spelling.required)
+            let attributes = JSONValue.object(v.keys.filter(spelling.keys.contains).map { ($0, v[$0]!) })
+            _ = try spelling.make(GraphFileFields(json: attributes, parser: self, path: at))   // reports bad values now, with their path
+            kind = .primitive(name: kindName, attributes: attributes)
         }
         let items = try array(v["inputs"], at(".inputs"))
         guard items.count == kind.arity else {

@@ -61,12 +61,10 @@ extension GraphDefinition {
                                                                  neededBy: neededBy)
                     layers[module] = layer
                     y = try layer(xs[0])
-                case .add: y = try g.add(xs[0], xs[1], label: op.output)
-                case .mul: y = try g.mul(xs[0], xs[1], label: op.output)
-                case .silu: y = try g.silu(xs[0], label: op.output)
-                case .gelu: y = try g.gelu(xs[0], label: op.output)
-                case .relu: y = try g.relu(xs[0], label: op.output)
-                case let .scale(s): y = try g.scale(xs[0], by: s, label: op.output)
+                case let .primitive(name, attributes):
+                    let parser = GraphFileParser(file: file)
+                    let fields = GraphFileFields(json: attributes, parser: parser, path: { parser.locate(op.path, $0) })
+                    y = try g.record(OpRegistry.graphFileOp(name)!.make(fields), xs, op.output)
                 case let .reshape(target):
                     y = try g.reshape(xs[0], to: resolver.concrete(target, at: GraphFileParser(file: file).locate(op.path, ".shape")),
                                       label: op.output)

@@ -50,27 +50,12 @@ public final class Graph: @unchecked Sendable {
         leaf(.quantizedWeight(storage), ValueType(shape: storage.shape, element: .quant4), label: storage.name)
     }
 
-    public func dequantize(_ w: Value, label: String = "") throws -> Value { try record(.dequantize, [w], label) }
-    /// x·Wᵀ for x [..., K] and W [N, K].
-    public func matmul(_ x: Value, _ w: Value, label: String = "") throws -> Value { try record(.matmul, [x, w], label) }
-    /// a + b; b may be a 1-D row broadcast over a's last dimension.
-    public func add(_ a: Value, _ b: Value, label: String = "") throws -> Value { try record(.add, [a, b], label) }
-    public func mul(_ a: Value, _ b: Value, label: String = "") throws -> Value { try record(.mul, [a, b], label) }
-    public func scale(_ a: Value, by s: Float, label: String = "") throws -> Value { try record(.scale(s), [a], label) }
-    public func reshape(_ a: Value, to shape: [Int], label: String = "") throws -> Value { try record(.reshape(shape), [a], label) }
-    public func silu(_ a: Value, label: String = "") throws -> Value { try record(.silu, [a], label) }
-    public func gelu(_ a: Value, label: String = "") throws -> Value { try record(.gelu, [a], label) }
-    public func relu(_ a: Value, label: String = "") throws -> Value { try record(.relu, [a], label) }
-    public func rmsNorm(_ x: Value, weight: Value, eps: Float = 1e-6, label: String = "") throws -> Value {
-        try record(.rmsNorm(eps: eps), [x, weight], label)
-    }
-
     /// Appends a computing node after checking its operands belong here and their shapes fit.
     func record(_ op: Op, _ operands: [Value], _ label: String) throws -> Value {
         for v in operands where v.graph !== self {
             throw QLoraError.invalidArgument("\(op.name) '\(label)': operand %\(v.id) belongs to another graph")
         }
-        let type = try ShapeInference.infer(op, operands.map(\.type), label: label)
+        let type = try op.resultType(operands.map(\.type), label: label)
         lock.lock(); defer { lock.unlock() }
         let id = ir.nodes.count
         ir.nodes.append(Node(id: id, op: op, operands: operands.map(\.id), type: type, label: label))

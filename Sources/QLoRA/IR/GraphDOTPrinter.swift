@@ -7,15 +7,11 @@ enum GraphDOTPrinter {
         var clusterOf = [Int?](repeating: nil, count: g.nodes.count)
         var clusters: [(root: Int, fused: [String])] = []
         for n in g.nodes {
-            let fused: [String]
-            switch n.op {
-            case let .fusedLinear(a): fused = a.fusedOps
-            case .siluMul: fused = ["silu", "mul"]
-            default: continue
-            }
+            let fused = n.op.definition.fusedOps
+            if fused.isEmpty { continue }
             clusterOf[n.id] = clusters.count
             for o in n.operands where g.nodes[o].op.isLeaf && uses[o] == 1 {
-                if case .input = g.nodes[o].op { continue }
+                if case .input = g.nodes[o].op.leaf { continue }
                 clusterOf[o] = clusters.count
             }
             clusters.append((n.id, fused))
@@ -46,11 +42,10 @@ enum GraphDOTPrinter {
     static func node(_ n: Node) -> String {
         let shape: String
         var fill = "#ffffff"
-        switch n.op {
+        switch n.op.leaf {
         case .input: shape = "ellipse"; fill = "#e6f5e6"
-        case .parameter, .quantizedWeight, .cachedWeight: shape = "note"; fill = "#fff6dd"
-        case .fusedLinear, .siluMul: shape = "box"; fill = "#cfe0ff"
-        default: shape = "box"
+        case .some: shape = "note"; fill = "#fff6dd"
+        case nil: shape = "box"; if !n.op.definition.fusedOps.isEmpty { fill = "#cfe0ff" }
         }
         var label = n.op.name + GraphPrinter.attributes(n.op)
         if !n.label.isEmpty { label += "\\n" + escape(n.label) }

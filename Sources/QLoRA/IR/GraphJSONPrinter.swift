@@ -42,23 +42,7 @@ public struct IRDump: Equatable, Sendable {
     static func number(_ f: Float) -> JSONValue { .number(Double(f), text: pythonFloatRepr(Double(f))) }
     static func ints(_ a: [Int]) -> JSONValue { .array(a.map { .int($0) }) }
 
-    static func attributes(_ op: Op) -> [(key: String, value: JSONValue)] {
-        switch op {
-        case let .input(name): return [("name", .string(name))]
-        case let .parameter(p): return [("name", .string(p.name)), ("trainable", .bool(p.trainable))]
-        case let .quantizedWeight(w), let .cachedWeight(w):
-            return [("name", .string(w.name)), ("quant_type", .string(w.quantType.rawValue)), ("block_size", .int(w.blockSize)),
-                    ("double_quant", .bool(w.isDoubleQuantized))]
-        case let .scale(s): return [("factor", number(s))]
-        case let .reshape(shape): return [("shape", ints(shape))]
-        case let .rmsNorm(eps): return [("eps", number(eps))]
-        case let .fusedLinear(a):
-            return [("scaling", number(a.scaling)), ("has_lora", .bool(a.hasLora)), ("has_bias", .bool(a.hasBias)),
-                    ("fused_ops", .array(a.fusedOps.map { .string($0) }))]
-        case .siluMul: return [("fused_ops", .array([.string("silu"), .string("mul")]))]
-        default: return []
-        }
-    }
+    static func attributes(_ op: Op) -> [(key: String, value: JSONValue)] { op.definition.jsonAttributes }
 
     /// The dump as a JSON value (`pythonDumps(indent: 2)` gives the file text).
     public var json: JSONValue {

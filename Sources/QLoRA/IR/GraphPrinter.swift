@@ -13,20 +13,5 @@ enum GraphPrinter {
     }
 
     /// Op attributes shown inside brackets, e.g. scale[2.0], fused_qlora_linear[lora, bias, scaling=2.0].
-    static func attributes(_ op: Op) -> String {
-        switch op {
-        case let .input(name): return "[\(name)]"
-        case let .scale(s): return "[\(s)]"
-        case let .reshape(shape): return "[\(shape.map(String.init).joined(separator: "x"))]"
-        case let .rmsNorm(eps): return "[eps=\(eps)]"
-        case let .quantizedWeight(w), let .cachedWeight(w):
-            return "[\(w.quantType.rawValue), block \(w.blockSize)\(w.isDoubleQuantized ? ", double-quant" : "")]"
-        case let .fusedLinear(a):
-            var parts: [String] = []
-            if a.hasLora { parts.append("lora, scaling=\(a.scaling)") }
-            if a.hasBias { parts.append("bias") }
-            return parts.isEmpty ? "" : "[\(parts.joined(separator: ", "))]"
-        default: return ""
-        }
-    }
+    static func attributes(_ op: Op) -> String { op.definition.bracketAttributes }
 }

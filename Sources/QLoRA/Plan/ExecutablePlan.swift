@@ -1,4 +1,5 @@
 import Foundation
+import CQLoRAKernels
 
 /// The compiled, immutable form of a graph: ordered steps with their kernels and buffers, the
 /// arena layout, and references to the persistent data (parameters, 4-bit and cached weights).
@@ -20,6 +21,9 @@ public final class ExecutablePlan: @unchecked Sendable {
     let decisions: [ModeLowering.Decision]
     /// Persistent f32 copies of the cached weights, made when the plan is built.
     let cachedBuffers: [AlignedBuffer]
+    /// The kernel views of the 4-bit weights (their pointers stay valid while the storages live,
+    /// and the plan holds the storages).
+    let weightViews: UnsafeMutablePointer<cq_qweight>
     private let defaultContext: ExecutionContext
     private let runLock = NSLock()
 
@@ -33,8 +37,12 @@ public final class ExecutablePlan: @unchecked Sendable {
         self.options = options
         self.decisions = decisions
         cachedBuffers = memory.cachedWeights.map { $0.dequantized(threads: options.threads) }
+        weightViews = .allocate(capacity: max(1, memory.weights.count))
+        weightViews.initialize(from: memory.weights.map(\.kernelView), count: memory.weights.count)
         defaultContext = ExecutionContext(arenaBytes: memory.arenaBytes)
     }
+
+    deinit { weightViews.deallocate() }
 
     /// Input names and shapes the plan expects.
     public var inputShapes: [String: [Int]] { Dictionary(uniqueKeysWithValues: inputs.map { ($0.name, $0.shape) }) }

@@ -21,55 +21,33 @@ enum Executor {
         return results
     }
 
-    /// The steps, in order, with every buffer resolved to a pointer.
+    /// The steps, in order, with every buffer resolved to a pointer. Each step's kernel came from
+    /// its op definition's `lower`; the executor never needs to know which op it runs.
     private static func execute(_ plan: ExecutablePlan, _ context: ExecutionContext,
                                 inputs: [UnsafeMutablePointer<Float>], outputs: [UnsafeMutablePointer<Float>]) {
         let arena = context.arena.raw
         let parameters = plan.memory.parameters
-        var weightViews = plan.memory.weights.map { $0.kernelView }
-        func floats(_ ref: BufferRef) -> UnsafeMutablePointer<Float> {
+        func pointer(_ ref: BufferRef) -> UnsafeMutableRawPointer {
             switch ref {
-            case let .arena(offset, _): return (arena + offset).assumingMemoryBound(to: Float.self)
-            case let .parameter(i): return parameters[i].buffer.floats
-            case let .cached(i): return plan.cachedBuffers[i].floats
-            case let .input(i): return inputs[i]
-            case let .output(i): return outputs[i]
-            case .weight: preconditionFailure("a 4-bit weight has no f32 view")
+            case let .arena(offset, _): return arena + offset
+            case let .parameter(i): return UnsafeMutableRawPointer(parameters[i].buffer.floats)
+            case let .cached(i): return UnsafeMutableRawPointer(plan.cachedBuffers[i].floats)
+            case let .input(i): return UnsafeMutableRawPointer(inputs[i])
+            case let .output(i): return UnsafeMutableRawPointer(outputs[i])
+            case let .weight(i): return UnsafeMutableRawPointer(plan.weightViews + i)
             }
         }
         let threads = Int32(plan.options.threads)
         let scratch = arena + plan.memory.scratchOffset
+        let slots = context.operandSlots
         for step in plan.steps {
-            let out = floats(step.output)
-            let ops = step.operands
-            func opt(_ i: Int) -> UnsafePointer<Float>? { i < ops.count ? UnsafePointer(floats(ops[i])) : nil }
-            switch step.kernel {
-            case let .fusedLinear(m, _, _, r, scaling, hasBias, bf16):
-                guard case let .weight(w) = ops[1] else { preconditionFailure("fused linear without a 4-bit weight") }
-                _ = cq_fused_linear_ex(opt(0), Int64(m), &weightViews[w], r > 0 ? opt(2) : nil, r > 0 ? opt(3) : nil, Int32(r),
-                                       scaling, hasBias ? opt(r > 0 ? 4 : 2) : nil, out, scratch, threads, bf16 ? 1 : 0)
-            case let .denseLinear(m, n, k, r, scaling, hasBias):
-                cq_dense_linear(opt(0), Int64(m), opt(1), Int64(n), Int64(k), r > 0 ? opt(2) : nil, r > 0 ? opt(3) : nil, Int32(r),
-                                scaling, hasBias ? opt(r > 0 ? 4 : 2) : nil, out, scratch, threads)
-            case .dequantize:
-                guard case let .weight(w) = ops[0] else { preconditionFailure("dequantize without a 4-bit weight") }
-                cq_dequantize_4bit(&weightViews[w], out, threads)
-            case let .matmul(m, n, k):
-                cq_matmul_nt(opt(0), Int64(m), opt(1), Int64(n), Int64(k), out, scratch, threads)
-            case let .add(count): cq_add(opt(0), opt(1), out, Int64(count), threads)
-            case let .addRow(rows, width): cq_add_row(opt(0), opt(1), out, Int64(rows), Int64(width), threads)
-            case let .mul(count): cq_mul(opt(0), opt(1), out, Int64(count), threads)
-            case let .scale(s, count): cq_scale(opt(0), s, out, Int64(count), threads)
-            case let .silu(count): cq_silu(opt(0), out, Int64(count), threads)
-            case let .gelu(count): cq_gelu(opt(0), out, Int64(count), threads)
-            case let .relu(count): cq_relu(opt(0), out, Int64(count), threads)
-            case let .siluMul(count): cq_silu_mul(opt(0), opt(1), out, Int64(count), threads)
-            case let .rmsNorm(eps, rows, width): cq_rmsnorm(opt(0), opt(1), eps, out, Int64(rows), Int64(width), threads)
-            }
+            for (k, ref) in step.operands.enumerated() { slots[k] = pointer(ref) }
+            step.kernel.run(KernelIO(operands: UnsafeBufferPointer(start: slots, count: step.operands.count), output: pointer(step.output),
+                                     scratch: scratch, threads: threads))
         }
         // Outputs not computed in place (an input, a parameter, a value another output owns) are copied.
         for (k, binding) in plan.outputs.enumerated() where binding.ref != .output(k) {
-            outputs[k].update(from: floats(binding.ref), count: binding.shape.reduce(1, *))
+            outputs[k].update(from: pointer(binding.ref).assumingMemoryBound(to: Float.self), count: binding.shape.reduce(1, *))
         }
     }
 

@@ -13,7 +13,7 @@ enum FusionPass {
         var users = [[Int]](repeating: [], count: g.nodes.count)
         for n in g.nodes { for o in n.operands { users[o].append(n.id) } }
         for node in g.nodes {
-            if case .matmul = node.op, let fused = matchLinear(base: node.id, g, uses, users) {
+            if node.op.is(MatmulOp.self), let fused = matchLinear(base: node.id, g, uses, users) {
                 g.nodes[fused.root].op = .fusedLinear(fused.attributes)
                 g.nodes[fused.root].operands = fused.operands
                 if g.nodes[fused.root].label.isEmpty { g.nodes[fused.root].label = g.nodes[node.id].label }
@@ -25,10 +25,10 @@ enum FusionPass {
             }
         }
         for node in g.nodes {
-            if case .mul = node.op {
+            if node.op.as(MulOp.self)?.siluGate == false {
                 for (gate, other) in [(0, 1), (1, 0)] {
                     let s = node.operands[gate]
-                    if case .silu = g.nodes[s].op, uses[s] == 1 {
+                    if g.nodes[s].op.as(ActivationOp.self)?.function == .silu, uses[s] == 1 {
                         g.nodes[node.id].op = .siluMul
                         g.nodes[node.id].operands = [g.nodes[s].operands[0], node.operands[other]]
                         uses[s] = 0
@@ -50,7 +50,7 @@ enum FusionPass {
     private static func matchLinear(base: Int, _ g: IRGraph, _ uses: [Int], _ users: [[Int]]) -> Match? {
         let mm = g.nodes[base]
         let x = mm.operands[0], dq = mm.operands[1]
-        guard case .dequantize = g.nodes[dq].op else { return nil }
+        guard g.nodes[dq].op.is(DequantizeOp.self) else { return nil }
         let weight = g.nodes[dq].operands[0]
         var root = base
         var absorbed = [base]
@@ -59,7 +59,7 @@ enum FusionPass {
         var bias: Int?
 
         // The LoRA term: add(base, lora) or add(lora, base).
-        if uses[root] == 1, let add = users[root].first, case .add = g.nodes[add].op {
+        if uses[root] == 1, let add = users[root].first, g.nodes[add].op.is(AddOp.self) {
             let other = g.nodes[add].operands[0] == root ? g.nodes[add].operands[1] : g.nodes[add].operands[0]
             if let l = matchLoraTerm(other, x: x, g, uses) {
                 lora = (l.a, l.b, l.scaling)
@@ -69,7 +69,7 @@ enum FusionPass {
             }
         }
         // The bias: add(y, bias) with a 1-D row.
-        if uses[root] == 1, let add = users[root].first, case .add = g.nodes[add].op,
+        if uses[root] == 1, let add = users[root].first, g.nodes[add].op.is(AddOp.self),
            g.nodes[add].operands[0] == root, g.nodes[g.nodes[add].operands[1]].type.shape.count == 1 {
             absorbed.append(root)
             bias = g.nodes[add].operands[1]
@@ -89,16 +89,16 @@ enum FusionPass {
         -> (a: Int, b: Int, scaling: Float, nodes: [Int], ops: [String])? {
         guard uses[id] == 1 else { return nil }
         var top = id, scaling: Float = 1, nodes = [id], ops: [String] = []
-        if case let .scale(s) = g.nodes[id].op {
+        if let s = g.nodes[id].op.as(ScaleOp.self)?.factor {
             scaling = s
             top = g.nodes[id].operands[0]
             guard uses[top] == 1 else { return nil }
             nodes.append(top)
             ops.append("scale")
         }
-        guard case .matmul = g.nodes[top].op else { return nil }
+        guard g.nodes[top].op.is(MatmulOp.self) else { return nil }
         let inner = g.nodes[top].operands[0], b = g.nodes[top].operands[1]
-        guard uses[inner] == 1, case .matmul = g.nodes[inner].op, g.nodes[inner].operands[0] == x else { return nil }
+        guard uses[inner] == 1, g.nodes[inner].op.is(MatmulOp.self), g.nodes[inner].operands[0] == x else { return nil }
         let a = g.nodes[inner].operands[1]
         guard g.nodes[a].type.shape.count == 2, g.nodes[b].type.shape.count == 2 else { return nil }
         nodes.append(inner)

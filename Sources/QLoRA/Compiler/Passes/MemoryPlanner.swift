@@ -1,5 +1,3 @@
-import CQLoRAKernels
-
 /// Pass 5: where every value lives.
 /// - Parameters, 4-bit weights and cached f32 weights are persistent (owned by storages).
 /// - Inputs are read where the caller's tensors are; each output is computed straight into the
@@ -33,7 +31,8 @@ struct MemoryPlan: Sendable {
 enum MemoryPlanner {
     static let alignment = 64
 
-    static func run(_ g: IRGraph, threads: Int) -> MemoryPlan {
+    /// `scratchPerNode`: the kernel scratch each node's step needs (from lowering).
+    static func run(_ g: IRGraph, scratchPerNode: [Int]) -> MemoryPlan {
         var refs = [BufferRef?](repeating: nil, count: g.nodes.count)
         var root = Array(0..<g.nodes.count)           // alias root of each node (reshape → operand)
         var parameters: [ParameterStorage] = [], weights: [QuantizedWeightStorage] = [], cached: [QuantizedWeightStorage] = []
@@ -46,13 +45,13 @@ enum MemoryPlanner {
             return list.count - 1
         }
         for n in g.nodes {
-            switch n.op {
+            switch n.op.leaf {
             case let .parameter(p): refs[n.id] = .parameter(slot(p, &parameters))
             case let .quantizedWeight(w): refs[n.id] = .weight(slot(w, &weights))
             case let .cachedWeight(w): refs[n.id] = .cached(slot(w, &cached))
             case .input: time[n.id] = 0; refs[n.id] = .input(g.inputs.firstIndex { $0.node == n.id }!)
-            case .reshape: root[n.id] = root[n.operands[0]]; time[n.id] = time[n.operands[0]]
-            default: step += 1; time[n.id] = step
+            case nil where n.op.definition.isAlias: root[n.id] = root[n.operands[0]]; time[n.id] = time[n.operands[0]]
+            case nil: step += 1; time[n.id] = step
             }
         }
         let endOfPlan = step + 1
@@ -80,7 +79,6 @@ enum MemoryPlanner {
             if let off = offsetOf[r] { refs[n.id] = .arena(offset: off, count: n.type.count) } else { refs[n.id] = refs[r] }
         }
         let top = buffers.map { $0.offset + $0.bytes }.max() ?? 0
-        let scratchPerNode = g.nodes.map { scratchBytes(for: $0, g, threads: threads) }
         let scratch = scratchPerNode.max() ?? 0
         return MemoryPlan(refs: refs, buffers: buffers, parameters: parameters, weights: weights, cachedWeights: cached,
                           scratchOffset: top, scratchBytes: (scratch + alignment - 1) / alignment * alignment,
@@ -106,24 +104,6 @@ enum MemoryPlanner {
             }
             buffers[i].offset = best?.offset ?? cursor
             placed.append(i)
-        }
-    }
-
-    static func scratchBytes(for n: Node, _ g: IRGraph, threads: Int) -> Int {
-        let t = Int32(threads)
-        switch n.op {
-        case let .fusedLinear(attrs):
-            let x = g.nodes[n.operands[0]].type.shape
-            let w = g.nodes[n.operands[1]]
-            let m = Int64(x.dropLast().reduce(1, *)), nOut = Int64(w.type.shape[0]), k = Int64(w.type.shape[1])
-            let r = Int32(attrs.hasLora ? g.nodes[n.operands[2]].type.shape[0] : 0)
-            return w.type.element == .quant4 ? Int(cq_fused_linear_scratch_bytes(m, nOut, k, r, t))
-                                             : Int(cq_dense_linear_scratch_bytes(m, nOut, k, r, t))
-        case .matmul:
-            let x = g.nodes[n.operands[0]].type.shape
-            return Int(cq_matmul_nt_scratch_bytes(Int64(x.dropLast().reduce(1, *)), Int64(x.last!), t))
-        default:
-            return 0
         }
     }
 }

@@ -18,12 +18,12 @@ enum ModeLowering {
         for n in g.nodes { for o in n.operands { users[o].append(n.id) } }
         var decisions: [Decision] = []
         for node in g.nodes {
-            guard case let .quantizedWeight(storage) = node.op else { continue }
+            guard case let .quantizedWeight(storage) = node.op.leaf else { continue }
             let n = node.type.shape[0], k = node.type.shape[1]
             // Rows of the activations that meet this weight (through a dequantize for unfused graphs).
             var m = 1
             for u in users[node.id] {
-                let consumers = g.nodes[u].op.isDequantize ? users[u] : [u]
+                let consumers = g.nodes[u].op.is(DequantizeOp.self) ? users[u] : [u]
                 for c in consumers { m = max(m, g.nodes[g.nodes[c].operands[0]].type.shape.dropLast().reduce(1, *)) }
             }
             let bits = storage.bitsPerParameter
@@ -40,7 +40,7 @@ enum ModeLowering {
             // dequantize users become plain aliases of it and are replaced by it.
             g.nodes[node.id].op = .cachedWeight(storage)
             g.nodes[node.id].type.element = .float32
-            for u in users[node.id] where g.nodes[u].op.isDequantize {
+            for u in users[node.id] where g.nodes[u].op.is(DequantizeOp.self) {
                 for c in users[u] {
                     g.nodes[c].operands = g.nodes[c].operands.map { $0 == u ? node.id : $0 }
                 }

@@ -21,13 +21,16 @@ enum VerifyPass {
             for o in node.operands where o < 0 || o >= index {
                 throw QLoraError.invalidArgument("node %\(index) (\(node.op.name)) uses %\(o), which is not an earlier node")
             }
-            if case .input = node.op {
+            if case .input = node.op.leaf {
                 guard !node.type.shape.isEmpty, node.type.shape.allSatisfy({ $0 > 0 }) else {
                     throw QLoraError.invalidArgument("input '\(node.label)' has shape \(node.type.shape); every dimension must be > 0")
                 }
             }
             guard !node.op.isLeaf else { continue }
-            let inferred = try ShapeInference.infer(node.op, node.operands.map { g.nodes[$0].type }, label: node.label)
+            guard node.operands.count <= ExecutionContext.maxOperands else {
+                throw QLoraError.invalidArgument("node %\(index) (\(node.op.name)) has \(node.operands.count) operands; a step takes at most \(ExecutionContext.maxOperands)")
+            }
+            let inferred = try node.op.resultType(node.operands.map { g.nodes[$0].type }, label: node.label)
             guard inferred == node.type else {
                 throw QLoraError.shapeMismatch(context: "node %\(index) (\(node.op.name)) stored type", expected: inferred.shape,
                                                actual: node.type.shape)

@@ -1,0 +1,88 @@
+/// Everything the pipeline knows about one kind of operation, in one place: its name and
+/// attributes (as printers and IR dumps show them), its result-type rule, and how it lowers to a
+/// runtime step (kernel, cost, scratch). Printers, verification, recording, the scheduler and the
+/// executor only ever call these requirements, so a new op is one type conforming to this
+/// protocol plus its kernel (docs/architecture.md walks through one).
+protocol OpDefinition: Sendable {
+    /// Short lower-case name used by printers, IR dumps and graph files.
+    var name: String { get }
+    /// The attributes for IR dumps, in a fixed order (empty for none).
+    var jsonAttributes: [(key: String, value: JSONValue)] { get }
+    /// The attributes as the text printer shows them inside brackets, e.g. "[2.0]" (empty for none).
+    var bracketAttributes: String { get }
+    /// The IR ops a fused node replaced; printers cluster such nodes and plans report them.
+    var fusedOps: [String] { get }
+    /// For leaves, the data they stand for; computing ops return nil.
+    var leaf: LeafData? { get }
+    /// True when the result is the first operand's memory seen with another shape (no step runs).
+    var isAlias: Bool { get }
+    /// The result type for `operands`, or an error worded by `site`.
+    func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType
+    /// The step computing `input.node`; nil for leaves and aliases.
+    func lower(_ input: LoweringInput) -> LoweredStep?
+}
+
+extension OpDefinition {
+    var jsonAttributes: [(key: String, value: JSONValue)] { [] }
+    var bracketAttributes: String { "" }
+    var fusedOps: [String] { [] }
+    var leaf: LeafData? { nil }
+    var isAlias: Bool { false }
+}
+
+/// The data a leaf node stands for. Leaves are never executed; the memory planner gives each kind
+/// its place (the caller's arrays, parameter storage, 4-bit weights, cached f32 copies).
+enum LeafData {
+    case input(name: String)
+    case parameter(ParameterStorage)
+    case quantizedWeight(QuantizedWeightStorage)
+    case cachedWeight(QuantizedWeightStorage)
+}
+
+/// One operation of the IR: a definition value (with its attributes). Cheap to copy.
+public struct Op: Sendable {
+    let definition: any OpDefinition
+
+    init(_ definition: any OpDefinition) { self.definition = definition }
+
+    /// Short lower-case name used by printers and the JSON graph format.
+    public var name: String { definition.name }
+
+    /// Leaves hold data and are never executed as steps.
+    var isLeaf: Bool { definition.leaf != nil }
+    var leaf: LeafData? { definition.leaf }
+
+    /// The definition when it is a `T` (how passes recognise ops).
+    func `as`<T: OpDefinition>(_ type: T.Type) -> T? { definition as? T }
+    func `is`<T: OpDefinition>(_ type: T.Type) -> Bool { definition is T }
+
+    func resultType(_ operands: [ValueType], label: String) throws -> ValueType {
+        try definition.resultType(operands, at: OpSite(op: name, label: label, operands: operands))
+    }
+}
+
+/// Where a type rule is applied, for error messages: "add 'sum': rhs ...". Holds the operand
+/// types with helpers for the checks every rule makes.
+struct OpSite {
+    let op: String
+    let label: String
+    let operands: [ValueType]
+
+    var description: String { label.isEmpty ? op : "\(op) '\(label)'" }
+
+    func invalid(_ reason: String) -> QLoraError { .invalidArgument("\(description): \(reason)") }
+
+    func mismatch(_ what: String, expected: [Int], actual: [Int]) -> QLoraError {
+        .shapeMismatch(context: "\(description): \(what)", expected: expected, actual: actual)
+    }
+
+    func arity(_ n: Int) throws {
+        guard operands.count == n else { throw invalid("expects \(n) operands, got \(operands.count)") }
+    }
+
+    /// The shape of operand `i`, which must hold f32 values.
+    func f32(_ i: Int, _ role: String) throws -> [Int] {
+        guard operands[i].element == .float32 else { throw invalid("\(role) must be f32, got \(operands[i])") }
+        return operands[i].shape
+    }
+}

@@ -1,0 +1,38 @@
+import CQLoRAKernels
+
+/// RMSNorm over the last dimension: x / sqrt(mean(x²) + eps) · weight.
+struct RMSNormOp: OpDefinition {
+    var eps: Float
+    var name: String { "rms_norm" }
+    var jsonAttributes: [(key: String, value: JSONValue)] { [("eps", IRDump.number(eps))] }
+    var bracketAttributes: String { "[eps=\(eps)]" }
+
+    func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
+        try site.arity(2)
+        let x = try site.f32(0, "input"), w = try site.f32(1, "weight")
+        guard let last = x.last, w == [last] else { throw site.mismatch("weight", expected: [x.last ?? 0], actual: w) }
+        return ValueType(shape: x, element: .float32)
+    }
+
+    func lower(_ input: LoweringInput) -> LoweredStep? {
+        let width = input.node.type.shape.last!
+        return input.elementwise(RMSNormKernel(eps: eps, rows: input.count / width, width: width), flopsPerElement: 4)
+    }
+}
+
+struct RMSNormKernel: StepKernel {
+    var eps: Float, rows: Int, width: Int
+    var name: String { "rms_norm" }
+    func workSplit(threads: Int) -> String { "\(rows) rows over \(threads) \(threadWord(threads))" }
+    func run(_ io: KernelIO) { cq_rmsnorm(io.f32(0), io.f32(1), eps, io.out, Int64(rows), Int64(width), io.threads) }
+}
+
+extension Op {
+    static func rmsNorm(eps: Float) -> Op { Op(RMSNormOp(eps: eps)) }
+}
+
+extension Graph {
+    public func rmsNorm(_ x: Value, weight: Value, eps: Float = 1e-6, label: String = "") throws -> Value {
+        try record(.rmsNorm(eps: eps), [x, weight], label)
+    }
+}

@@ -1,0 +1,27 @@
+/// The same elements with another shape: an alias of its operand's memory, so no step runs.
+struct ReshapeOp: OpDefinition {
+    var shape: [Int]
+    var name: String { "reshape" }
+    var isAlias: Bool { true }
+    var jsonAttributes: [(key: String, value: JSONValue)] { [("shape", IRDump.ints(shape))] }
+    var bracketAttributes: String { "[\(shape.map(String.init).joined(separator: "x"))]" }
+
+    func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
+        try site.arity(1)
+        let a = try site.f32(0, "input")
+        guard shape.allSatisfy({ $0 > 0 }), shape.reduce(1, *) == a.reduce(1, *) else {
+            throw site.mismatch("element count of the new shape", expected: a, actual: shape)
+        }
+        return ValueType(shape: shape, element: .float32)
+    }
+
+    func lower(_ input: LoweringInput) -> LoweredStep? { nil }
+}
+
+extension Op {
+    static func reshape(_ shape: [Int]) -> Op { Op(ReshapeOp(shape: shape)) }
+}
+
+extension Graph {
+    public func reshape(_ a: Value, to shape: [Int], label: String = "") throws -> Value { try record(.reshape(shape), [a], label) }
+}
