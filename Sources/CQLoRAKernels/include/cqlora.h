@@ -125,6 +125,15 @@ void cq_silu_mul(const float *a, const float *b, float *out, int64_t n, int thre
 /// RMSNorm over rows of width n: out = a / sqrt(mean(a²) + eps) * weight
 void cq_rmsnorm(const float *a, const float *weight, float eps, float *out, int64_t rows, int64_t n, int threads);
 
+// ---- softmax.c ------------------------------------------------------------------------
+/// Softmax over rows of width n, numerically stable (each row's maximum is subtracted first).
+void cq_softmax(const float *x, float *out, int64_t rows, int64_t n, int threads);
+
+// ---- embedding.c ----------------------------------------------------------------------
+/// out[i, :] = table[ids[i], :] for count ids into a [vocab, dim] table. Returns -1, or the first
+/// index i whose id is outside 0..<vocab (its row, like every bad row, is written as zeros).
+int64_t cq_embedding(const int32_t *ids, int64_t count, const float *table, int64_t vocab, int64_t dim, float *out, int threads);
+
 #ifdef __cplusplus
 }
 #endif

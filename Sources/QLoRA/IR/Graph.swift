@@ -22,13 +22,14 @@ public final class Graph: @unchecked Sendable {
 
     public var nodeCount: Int { snapshot.nodes.count }
 
-    /// Declares an input fed to `ExecutablePlan.run` under `name`.
-    /// A duplicate name or a non-positive dimension is reported by `compile` (verify pass).
+    /// Declares an input fed to `ExecutablePlan.run` under `name`: f32 values (a `Tensor`), or
+    /// int32 ids and labels (`element: .int32`, an `IntTensor`).
+    /// A duplicate name, a non-positive dimension or another element type is reported by `compile` (verify pass).
     @discardableResult
-    public func input(_ name: String, shape: [Int]) -> Value {
+    public func input(_ name: String, shape: [Int], element: ElementType = .float32) -> Value {
         lock.lock(); defer { lock.unlock() }
         let id = ir.nodes.count
-        let type = ValueType(shape: shape, element: .float32)
+        let type = ValueType(shape: shape, element: element)
         ir.nodes.append(Node(id: id, op: .input(name: name), operands: [], type: type, label: name))
         ir.inputs.append((name, id))
         return Value(graph: self, id: id, type: type)

@@ -4,10 +4,9 @@ public struct ValueType: Sendable, Equatable, CustomStringConvertible {
     public var element: ElementType
 
     public var count: Int { shape.reduce(1, *) }
-    public var description: String {
-        let dims = shape.map(String.init).joined(separator: "x")
-        return element == .float32 ? "f32[\(dims)]" : "q4[\(dims)]"
-    }
+    /// Bytes of the value in a buffer.
+    var byteCount: Int { count * element.byteWidth }
+    public var description: String { "\(element.abbreviation)[\(shape.map(String.init).joined(separator: "x"))]" }
 }
 
 /// A node of the IR: an operation, its operands (ids of earlier nodes) and its result type.

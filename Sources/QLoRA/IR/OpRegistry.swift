@@ -38,7 +38,7 @@ struct GraphFileFields {
 /// `reshape`, which read checkpoint weights or declared shapes), in the order error messages list them.
 enum OpRegistry {
     static let graphFileOps: [(name: String, spelling: GraphFileSpelling)] =
-        [AddOp.graphFile, MulOp.graphFile] + ActivationOp.graphFiles + [ScaleOp.graphFile]
+        [AddOp.graphFile, MulOp.graphFile] + ActivationOp.graphFiles + [ScaleOp.graphFile, SoftmaxOp.graphFile]
 
     static func graphFileOp(_ name: String) -> GraphFileSpelling? { graphFileOps.first { $0.name == name }?.spelling }
 }

@@ -8,6 +8,7 @@ public final class ExecutablePlan: @unchecked Sendable {
     struct Binding: Sendable {
         var name: String
         var shape: [Int]
+        var element: ElementType
         var ref: BufferRef
     }
 
@@ -64,12 +65,13 @@ public final class ExecutablePlan: @unchecked Sendable {
     /// A fresh context for running this plan concurrently with others.
     public func makeContext() -> ExecutionContext { ExecutionContext(arenaBytes: memory.arenaBytes) }
 
-    /// Runs the plan on named inputs and returns the named outputs. Throws for an unknown or
-    /// missing input, a wrong shape, or a NaN/Inf input value. Runs sharing the plan's built-in
+    /// Runs the plan on named inputs and returns the named outputs: f32 inputs in `feeds`, int32
+    /// inputs (token ids, labels) in `ids`. Throws for an unknown or missing input, a wrong shape,
+    /// a NaN/Inf input value, or an id a kernel cannot use. Runs sharing the plan's built-in
     /// context are serialised; pass `context:` (from `makeContext`) to run concurrently.
-    public func run(_ feeds: [String: Tensor], context: ExecutionContext? = nil) throws -> [String: Tensor] {
-        if let context { return try Executor.run(self, feeds, context) }
+    public func run(_ feeds: [String: Tensor], ids: [String: IntTensor] = [:], context: ExecutionContext? = nil) throws -> [String: Tensor] {
+        if let context { return try Executor.run(self, feeds, ids, context) }
         runLock.lock(); defer { runLock.unlock() }
-        return try Executor.run(self, feeds, defaultContext)
+        return try Executor.run(self, feeds, ids, defaultContext)
     }
 }

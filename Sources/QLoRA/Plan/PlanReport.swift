@@ -69,7 +69,7 @@ public struct PlanReport: Sendable, Equatable {
         steps = plan.steps.enumerated().map { i, s in
             var kind = "arena", offset = -1, bytes = 0
             switch s.output {
-            case let .arena(o, count): offset = o; bytes = count * 4
+            case let .arena(o, size): offset = o; bytes = size
             case .parameter: kind = "parameter"
             case .weight: kind = "weight"
             case .cached: kind = "cached"

@@ -34,7 +34,7 @@ extension ExecutablePlan {
 
     static func describe(_ ref: BufferRef) -> String {
         switch ref {
-        case let .arena(offset, count): return "arena@\(offset)+\(count * 4)"
+        case let .arena(offset, bytes): return "arena@\(offset)+\(bytes)"
         case let .parameter(i): return "param#\(i)"
         case let .weight(i): return "weight#\(i)"
         case let .cached(i): return "cached#\(i)"

@@ -1,7 +1,7 @@
 /// Where a step's operand or result lives at run time.
 enum BufferRef: Sendable, Equatable {
-    /// Byte offset into the execution context's arena, and the element count.
-    case arena(offset: Int, count: Int)
+    /// Byte offset into the execution context's arena, and the value's size in bytes.
+    case arena(offset: Int, bytes: Int)
     /// A parameter the plan reads through its storage (index into `ExecutablePlan.parameters`).
     case parameter(Int)
     /// A 4-bit weight (index into `ExecutablePlan.weights`).

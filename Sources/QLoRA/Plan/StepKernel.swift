@@ -8,7 +8,8 @@ protocol StepKernel: Sendable {
     /// How the kernel divides the work among threads (always over independent outputs, so the
     /// result does not depend on the thread count).
     func workSplit(threads: Int) -> String
-    func run(_ io: KernelIO)
+    /// Runs the kernel; throws when the data is outside what the kernel accepts (an id outside a table).
+    func run(_ io: KernelIO) throws
 }
 
 /// The pointers of one step's operands, result and scratch, resolved by the executor.

@@ -3,15 +3,16 @@ import CQLoRAKernels
 /// Runs a plan's steps in order in one context. Checks the feeds, copies them into the arena,
 /// calls each step's kernel, copies the outputs out. Allocates nothing per step.
 enum Executor {
-    static func run(_ plan: ExecutablePlan, _ feeds: [String: Tensor], _ context: ExecutionContext) throws -> [String: Tensor] {
-        try validate(plan, feeds)
+    static func run(_ plan: ExecutablePlan, _ feeds: [String: Tensor], _ ids: [String: IntTensor],
+                    _ context: ExecutionContext) throws -> [String: Tensor] {
+        try validate(plan, feeds, ids)
         let parameters = plan.memory.parameters
         for p in parameters { p.lock.lockRead() }
         defer { for p in parameters { p.lock.unlock() } }
-        let inputs = plan.inputs.map { feeds[$0.name]!.scalars }
+        let inputs = plan.inputs.map { $0.element == .int32 ? FeedValues.int32(ids[$0.name]!.scalars) : .float(feeds[$0.name]!.scalars) }
         let outputs = try withInputPointers(inputs[...], []) { inputPointers in
             try withOutputArrays(plan.outputs.map { $0.shape.reduce(1, *) }[...], []) { outputPointers in
-                execute(plan, context, inputs: inputPointers, outputs: outputPointers)
+                try execute(plan, context, inputs: inputPointers, outputs: outputPointers)
             }
         }
         var results: [String: Tensor] = [:]
@@ -24,7 +25,7 @@ enum Executor {
     /// The steps, in order, with every buffer resolved to a pointer. Each step's kernel came from
     /// its op definition's `lower`; the executor never needs to know which op it runs.
     private static func execute(_ plan: ExecutablePlan, _ context: ExecutionContext,
-                                inputs: [UnsafeMutablePointer<Float>], outputs: [UnsafeMutablePointer<Float>]) {
+                                inputs: [UnsafeMutableRawPointer], outputs: [UnsafeMutablePointer<Float>]) throws {
         let arena = context.arena.raw
         let parameters = plan.memory.parameters
         func pointer(_ ref: BufferRef) -> UnsafeMutableRawPointer {
@@ -32,7 +33,7 @@ enum Executor {
             case let .arena(offset, _): return arena + offset
             case let .parameter(i): return UnsafeMutableRawPointer(parameters[i].buffer.floats)
             case let .cached(i): return UnsafeMutableRawPointer(plan.cachedBuffers[i].floats)
-            case let .input(i): return UnsafeMutableRawPointer(inputs[i])
+            case let .input(i): return inputs[i]
             case let .output(i): return UnsafeMutableRawPointer(outputs[i])
             case let .weight(i): return UnsafeMutableRawPointer(plan.weightViews + i)
             }
@@ -42,7 +43,7 @@ enum Executor {
         let slots = context.operandSlots
         for step in plan.steps {
             for (k, ref) in step.operands.enumerated() { slots[k] = pointer(ref) }
-            step.kernel.run(KernelIO(operands: UnsafeBufferPointer(start: slots, count: step.operands.count), output: pointer(step.output),
+            try step.kernel.run(KernelIO(operands: UnsafeBufferPointer(start: slots, count: step.operands.count), output: pointer(step.output),
                                      scratch: scratch, threads: threads))
         }
         // Outputs not computed in place (an input, a parameter, a value another output owns) are copied.
@@ -51,14 +52,25 @@ enum Executor {
         }
     }
 
-    /// Pointers to every input's scalars, valid inside `body` (nested scopes, one per input).
-    private static func withInputPointers<R>(_ rest: ArraySlice<[Float]>, _ pointers: [UnsafeMutablePointer<Float>],
-                                             _ body: ([UnsafeMutablePointer<Float>]) throws -> R) throws -> R {
-        guard let first = rest.first else { return try body(pointers) }
-        return try first.withUnsafeBufferPointer { buf in
+    /// One input's values as fed.
+    enum FeedValues {
+        case float([Float])
+        case int32([Int32])
+
+        func withPointer<R>(_ body: (UnsafeMutableRawPointer) throws -> R) rethrows -> R {
             // Kernels only read inputs: no step's output is ever an input buffer.
-            try withInputPointers(rest.dropFirst(), pointers + [UnsafeMutablePointer(mutating: buf.baseAddress!)], body)
+            switch self {
+            case let .float(values): return try values.withUnsafeBytes { try body(UnsafeMutableRawPointer(mutating: $0.baseAddress!)) }
+            case let .int32(values): return try values.withUnsafeBytes { try body(UnsafeMutableRawPointer(mutating: $0.baseAddress!)) }
+            }
         }
+    }
+
+    /// Pointers to every input's values, valid inside `body` (nested scopes, one per input).
+    private static func withInputPointers<R>(_ rest: ArraySlice<FeedValues>, _ pointers: [UnsafeMutableRawPointer],
+                                             _ body: ([UnsafeMutableRawPointer]) throws -> R) throws -> R {
+        guard let first = rest.first else { return try body(pointers) }
+        return try first.withPointer { try withInputPointers(rest.dropFirst(), pointers + [$0], body) }
     }
 
     /// New arrays of `counts` elements whose pointers `body` fills; every element is written by a
@@ -75,12 +87,20 @@ enum Executor {
     }
 
     /// Every declared input fed once with its shape and finite values; no unknown names.
-    static func validate(_ plan: ExecutablePlan, _ feeds: [String: Tensor]) throws {
+    static func validate(_ plan: ExecutablePlan, _ feeds: [String: Tensor], _ ids: [String: IntTensor]) throws {
         let expected = plan.inputShapes
-        for name in feeds.keys.sorted() where expected[name] == nil {
+        for name in (Array(feeds.keys) + Array(ids.keys)).sorted() where expected[name] == nil {
             throw QLoraError.invalidArgument("unknown input '\(name)'; the plan takes \(expected.keys.sorted())")
         }
-        for input in plan.inputs {
+        for input in plan.inputs where input.element == .int32 {
+            guard let t = ids[input.name] else {
+                throw QLoraError.invalidArgument("missing int32 input '\(input.name)' (shape \(input.shape)), fed through `ids:`")
+            }
+            guard t.shape == input.shape else {
+                throw QLoraError.shapeMismatch(context: "input '\(input.name)'", expected: input.shape, actual: t.shape)
+            }
+        }
+        for input in plan.inputs where input.element != .int32 {
             guard let t = feeds[input.name] else {
                 throw QLoraError.invalidArgument("missing input '\(input.name)' (shape \(input.shape))")
             }

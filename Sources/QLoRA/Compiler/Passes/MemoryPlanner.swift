@@ -68,7 +68,7 @@ enum MemoryPlanner {
         // The arena buffers: computing nodes that are their own root (not reshapes) and not outputs.
         var buffers: [MemoryPlan.Buffer] = []
         for n in g.nodes where root[n.id] == n.id && refs[n.id] == nil {
-            let bytes = (n.type.count * 4 + alignment - 1) / alignment * alignment
+            let bytes = (n.type.byteCount + alignment - 1) / alignment * alignment
             buffers.append(.init(node: n.id, offset: 0, bytes: bytes, start: time[n.id], end: lastUse[n.id]))
         }
         place(&buffers)
@@ -76,7 +76,7 @@ enum MemoryPlanner {
         for b in buffers { offsetOf[b.node] = b.offset }
         for n in g.nodes where refs[n.id] == nil {
             let r = root[n.id]
-            if let off = offsetOf[r] { refs[n.id] = .arena(offset: off, count: n.type.count) } else { refs[n.id] = refs[r] }
+            if let off = offsetOf[r] { refs[n.id] = .arena(offset: off, bytes: n.type.byteCount) } else { refs[n.id] = refs[r] }
         }
         let top = buffers.map { $0.offset + $0.bytes }.max() ?? 0
         let scratch = scratchPerNode.max() ?? 0

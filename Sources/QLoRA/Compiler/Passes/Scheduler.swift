@@ -20,10 +20,12 @@ enum Scheduler {
                               fusedOps: n.op.definition.fusedOps, workSplit: l.kernel.workSplit(threads: options.threads)))
         }
         let inputs = g.inputs.map { input in
-            ExecutablePlan.Binding(name: input.name, shape: g.nodes[input.node].type.shape, ref: memory.refs[input.node]!)
+            ExecutablePlan.Binding(name: input.name, shape: g.nodes[input.node].type.shape, element: g.nodes[input.node].type.element,
+                                   ref: memory.refs[input.node]!)
         }
         let outputs = g.outputs.map { output in
-            ExecutablePlan.Binding(name: output.name, shape: g.nodes[output.node].type.shape, ref: memory.refs[output.node]!)
+            ExecutablePlan.Binding(name: output.name, shape: g.nodes[output.node].type.shape, element: g.nodes[output.node].type.element,
+                                   ref: memory.refs[output.node]!)
         }
         return ExecutablePlan(ir: g, steps: steps, inputs: inputs, outputs: outputs, memory: memory, options: options,
                               decisions: decisions)

@@ -12,8 +12,10 @@ enum VerifyPass {
         for (name, id) in g.outputs {
             guard outputNames.insert(name).inserted else { throw QLoraError.invalidArgument("graph output '\(name)' is declared twice") }
             guard id >= 0, id < g.nodes.count else { throw QLoraError.invalidArgument("graph output '\(name)' names missing node %\(id)") }
-            guard g.nodes[id].type.element == .float32 else {
-                throw QLoraError.invalidArgument("graph output '\(name)' is a 4-bit weight; dequantize it first")
+            switch g.nodes[id].type.element {
+            case .float32: break
+            case .quant4: throw QLoraError.invalidArgument("graph output '\(name)' is a 4-bit weight; dequantize it first")
+            default: throw QLoraError.invalidArgument("graph output '\(name)' is \(g.nodes[id].type); outputs are f32")
             }
         }
         for (index, node) in g.nodes.enumerated() {
@@ -22,6 +24,9 @@ enum VerifyPass {
                 throw QLoraError.invalidArgument("node %\(index) (\(node.op.name)) uses %\(o), which is not an earlier node")
             }
             if case .input = node.op.leaf {
+                guard [.float32, .int32].contains(node.type.element) else {
+                    throw QLoraError.invalidArgument("input '\(node.label)' is \(node.type); inputs are f32 or int32")
+                }
                 guard !node.type.shape.isEmpty, node.type.shape.allSatisfy({ $0 > 0 }) else {
                     throw QLoraError.invalidArgument("input '\(node.label)' has shape \(node.type.shape); every dimension must be > 0")
                 }

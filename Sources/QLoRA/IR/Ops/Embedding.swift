@@ -1,0 +1,46 @@
+import CQLoRAKernels
+
+/// Embedding lookup: int32 ids [...] into an f32 table [vocab, dim] give the rows [..., dim].
+/// An id outside 0..<vocab fails the run (the kernel reports the first one).
+struct EmbeddingOp: OpDefinition {
+    var name: String { "embedding" }
+
+    func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
+        try site.arity(2)
+        guard operands[0].element == .int32 else { throw site.invalid("ids must be int32, got \(operands[0])") }
+        let table = try site.f32(1, "table")
+        guard table.count == 2 else { throw site.mismatch("table must be [vocab, dim]", expected: [table.first ?? 0, table.last ?? 0], actual: table) }
+        return ValueType(shape: operands[0].shape + [table[1]], element: .float32)
+    }
+
+    func lower(_ input: LoweringInput) -> LoweredStep? {
+        let ids = input.operands[0].type.count, table = input.shape(1)
+        let kernel = EmbeddingKernel(ids: ids, vocab: table[0], dim: table[1], label: input.node.label)
+        // A gather: no arithmetic; reads the ids and one table row per id, writes the rows.
+        return LoweredStep(kernel: kernel, flops: 0, bytesMoved: 4 * ids + 2 * 4 * input.count)
+    }
+}
+
+struct EmbeddingKernel: StepKernel {
+    var ids: Int, vocab: Int, dim: Int
+    var label: String
+    var name: String { "embedding" }
+    func workSplit(threads: Int) -> String {
+        ids * dim > 32768 ? "\(ids) ids over \(threads) \(threadWord(threads))" : "\(ids) ids, 1 thread"
+    }
+
+    func run(_ io: KernelIO) throws {
+        let bad = cq_embedding(io.int32(0), Int64(ids), io.f32(1), Int64(vocab), Int64(dim), io.out, io.threads)
+        guard bad < 0 else {
+            let what = label.isEmpty ? "embedding" : "embedding '\(label)'"
+            throw QLoraError.invalidArgument("\(what): id \(io.int32(0)[Int(bad)]) at flat index \(bad) is outside the table's \(vocab) rows")
+        }
+    }
+}
+
+extension Graph {
+    /// The rows of `table` [vocab, dim] for int32 `ids` [...]: [..., dim].
+    public func embedding(_ ids: Value, table: Value, label: String = "") throws -> Value {
+        try record(Op(EmbeddingOp()), [ids, table], label)
+    }
+}
