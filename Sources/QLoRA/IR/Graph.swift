@@ -63,7 +63,7 @@ public final class Graph: @unchecked Sendable {
         return Value(graph: self, id: id, type: type)
     }
 
-    private func leaf(_ op: Op, _ type: ValueType, label: String) -> Value {
+    func leaf(_ op: Op, _ type: ValueType, label: String) -> Value {
         lock.lock(); defer { lock.unlock() }
         let id = ir.nodes.count
         ir.nodes.append(Node(id: id, op: op, operands: [], type: type, label: label))

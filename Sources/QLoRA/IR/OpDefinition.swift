@@ -16,6 +16,12 @@ protocol OpDefinition: Sendable {
     var leaf: LeafData? { get }
     /// True when the result is the first operand's memory seen with another shape (no step runs).
     var isAlias: Bool { get }
+    /// For ops that update state in place: the operand (a state leaf) whose buffer the step
+    /// writes. Such nodes are kept even when no output reads them.
+    var updatesOperand: Int? { get }
+    /// An operand whose buffer the result may take over when nothing reads it after this step
+    /// (elementwise kernels that read each element before writing it).
+    var mayReuseOperand: Int? { get }
     /// The result type for `operands`, or an error worded by `site`.
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType
     /// The step computing `input.node`; nil for leaves and aliases.
@@ -28,6 +34,8 @@ extension OpDefinition {
     var fusedOps: [String] { [] }
     var leaf: LeafData? { nil }
     var isAlias: Bool { false }
+    var updatesOperand: Int? { nil }
+    var mayReuseOperand: Int? { nil }
 }
 
 /// The data a leaf node stands for. Leaves are never executed; the memory planner gives each kind
@@ -37,6 +45,8 @@ enum LeafData {
     case parameter(ParameterStorage)
     case quantizedWeight(QuantizedWeightStorage)
     case cachedWeight(QuantizedWeightStorage)
+    /// A persistent buffer that steps update in place (accumulators, optimizer moments, caches).
+    case state(StateStorage)
 }
 
 /// One operation of the IR: a definition value (with its attributes). Cheap to copy.

@@ -54,13 +54,13 @@ public final class ExecutablePlan: @unchecked Sendable {
     public var arenaBytes: Int { memory.arenaBytes }
     /// Bytes of the kernel scratch region inside the arena.
     public var scratchBytes: Int { memory.scratchBytes }
-    /// Bytes the plan keeps outside the arena: 4-bit weights with statistics, parameters, cached f32 weights.
+    /// Bytes the plan keeps outside the arena: 4-bit weights with statistics, parameters, cached f32 weights, state.
     public var persistentBytes: Int {
         memory.weights.reduce(0) { $0 + $1.memoryBytes } + memory.parameters.reduce(0) { $0 + $1.memoryBytes }
-            + memory.cachedWeights.reduce(0) { $0 + $1.count * 4 }
+            + memory.cachedWeights.reduce(0) { $0 + $1.count * 4 } + memory.states.reduce(0) { $0 + $1.memoryBytes }
     }
     /// The sum of every arena buffer's size: what the arena would need without reuse.
-    public var unsharedBufferBytes: Int { memory.buffers.reduce(0) { $0 + $1.bytes } }
+    public var unsharedBufferBytes: Int { memory.unsharedBytes }
 
     /// A fresh context for running this plan concurrently with others.
     public func makeContext() -> ExecutionContext { ExecutionContext(arenaBytes: memory.arenaBytes) }

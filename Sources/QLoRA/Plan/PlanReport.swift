@@ -57,6 +57,8 @@ public struct PlanReport: Sendable, Equatable {
     public var quantizedWeightBytes: Int
     public var cachedWeightBytes: Int
     public var parameterBytes: Int
+    /// Persistent buffers the steps update (accumulators, optimizer moments, caches).
+    public var stateBytes: Int
     public var totalFlops: Int { steps.reduce(0) { $0 + $1.flops } }
     public var totalBytesMoved: Int { steps.reduce(0) { $0 + $1.bytesMoved } }
 
@@ -73,6 +75,7 @@ public struct PlanReport: Sendable, Equatable {
             case .parameter: kind = "parameter"
             case .weight: kind = "weight"
             case .cached: kind = "cached"
+            case .state: kind = "state"
             case .input: kind = "input"
             case .output: kind = "output"
             }
@@ -94,6 +97,7 @@ public struct PlanReport: Sendable, Equatable {
         quantizedWeightBytes = plan.memory.weights.reduce(0) { $0 + $1.memoryBytes }
         cachedWeightBytes = plan.memory.cachedWeights.reduce(0) { $0 + $1.count * 4 }
         parameterBytes = plan.memory.parameters.reduce(0) { $0 + $1.memoryBytes }
+        stateBytes = plan.memory.states.reduce(0) { $0 + $1.memoryBytes }
     }
 
     /// The report as JSON (keys in snake_case).

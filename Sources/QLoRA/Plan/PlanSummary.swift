@@ -38,6 +38,7 @@ extension ExecutablePlan {
         case let .parameter(i): return "param#\(i)"
         case let .weight(i): return "weight#\(i)"
         case let .cached(i): return "cached#\(i)"
+        case let .state(i): return "state#\(i)"
         case let .input(i): return "input#\(i)"
         case let .output(i): return "output#\(i)"
         }

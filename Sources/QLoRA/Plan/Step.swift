@@ -8,6 +8,8 @@ enum BufferRef: Sendable, Equatable {
     case weight(Int)
     /// A persistent f32 copy of a 4-bit weight (index into `ExecutablePlan.cachedWeights`).
     case cached(Int)
+    /// A persistent, writable buffer (index into `MemoryPlan.states`).
+    case state(Int)
     /// The caller's input tensor, read in place (index into the graph's inputs).
     case input(Int)
     /// The array returned as an output, written in place (index into the graph's outputs).

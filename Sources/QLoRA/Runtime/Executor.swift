@@ -6,9 +6,14 @@ enum Executor {
     static func run(_ plan: ExecutablePlan, _ feeds: [String: Tensor], _ ids: [String: IntTensor],
                     _ context: ExecutionContext) throws -> [String: Tensor] {
         try validate(plan, feeds, ids)
-        let parameters = plan.memory.parameters
+        // States are locked for writing in one global order, so two plans sharing them cannot deadlock.
+        let parameters = plan.memory.parameters, states = plan.memory.states.sorted { ObjectIdentifier($0) < ObjectIdentifier($1) }
         for p in parameters { p.lock.lockRead() }
-        defer { for p in parameters { p.lock.unlock() } }
+        for s in states { s.lock.lockWrite() }
+        defer {
+            for p in parameters { p.lock.unlock() }
+            for s in states { s.lock.unlock() }
+        }
         let inputs = plan.inputs.map { $0.element == .int32 ? FeedValues.int32(ids[$0.name]!.scalars) : .float(feeds[$0.name]!.scalars) }
         let outputs = try withInputPointers(inputs[...], []) { inputPointers in
             try withOutputArrays(plan.outputs.map { $0.shape.reduce(1, *) }[...], []) { outputPointers in
@@ -36,6 +41,7 @@ enum Executor {
             case let .input(i): return inputs[i]
             case let .output(i): return UnsafeMutableRawPointer(outputs[i])
             case let .weight(i): return UnsafeMutableRawPointer(plan.weightViews + i)
+            case let .state(i): return UnsafeMutableRawPointer(plan.memory.states[i].buffer.floats)
             }
         }
         let threads = Int32(plan.options.threads)

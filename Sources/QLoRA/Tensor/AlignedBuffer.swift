@@ -45,5 +45,6 @@ final class ReadWriteLock: @unchecked Sendable {
         return try body()
     }
     func lockRead() { pthread_rwlock_rdlock(&lock) }
+    func lockWrite() { pthread_rwlock_wrlock(&lock) }
     func unlock() { pthread_rwlock_unlock(&lock) }
 }

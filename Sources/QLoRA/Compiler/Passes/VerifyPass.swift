@@ -35,11 +35,28 @@ enum VerifyPass {
             guard node.operands.count <= ExecutionContext.maxOperands else {
                 throw QLoraError.invalidArgument("node %\(index) (\(node.op.name)) has \(node.operands.count) operands; a step takes at most \(ExecutionContext.maxOperands)")
             }
+            if let k = node.op.definition.updatesOperand {
+                try checkStateUpdate(g, node, state: node.operands[k])
+            }
             let inferred = try node.op.resultType(node.operands.map { g.nodes[$0].type }, label: node.label)
             guard inferred == node.type else {
                 throw QLoraError.shapeMismatch(context: "node %\(index) (\(node.op.name)) stored type", expected: inferred.shape,
                                                actual: node.type.shape)
             }
+        }
+    }
+
+    /// An in-place update writes a state leaf, and nothing reads that leaf after it (later steps
+    /// read the update's result instead), so no step sees a half-updated value.
+    private static func checkStateUpdate(_ g: IRGraph, _ node: Node, state: Int) throws {
+        guard case .state = g.nodes[state].op.leaf else {
+            throw QLoraError.invalidArgument("node %\(node.id) (\(node.op.name)) updates %\(state), which is not a state")
+        }
+        for later in g.nodes[(node.id + 1)...] where later.operands.contains(state) {
+            throw QLoraError.invalidArgument("node %\(later.id) (\(later.op.name)) reads state %\(state) after %\(node.id) updated it; read the update's result")
+        }
+        if g.outputs.contains(where: { $0.node == state }) {
+            throw QLoraError.invalidArgument("state %\(state) is an output and updated by %\(node.id); output the update's result")
         }
     }
 }

@@ -6,6 +6,8 @@ import CQLoRAKernels
 /// Elementwise sum; the second operand may be a 1-D row broadcast over the last dimension.
 struct AddOp: OpDefinition {
     var name: String { "add" }
+    /// Elementwise: each element is read before it is written, so it may run in place.
+    var mayReuseOperand: Int? { 0 }
 
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
         try site.arity(2)
@@ -44,6 +46,8 @@ struct AddKernel: StepKernel {
 struct MulOp: OpDefinition {
     var siluGate = false
     var name: String { siluGate ? "silu_mul" : "mul" }
+    /// Elementwise: each element is read before it is written, so it may run in place.
+    var mayReuseOperand: Int? { 0 }
     var fusedOps: [String] { siluGate ? ["silu", "mul"] : [] }
     var jsonAttributes: [(key: String, value: JSONValue)] { siluGate ? [("fused_ops", .array([.string("silu"), .string("mul")]))] : [] }
 
@@ -76,6 +80,8 @@ struct MulKernel: StepKernel {
 struct ScaleOp: OpDefinition {
     var factor: Float
     var name: String { "scale" }
+    /// Elementwise: each element is read before it is written, so it may run in place.
+    var mayReuseOperand: Int? { 0 }
     var jsonAttributes: [(key: String, value: JSONValue)] { [("factor", IRDump.number(factor))] }
     var bracketAttributes: String { "[\(factor)]" }
 
@@ -115,6 +121,8 @@ enum Activation: String, Sendable, CaseIterable {
 struct ActivationOp: OpDefinition {
     var function: Activation
     var name: String { function.rawValue }
+    /// Elementwise: each element is read before it is written, so it may run in place.
+    var mayReuseOperand: Int? { 0 }
 
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
         try site.arity(1)

@@ -4,6 +4,8 @@ import CQLoRAKernels
 struct RMSNormOp: OpDefinition {
     var eps: Float
     var name: String { "rms_norm" }
+    /// Each row's sum of squares is taken before the row is written, so it may run in place.
+    var mayReuseOperand: Int? { 0 }
     var jsonAttributes: [(key: String, value: JSONValue)] { [("eps", IRDump.number(eps))] }
     var bracketAttributes: String { "[eps=\(eps)]" }
 

@@ -4,6 +4,8 @@ import CQLoRAKernels
 /// row, so large logits never overflow. Any rank (attention scores are [batch, heads, seq, seq]).
 struct SoftmaxOp: OpDefinition {
     var name: String { "softmax" }
+    /// Each element is read (for the row maximum) before the row is written, so it may run in place.
+    var mayReuseOperand: Int? { 0 }
 
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
         try site.arity(1)
