@@ -30,8 +30,9 @@ enum Compiler {
 }
 
 extension Graph {
-    /// Verifies, optimizes and plans the graph into an immutable, reusable `ExecutablePlan`.
-    public func compile(_ options: CompileOptions = CompileOptions()) throws -> ExecutablePlan {
-        try Compiler.compile(snapshot, options: options)
+    /// Verifies, optimizes and plans the graph into an immutable, reusable `ExecutablePlan` for
+    /// concrete shapes: every symbolic dimension (`SymbolicDimension.named`) gets its size from `sizes`.
+    public func compile(_ options: CompileOptions = CompileOptions(), sizes: [String: Int] = [:]) throws -> ExecutablePlan {
+        try Compiler.compile(snapshot.bindingSizes(sizes), options: options)
     }
 }

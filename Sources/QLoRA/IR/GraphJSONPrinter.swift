@@ -50,7 +50,7 @@ public struct IRDump: Equatable, Sendable {
             ("format", .string(IRDump.format)), ("version", .int(1)), ("stage", .string(stage)),
             ("nodes", .array(nodes.map { n in
                 .object([("id", .int(n.id)), ("op", .string(n.op)), ("attributes", n.attributes), ("operands", IRDump.ints(n.operands)),
-                         ("element", .string(n.element.rawValue)), ("shape", IRDump.ints(n.shape)), ("label", .string(n.label))])
+                         ("element", .string(n.element.rawValue)), ("shape", .array(n.shape.map { d in SymbolicDimension.name(of: d).map { .string($0) } ?? .int(d) })), ("label", .string(n.label))])
             })),
             ("inputs", .array(inputs.map { .object([("name", .string($0.name)), ("node", .int($0.node))]) })),
             ("outputs", .array(outputs.map { .object([("name", .string($0.name)), ("node", .int($0.node))]) })),
@@ -95,7 +95,10 @@ public struct IRDump: Equatable, Sendable {
                 id: try int(get(n, "id", p), "\(p).id"), op: try string(get(n, "op", p), "\(p).op"), attributes: attributes,
                 operands: try array(get(n, "operands", p), "\(p).operands").enumerated().map { try int($1, "\(p).operands[\($0)]") },
                 element: element,
-                shape: try array(get(n, "shape", p), "\(p).shape").enumerated().map { try int($1, "\(p).shape[\($0)]") },
+                shape: try array(get(n, "shape", p), "\(p).shape").enumerated().map { i, d in
+                    if case let .string(name) = d { return SymbolicDimension.named(name) }   // a symbolic dimension
+                    return try int(d, "\(p).shape[\(i)]")
+                },
                 label: try string(get(n, "label", p), "\(p).label")))
         }
         dump.inputs = try bindings("inputs")

@@ -6,7 +6,7 @@ public struct ValueType: Sendable, Equatable, CustomStringConvertible {
     public var count: Int { shape.reduce(1, *) }
     /// Bytes of the value in a buffer.
     var byteCount: Int { count * element.byteWidth }
-    public var description: String { "\(element.abbreviation)[\(shape.map(String.init).joined(separator: "x"))]" }
+    public var description: String { "\(element.abbreviation)[\(shape.map(SymbolicDimension.describe).joined(separator: "x"))]" }
 }
 
 /// A node of the IR: an operation, its operands (ids of earlier nodes) and its result type.
@@ -32,6 +32,19 @@ struct IRGraph: Sendable {
         for n in nodes { for o in n.operands { uses[o] += 1 } }
         for o in outputs { uses[o.node] += 1 }
         return uses
+    }
+
+    /// The graph with every symbolic dimension replaced by its size in `sizes`.
+    func bindingSizes(_ sizes: [String: Int]) throws -> IRGraph {
+        for (name, size) in sizes where size <= 0 {
+            throw QLoraError.invalidArgument("dimension '\(name)' must be > 0, got \(size)")
+        }
+        var out = self
+        for i in out.nodes.indices {
+            out.nodes[i].type.shape = try nodes[i].type.shape.map { try SymbolicDimension.bind($0, sizes) }
+            out.nodes[i].op = Op(try nodes[i].op.definition.bindingSizes(sizes))
+        }
+        return out
     }
 
     /// Keeps only the nodes `keep` marks, renumbering ids and operands in order.

@@ -26,6 +26,9 @@ protocol OpDefinition: Sendable {
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType
     /// The step computing `input.node`; nil for leaves and aliases.
     func lower(_ input: LoweringInput) -> LoweredStep?
+    /// The op with its symbolic dimensions replaced by `sizes` (only ops whose attributes hold
+    /// dimensions, like reshape, need to implement it).
+    func bindingSizes(_ sizes: [String: Int]) throws -> any OpDefinition
 }
 
 extension OpDefinition {
@@ -36,6 +39,7 @@ extension OpDefinition {
     var isAlias: Bool { false }
     var updatesOperand: Int? { nil }
     var mayReuseOperand: Int? { nil }
+    func bindingSizes(_ sizes: [String: Int]) throws -> any OpDefinition { self }
 }
 
 /// The data a leaf node stands for. Leaves are never executed; the memory planner gives each kind

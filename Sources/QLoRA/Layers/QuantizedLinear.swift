@@ -18,7 +18,7 @@ public final class QuantizedLinear: @unchecked Sendable {
     let loraA: ParameterStorage
     let loraB: ParameterStorage
     private var cachingEnabled = false
-    private var plans: [PlanKey: ExecutablePlan] = [:]
+    private var plans = PlanCache<PlanKey>(capacity: 8)
     private let lock = NSLock()
 
     private struct PlanKey: Hashable { var shape: [Int]; var cached: Bool }
@@ -111,10 +111,20 @@ public final class QuantizedLinear: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         cachingEnabled = false
         weightStorage.dropCache()
-        plans = plans.filter { !$0.key.cached }
+        plans.removeAll { $0.cached }
     }
 
     public var isWeightCached: Bool { lock.lock(); defer { lock.unlock() }; return cachingEnabled }
+
+    /// How many compiled plans `forward` keeps (one per input shape and mode; default 8, at least
+    /// 1). When a new shape would exceed it, the least recently used plan is dropped.
+    public var planCacheCapacity: Int {
+        get { lock.lock(); defer { lock.unlock() }; return plans.capacity }
+        set { lock.lock(); defer { lock.unlock() }; plans.setCapacity(newValue) }
+    }
+
+    /// The input shapes whose plans `forward` holds, least recently used first.
+    var cachedPlanShapes: [[Int]] { lock.lock(); defer { lock.unlock() }; return plans.keys.map(\.shape) }
 
     /// Records this layer applied to `x` ([in], [M, in] or [B, S, in]) into x's graph.
     public func callAsFunction(_ x: Value) throws -> Value {
@@ -145,12 +155,10 @@ public final class QuantizedLinear: @unchecked Sendable {
 
     private func plan(for shape: [Int]) throws -> ExecutablePlan {
         lock.lock(); defer { lock.unlock() }
-        let key = PlanKey(shape: shape, cached: cachingEnabled)
-        if let plan = plans[key] { return plan }
-        let g = Graph()
-        g.output("y", try self(g.input("x", shape: shape)))
-        let plan = try g.compile(CompileOptions(mode: cachingEnabled ? .cached : .onTheFly, computeType: config.computeType))
-        plans[key] = plan
-        return plan
+        return try plans.plan(for: PlanKey(shape: shape, cached: cachingEnabled)) {
+            let g = Graph()
+            g.output("y", try self(g.input("x", shape: shape)))
+            return try g.compile(CompileOptions(mode: cachingEnabled ? .cached : .onTheFly, computeType: config.computeType))
+        }
     }
 }

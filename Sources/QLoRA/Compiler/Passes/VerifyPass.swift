@@ -27,7 +27,7 @@ enum VerifyPass {
                 guard [.float32, .int32].contains(node.type.element) else {
                     throw QLoraError.invalidArgument("input '\(node.label)' is \(node.type); inputs are f32 or int32")
                 }
-                guard !node.type.shape.isEmpty, node.type.shape.allSatisfy({ $0 > 0 }) else {
+                guard !node.type.shape.isEmpty, node.type.shape.allSatisfy({ $0 != 0 }), node.type.shape.isConcrete else {
                     throw QLoraError.invalidArgument("input '\(node.label)' has shape \(node.type.shape); every dimension must be > 0")
                 }
             }

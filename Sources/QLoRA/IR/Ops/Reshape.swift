@@ -4,18 +4,22 @@ struct ReshapeOp: OpDefinition {
     var name: String { "reshape" }
     var isAlias: Bool { true }
     var jsonAttributes: [(key: String, value: JSONValue)] { [("shape", IRDump.ints(shape))] }
-    var bracketAttributes: String { "[\(shape.map(String.init).joined(separator: "x"))]" }
+    var bracketAttributes: String { "[\(shape.map(SymbolicDimension.describe).joined(separator: "x"))]" }
 
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
         try site.arity(1)
         let a = try site.f32(0, "input")
-        guard shape.allSatisfy({ $0 > 0 }), shape.reduce(1, *) == a.reduce(1, *) else {
+        guard shape.allSatisfy({ $0 != 0 }), SymbolicProduct(shape) == SymbolicProduct(a) else {
             throw site.mismatch("element count of the new shape", expected: a, actual: shape)
         }
         return ValueType(shape: shape, element: .float32)
     }
 
     func lower(_ input: LoweringInput) -> LoweredStep? { nil }
+
+    func bindingSizes(_ sizes: [String: Int]) throws -> any OpDefinition {
+        ReshapeOp(shape: try shape.map { try SymbolicDimension.bind($0, sizes) })
+    }
 }
 
 extension Op {
