@@ -19,7 +19,8 @@ public struct QLoraConfig: Codable, Sendable, Equatable {
     public var rank: Int = 8
     /// LoRA alpha (>= 0); the adapter is scaled by alpha / r (alpha / sqrt(r) with rsLoRA).
     public var alpha: Float = 16
-    /// Dropout probability on the LoRA input during training, in [0, 1).
+    /// Dropout probability on the LoRA input during training, in [0, 1). Validated but not used
+    /// yet: nothing trains so far, and inference applies no dropout. Training will read it.
     public var dropout: Float = 0
     /// Rank-stabilised LoRA scaling (alpha / sqrt(r)).
     public var useRSLoRA: Bool = false
@@ -33,7 +34,9 @@ public struct QLoraConfig: Codable, Sendable, Equatable {
     public var computeType: ComputeType = .float32
     /// Keep a dequantized f32 copy of the weight (faster large-batch inference, 8× the memory).
     public var cacheDequantized: Bool = false
-    /// Module names an adapter targets (Llama's attention and MLP projections).
+    /// Module names an adapter targets (Llama's attention and MLP projections). Validated but not
+    /// used yet: layers and graph files choose their adapters explicitly. The Llama model builder
+    /// will read it to decide which projections get LoRA.
     public var targetModules: [String] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
     public init() {}
