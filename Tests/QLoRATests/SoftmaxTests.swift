@@ -64,3 +64,44 @@ final class SoftmaxTests: XCTestCase {
                                                        file: "softmax.json")) { XCTAssert("\($0)".contains("axis"), "\($0)") }
     }
 }
+
+/// A node with two results: softmax and its log-sum-exp from one step.
+final class MultipleResultTests: XCTestCase {
+    func testSoftmaxWithLogSumExpGivesBothResultsFromOneStep() throws {
+        let g = Graph()
+        let x = g.input("x", shape: [2, 3, 5])
+        let (p, lse) = try g.softmaxWithLogSumExp(x, label: "sm")
+        XCTAssertEqual(p.shape, [2, 3, 5]); XCTAssertEqual(lse.shape, [2, 3])
+        // Both results feed later steps and outputs; the relu reads the second result in the arena.
+        g.output("p", p)
+        g.output("lse_relu", try g.relu(lse))
+        g.output("lse", lse)
+        XCTAssert(g.text.contains("softmax[log-sum-exp](%0) : (f32[2x3x5], f32[2x3])  # sm"), g.text)
+        XCTAssert(g.text.contains("result[1](%1) : f32[2x3]  # sm.1"), g.text)
+        var rng = SeededRandom(seed: 13)
+        let xv = try Tensor(shape: [2, 3, 5], scalars: rng.floats(30, scale: 5))
+        var outs: [[String: Tensor]] = []
+        for threads in [1, 2] {
+            let plan = try g.compile(CompileOptions(threads: threads))
+            XCTAssertEqual(plan.steps.map(\.kernelName), ["softmax", "relu"])
+            outs.append(try plan.run(["x": xv]))
+        }
+        XCTAssertEqual(outs[0], outs[1])
+        let out = outs[0]
+        let expectedLSE = (0..<6).map { r -> Float in
+            let row = xv.scalars[r * 5..<(r + 1) * 5].map(Double.init)
+            return Float(row.max()! + Foundation.log(row.map { Foundation.exp($0 - row.max()!) }.reduce(0, +)))
+        }
+        assertClose(out["lse"]!.scalars, expectedLSE, relative: 1e-6, "log-sum-exp")
+        assertClose(out["lse_relu"]!.scalars, expectedLSE.map { max($0, 0) }, relative: 1e-6, "relu of the second result")
+        // p = exp(x - lse) row by row.
+        assertClose(out["p"]!.scalars, xv.scalars.enumerated().map { Float(Foundation.exp(Double($1 - expectedLSE[$0 / 5]))) },
+                    relative: 1e-5, "probabilities")
+    }
+
+    func testResultIndexIsChecked() throws {
+        let g = Graph()
+        let x = g.input("x", shape: [4])
+        XCTAssertThrowsError(try g.record(Op(ResultOp(index: 1)), [x], "r")) { XCTAssert("\($0)".contains("result 1 of an operand with 1 result"), "\($0)") }
+    }
+}

@@ -128,6 +128,9 @@ void cq_rmsnorm(const float *a, const float *weight, float eps, float *out, int6
 // ---- softmax.c ------------------------------------------------------------------------
 /// Softmax over rows of width n, numerically stable (each row's maximum is subtracted first).
 void cq_softmax(const float *x, float *out, int64_t rows, int64_t n, int threads);
+/// The same, also writing each row's log-sum-exp, lse[i] = log Σ_j exp(x[i, j]) (what a
+/// cross-entropy and its backward need).
+void cq_softmax_lse(const float *x, float *out, float *lse, int64_t rows, int64_t n, int threads);
 
 // ---- embedding.c ----------------------------------------------------------------------
 /// out[i, :] = table[ids[i], :] for count ids into a [vocab, dim] table. Returns -1, or the first

@@ -53,14 +53,27 @@ public final class Graph: @unchecked Sendable {
 
     /// Appends a computing node after checking its operands belong here and their shapes fit.
     func record(_ op: Op, _ operands: [Value], _ label: String) throws -> Value {
+        try recordResults(op, operands, label)[0]
+    }
+
+    /// Appends a node and, for an op with several results, a `result` node for each one after the
+    /// first; returns every result.
+    func recordResults(_ op: Op, _ operands: [Value], _ label: String) throws -> [Value] {
         for v in operands where v.graph !== self {
             throw QLoraError.invalidArgument("\(op.name) '\(label)': operand %\(v.id) belongs to another graph")
         }
-        let type = try op.resultType(operands.map(\.type), label: label)
+        let extras = { lock.lock(); defer { lock.unlock() }; return operands.map { ir.nodes[$0.id].extraResults } }()
+        let (type, extraTypes) = try op.resultTypes(operands.map(\.type), operandExtras: extras, label: label)
         lock.lock(); defer { lock.unlock() }
         let id = ir.nodes.count
-        ir.nodes.append(Node(id: id, op: op, operands: operands.map(\.id), type: type, label: label))
-        return Value(graph: self, id: id, type: type)
+        ir.nodes.append(Node(id: id, op: op, operands: operands.map(\.id), type: type, label: label, extraResults: extraTypes))
+        var values = [Value(graph: self, id: id, type: type)]
+        for (k, t) in extraTypes.enumerated() {
+            let rid = ir.nodes.count
+            ir.nodes.append(Node(id: rid, op: Op(ResultOp(index: k + 1)), operands: [id], type: t, label: label.isEmpty ? "" : "\(label).\(k + 1)"))
+            values.append(Value(graph: self, id: rid, type: t))
+        }
+        return values
     }
 
     func leaf(_ op: Op, _ type: ValueType, label: String) -> Value {

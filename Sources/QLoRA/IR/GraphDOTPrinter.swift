@@ -49,7 +49,7 @@ enum GraphDOTPrinter {
         }
         var label = n.op.name + GraphPrinter.attributes(n.op)
         if !n.label.isEmpty { label += "\\n" + escape(n.label) }
-        label += "\\n\(n.type)"
+        label += "\\n\(n.typeDescription)"
         return "n\(n.id) [label=\"%\(n.id) \(escape(label, keepNewlines: true))\", shape=\(shape), style=filled, fillcolor=\"\(fill)\"];"
     }
 

@@ -4,7 +4,7 @@ enum GraphPrinter {
         var lines: [String] = []
         for n in g.nodes {
             let operands = n.operands.map { "%\($0)" }.joined(separator: ", ")
-            var line = "%\(n.id) = \(n.op.name)\(attributes(n.op))(\(operands)) : \(n.type)"
+            var line = "%\(n.id) = \(n.op.name)\(attributes(n.op))(\(operands)) : \(n.typeDescription)"
             if !n.label.isEmpty { line += "  # \(n.label)" }
             lines.append(line)
         }

@@ -17,6 +17,24 @@ public struct Node: Sendable {
     public var type: ValueType
     /// A human-readable name: the layer or parameter it belongs to (e.g. "proj.lora_A").
     public var label: String
+    /// The results after the first, for ops with several; `result` nodes read them.
+    public var extraResults: [ValueType] = []
+
+    /// Every result's type, the first one first.
+    var results: [ValueType] { [type] + extraResults }
+
+    /// Where each result starts in the node's buffer (results are laid end to end, 64-byte aligned).
+    var resultOffsets: [Int] {
+        var offsets: [Int] = [], next = 0
+        for r in results { offsets.append(next); next += MemoryPlanner.aligned(r.byteCount) }
+        return offsets
+    }
+
+    /// The bytes of the buffer holding all results.
+    var bufferBytes: Int { results.reduce(0) { $0 + MemoryPlanner.aligned($1.byteCount) } }
+
+    /// The type as printers show it: "f32[4x64]", or "(f32[4x64], f32[4])" for several results.
+    var typeDescription: String { extraResults.isEmpty ? "\(type)" : "(" + results.map(\.description).joined(separator: ", ") + ")" }
 }
 
 /// The IR as the compiler passes see it: a value that each pass reads and rewrites.

@@ -24,6 +24,10 @@ protocol OpDefinition: Sendable {
     var mayReuseOperand: Int? { get }
     /// The result type for `operands`, or an error worded by `site`.
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType
+    /// The types of the results after the first, for ops with several (read through `result` nodes).
+    func extraResultTypes(_ operands: [ValueType], at site: OpSite) throws -> [ValueType]
+    /// For aliases: which result of operand 0 the value is (0 for reshape).
+    var aliasedResult: Int { get }
     /// The step computing `input.node`; nil for leaves and aliases.
     func lower(_ input: LoweringInput) -> LoweredStep?
     /// The op with its symbolic dimensions replaced by `sizes` (only ops whose attributes hold
@@ -37,6 +41,8 @@ extension OpDefinition {
     var fusedOps: [String] { [] }
     var leaf: LeafData? { nil }
     var isAlias: Bool { false }
+    func extraResultTypes(_ operands: [ValueType], at site: OpSite) throws -> [ValueType] { [] }
+    var aliasedResult: Int { 0 }
     var updatesOperand: Int? { nil }
     var mayReuseOperand: Int? { nil }
     func bindingSizes(_ sizes: [String: Int]) throws -> any OpDefinition { self }
@@ -70,8 +76,11 @@ public struct Op: Sendable {
     func `as`<T: OpDefinition>(_ type: T.Type) -> T? { definition as? T }
     func `is`<T: OpDefinition>(_ type: T.Type) -> Bool { definition is T }
 
-    func resultType(_ operands: [ValueType], label: String) throws -> ValueType {
-        try definition.resultType(operands, at: OpSite(op: name, label: label, operands: operands))
+    /// The result types (the first and any others) for operands of these types; `operandExtras`
+    /// are each operand's results after its first.
+    func resultTypes(_ operands: [ValueType], operandExtras: [[ValueType]], label: String) throws -> (ValueType, [ValueType]) {
+        let site = OpSite(op: name, label: label, operands: operands, operandExtras: operandExtras)
+        return (try definition.resultType(operands, at: site), try definition.extraResultTypes(operands, at: site))
     }
 }
 
@@ -81,6 +90,8 @@ struct OpSite {
     let op: String
     let label: String
     let operands: [ValueType]
+    /// Each operand's results after its first (empty for single-result operands).
+    let operandExtras: [[ValueType]]
 
     var description: String { label.isEmpty ? op : "\(op) '\(label)'" }
 

@@ -21,6 +21,8 @@ public struct Step: Sendable {
     let kernel: any StepKernel
     let operands: [BufferRef]
     let output: BufferRef
+    /// Byte offsets of the node's results in its output buffer ([0] for one result).
+    let resultOffsets: [Int]
     /// The IR node this step computes.
     public let node: Int
     public let label: String

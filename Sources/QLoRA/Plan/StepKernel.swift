@@ -18,6 +18,8 @@ struct KernelIO {
     let output: UnsafeMutableRawPointer
     let scratch: UnsafeMutableRawPointer
     let threads: Int32
+    /// Where each result starts relative to `output` (ops with several results; [0] otherwise).
+    let resultOffsets: [Int]
 
     func f32(_ i: Int) -> UnsafePointer<Float> { UnsafePointer(operands[i].assumingMemoryBound(to: Float.self)) }
     /// Operand `i` when the step has it (optional trailing operands such as a bias).
@@ -26,6 +28,8 @@ struct KernelIO {
     /// A 4-bit weight operand's kernel view.
     func weight(_ i: Int) -> UnsafePointer<cq_qweight> { UnsafePointer(operands[i].assumingMemoryBound(to: cq_qweight.self)) }
     var out: UnsafeMutablePointer<Float> { output.assumingMemoryBound(to: Float.self) }
+    /// Result `k` of a step with several results, as f32.
+    func result(_ k: Int) -> UnsafeMutablePointer<Float> { (output + resultOffsets[k]).assumingMemoryBound(to: Float.self) }
 }
 
 /// What `lower` gives the scheduler: the kernel and its cost.

@@ -50,7 +50,7 @@ enum Executor {
         for step in plan.steps {
             for (k, ref) in step.operands.enumerated() { slots[k] = pointer(ref) }
             try step.kernel.run(KernelIO(operands: UnsafeBufferPointer(start: slots, count: step.operands.count), output: pointer(step.output),
-                                     scratch: scratch, threads: threads))
+                                     scratch: scratch, threads: threads, resultOffsets: step.resultOffsets))
         }
         // Outputs not computed in place (an input, a parameter, a value another output owns) are copied.
         for (k, binding) in plan.outputs.enumerated() where binding.ref != .output(k) {

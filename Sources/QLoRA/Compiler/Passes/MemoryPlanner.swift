@@ -75,41 +75,49 @@ enum MemoryPlanner {
         // alias) comes after the step.
         var parent = Array(0..<g.nodes.count)
         func find(_ id: Int) -> Int { parent[id] == id ? id : find(parent[id]) }
+        // Where in its root's buffer each value starts (a later result of a multi-result node).
+        var offsetInRoot = [Int](repeating: 0, count: g.nodes.count)
         for n in g.nodes where !n.op.isLeaf {
             let d = n.op.definition
-            if d.isAlias || d.updatesOperand != nil { parent[n.id] = find(n.operands[d.updatesOperand ?? 0]) }
+            if d.isAlias || d.updatesOperand != nil {
+                let source = n.operands[d.updatesOperand ?? 0]
+                parent[n.id] = find(source)
+                if d.isAlias { offsetInRoot[n.id] = offsetInRoot[source] + g.nodes[source].resultOffsets[d.aliasedResult] }
+            }
         }
         var lastUse = time
         for n in g.nodes { lastUse[find(n.id)] = max(lastUse[find(n.id)], lastRead[n.id]) }
         for n in g.nodes where !n.op.isLeaf && parent[n.id] == n.id {
             guard let k = n.op.definition.mayReuseOperand else { continue }
             let r = find(n.operands[k])
-            if !g.nodes[r].op.isLeaf, lastUse[r] == time[n.id], g.nodes[r].type.byteCount == n.type.byteCount {
+            if !g.nodes[r].op.isLeaf, g.nodes[r].extraResults.isEmpty, n.extraResults.isEmpty,
+               lastUse[r] == time[n.id], g.nodes[r].type.byteCount == n.type.byteCount {
                 parent[n.id] = r
                 lastUse[r] = max(lastUse[r], lastUse[n.id])
             }
         }
         let root = g.nodes.map { find($0.id) }
-        // The first output naming a computed value owns it: the kernel writes into the returned array.
-        for (k, o) in g.outputs.enumerated() where refs[root[o.node]] == nil {
+        // The first output naming a computed value owns it: the kernel writes into the returned array
+        // (not a node with several results: the array holds only one).
+        for (k, o) in g.outputs.enumerated() where refs[root[o.node]] == nil && g.nodes[root[o.node]].extraResults.isEmpty {
             refs[root[o.node]] = .output(k)
         }
         // The arena buffers: computing nodes that are their own root (not aliases) and not outputs.
         var buffers: [MemoryPlan.Buffer] = []
         for n in g.nodes where root[n.id] == n.id && refs[n.id] == nil {
-            buffers.append(.init(node: n.id, offset: 0, bytes: aligned(n.type.byteCount), start: time[n.id], end: lastUse[n.id]))
+            buffers.append(.init(node: n.id, offset: 0, bytes: n.bufferBytes, start: time[n.id], end: lastUse[n.id]))
         }
         place(&buffers)
         var offsetOf = [Int: Int]()
         for b in buffers { offsetOf[b.node] = b.offset }
         for n in g.nodes where refs[n.id] == nil {
             let r = root[n.id]
-            if let off = offsetOf[r] { refs[n.id] = .arena(offset: off, bytes: n.type.byteCount) } else { refs[n.id] = refs[r] }
+            if let off = offsetOf[r] { refs[n.id] = .arena(offset: off + offsetInRoot[n.id], bytes: n.type.byteCount) } else { refs[n.id] = refs[r] }
         }
         let unshared = g.nodes.filter { n in
             if case .arena = refs[n.id]!, !n.op.definition.isAlias, n.op.definition.updatesOperand == nil { return true }
             return false
-        }.reduce(0) { $0 + aligned($1.type.byteCount) }
+        }.reduce(0) { $0 + $1.bufferBytes }
         let top = buffers.map { $0.offset + $0.bytes }.max() ?? 0
         let scratch = scratchPerNode.max() ?? 0
         return MemoryPlan(refs: refs, buffers: buffers, parameters: parameters, weights: weights, cachedWeights: cached, states: states,

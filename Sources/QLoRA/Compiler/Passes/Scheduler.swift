@@ -15,7 +15,8 @@ enum Scheduler {
         var steps: [Step] = []
         for n in g.nodes {
             guard let l = lowered[n.id] else { continue }
-            steps.append(Step(kernel: l.kernel, operands: n.operands.map { memory.refs[$0]! }, output: memory.refs[n.id]!, node: n.id,
+            steps.append(Step(kernel: l.kernel, operands: n.operands.map { memory.refs[$0]! }, output: memory.refs[n.id]!,
+                              resultOffsets: n.resultOffsets, node: n.id,
                               label: n.label, flops: l.flops, bytesMoved: l.bytesMoved, scratchBytes: l.scratchBytes,
                               fusedOps: n.op.definition.fusedOps, workSplit: l.kernel.workSplit(threads: options.threads)))
         }

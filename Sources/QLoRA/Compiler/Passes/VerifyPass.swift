@@ -38,8 +38,9 @@ enum VerifyPass {
             if let k = node.op.definition.updatesOperand {
                 try checkStateUpdate(g, node, state: node.operands[k])
             }
-            let inferred = try node.op.resultType(node.operands.map { g.nodes[$0].type }, label: node.label)
-            guard inferred == node.type else {
+            let (inferred, extras) = try node.op.resultTypes(node.operands.map { g.nodes[$0].type },
+                                                             operandExtras: node.operands.map { g.nodes[$0].extraResults }, label: node.label)
+            guard inferred == node.type, extras == node.extraResults else {
                 throw QLoraError.shapeMismatch(context: "node %\(index) (\(node.op.name)) stored type", expected: inferred.shape,
                                                actual: node.type.shape)
             }
