@@ -8,7 +8,7 @@ public final class StateStorage: @unchecked Sendable {
     public let name: String
     public let shape: [Int]
     let count: Int
-    let buffer: AlignedBuffer
+    let region: FloatRegion
     let lock = ReadWriteLock()
 
     public init(name: String, shape: [Int]) throws {
@@ -18,14 +18,22 @@ public final class StateStorage: @unchecked Sendable {
         self.name = name
         self.shape = shape
         count = shape.reduce(1, *)
-        buffer = AlignedBuffer(floats: [Float](repeating: 0, count: count))
+        region = FloatRegion(count: count)
+    }
+
+    /// A state that is a slice of a flat buffer (the gradients of a `ParameterStore`).
+    init(name: String, shape: [Int], region: FloatRegion) {
+        self.name = name
+        self.shape = shape
+        count = shape.reduce(1, *)
+        self.region = region
     }
 
     /// A copy of the current values.
-    public var tensor: Tensor { lock.read { Tensor(uncheckedShape: shape, scalars: buffer.floatArray(count: count)) } }
+    public var tensor: Tensor { lock.read { Tensor(uncheckedShape: shape, scalars: Array(UnsafeBufferPointer(start: region.floats, count: count))) } }
 
     /// Sets every value back to zero (a new accumulation, an empty cache).
-    public func reset() { lock.write { buffer.floats.update(repeating: 0, count: count) } }
+    public func reset() { lock.write { region.floats.update(repeating: 0, count: count) } }
 
     var memoryBytes: Int { count * 4 }
 }

@@ -70,6 +70,10 @@ public final class QuantizedLinear: @unchecked Sendable {
         if config.cacheDequantized { try enableWeightCaching() }
     }
 
+    /// The tensors training updates: LoRA A and B (gather several layers' into one
+    /// `ParameterStore` for a flat parameter and gradient buffer).
+    public var trainableParameters: [ParameterStorage] { [loraA, loraB] }
+
     /// The adapters (A [r, in], B [out, r]).
     public var loraWeights: (a: Tensor, b: Tensor) { (loraA.tensor, loraB.tensor) }
 

@@ -36,12 +36,12 @@ enum Executor {
         func pointer(_ ref: BufferRef) -> UnsafeMutableRawPointer {
             switch ref {
             case let .arena(offset, _): return arena + offset
-            case let .parameter(i): return UnsafeMutableRawPointer(parameters[i].buffer.floats)
+            case let .parameter(i): return UnsafeMutableRawPointer(parameters[i].floats)
             case let .cached(i): return UnsafeMutableRawPointer(plan.cachedBuffers[i].floats)
             case let .input(i): return inputs[i]
             case let .output(i): return UnsafeMutableRawPointer(outputs[i])
             case let .weight(i): return UnsafeMutableRawPointer(plan.weightViews + i)
-            case let .state(i): return UnsafeMutableRawPointer(plan.memory.states[i].buffer.floats)
+            case let .state(i): return UnsafeMutableRawPointer(plan.memory.states[i].region.floats)
             }
         }
         let threads = Int32(plan.options.threads)

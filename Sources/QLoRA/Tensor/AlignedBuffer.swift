@@ -31,6 +31,18 @@ final class AlignedBuffer: @unchecked Sendable {
     deinit { raw.deallocate() }
 }
 
+/// Floats at an offset inside an aligned buffer: a tensor's own allocation, or its slice of a
+/// flat buffer shared with others (`ParameterStore`). Keeps the buffer alive.
+struct FloatRegion: @unchecked Sendable {
+    let owner: AlignedBuffer
+    let offset: Int
+
+    init(count: Int) { owner = AlignedBuffer(byteCount: count * 4); offset = 0 }
+    init(in owner: AlignedBuffer, at offset: Int) { self.owner = owner; self.offset = offset }
+
+    var floats: UnsafeMutablePointer<Float> { owner.floats + offset }
+}
+
 /// A readers-writer lock: many plan runs may read parameters at once; assigning new values waits.
 final class ReadWriteLock: @unchecked Sendable {
     private var lock = pthread_rwlock_t()
