@@ -33,6 +33,6 @@ extension Graph {
     /// Verifies, optimizes and plans the graph into an immutable, reusable `ExecutablePlan` for
     /// concrete shapes: every symbolic dimension (`SymbolicDimension.named`) gets its size from `sizes`.
     public func compile(_ options: CompileOptions = CompileOptions(), sizes: [String: Int] = [:]) throws -> ExecutablePlan {
-        try Compiler.compile(snapshot.bindingSizes(sizes), options: options)
+        try Compiler.compile(snapshot.bindingSizes(sizes.merging(dimensions.sizesByName) { given, _ in given }), options: options)
     }
 }

@@ -14,11 +14,16 @@ public struct Value: Sendable {
 public final class Graph: @unchecked Sendable {
     private var ir = IRGraph()
     private let lock = NSLock()
+    /// Sizes the recording learned for symbolic dimensions (a symbol meeting a weight's size).
+    let dimensions = DimensionBindings()
 
     public init() {}
 
-    /// A snapshot of the recorded IR for the compiler.
-    var snapshot: IRGraph { lock.lock(); defer { lock.unlock() }; return ir }
+    /// A snapshot of the recorded IR for the compiler, with the symbols the recording bound replaced by their sizes.
+    var snapshot: IRGraph {
+        lock.lock(); defer { lock.unlock() }
+        return (try? ir.bindingSizes(dimensions.sizesByName, partially: true)) ?? ir
+    }
 
     public var nodeCount: Int { snapshot.nodes.count }
 
@@ -62,9 +67,9 @@ public final class Graph: @unchecked Sendable {
         for v in operands where v.graph !== self {
             throw QLoraError.invalidArgument("\(op.name) '\(label)': operand %\(v.id) belongs to another graph")
         }
-        let extras = { lock.lock(); defer { lock.unlock() }; return operands.map { ir.nodes[$0.id].extraResults } }()
-        let (type, extraTypes) = try op.resultTypes(operands.map(\.type), operandExtras: extras, label: label)
-        lock.lock(); defer { lock.unlock() }
+        lock.lock(); defer { lock.unlock() }   // held while the type rule may bind symbols
+        let extras = operands.map { ir.nodes[$0.id].extraResults }
+        let (type, extraTypes) = try op.resultTypes(operands.map(\.type), operandExtras: extras, label: label, dimensions: dimensions)
         let id = ir.nodes.count
         ir.nodes.append(Node(id: id, op: op, operands: operands.map(\.id), type: type, label: label, extraResults: extraTypes))
         var values = [Value(graph: self, id: id, type: type)]

@@ -52,15 +52,18 @@ struct IRGraph: Sendable {
         return uses
     }
 
-    /// The graph with every symbolic dimension replaced by its size in `sizes`.
-    func bindingSizes(_ sizes: [String: Int]) throws -> IRGraph {
+    /// The graph with every symbolic dimension replaced by its size in `sizes`; unless `partially`,
+    /// a symbol without a size is an error.
+    func bindingSizes(_ sizes: [String: Int], partially: Bool = false) throws -> IRGraph {
+        let bind = { (d: Int) throws -> Int in partially && SymbolicDimension.name(of: d).map { sizes[$0] == nil } == true ? d : try SymbolicDimension.bind(d, sizes) }
         for (name, size) in sizes where size <= 0 {
             throw QLoraError.invalidArgument("dimension '\(name)' must be > 0, got \(size)")
         }
         var out = self
         for i in out.nodes.indices {
-            out.nodes[i].type.shape = try nodes[i].type.shape.map { try SymbolicDimension.bind($0, sizes) }
-            out.nodes[i].op = Op(try nodes[i].op.definition.bindingSizes(sizes))
+            out.nodes[i].type.shape = try nodes[i].type.shape.map(bind)
+            out.nodes[i].extraResults = try nodes[i].extraResults.map { ValueType(shape: try $0.shape.map(bind), element: $0.element) }
+            out.nodes[i].op = Op(try nodes[i].op.definition.bindingSizes(sizes, partially: partially))
         }
         return out
     }

@@ -32,7 +32,7 @@ protocol OpDefinition: Sendable {
     func lower(_ input: LoweringInput) -> LoweredStep?
     /// The op with its symbolic dimensions replaced by `sizes` (only ops whose attributes hold
     /// dimensions, like reshape, need to implement it).
-    func bindingSizes(_ sizes: [String: Int]) throws -> any OpDefinition
+    func bindingSizes(_ sizes: [String: Int], partially: Bool) throws -> any OpDefinition
 }
 
 extension OpDefinition {
@@ -45,7 +45,7 @@ extension OpDefinition {
     var aliasedResult: Int { 0 }
     var updatesOperand: Int? { nil }
     var mayReuseOperand: Int? { nil }
-    func bindingSizes(_ sizes: [String: Int]) throws -> any OpDefinition { self }
+    func bindingSizes(_ sizes: [String: Int], partially: Bool) throws -> any OpDefinition { self }
 }
 
 /// The data a leaf node stands for. Leaves are never executed; the memory planner gives each kind
@@ -78,8 +78,10 @@ public struct Op: Sendable {
 
     /// The result types (the first and any others) for operands of these types; `operandExtras`
     /// are each operand's results after its first.
-    func resultTypes(_ operands: [ValueType], operandExtras: [[ValueType]], label: String) throws -> (ValueType, [ValueType]) {
-        let site = OpSite(op: name, label: label, operands: operands, operandExtras: operandExtras)
+    /// `dimensions`: the recording graph's symbol sizes (nil: dimensions must simply be equal).
+    func resultTypes(_ operands: [ValueType], operandExtras: [[ValueType]], label: String,
+                     dimensions: DimensionBindings? = nil) throws -> (ValueType, [ValueType]) {
+        let site = OpSite(op: name, label: label, operands: operands, operandExtras: operandExtras, dimensions: dimensions)
         return (try definition.resultType(operands, at: site), try definition.extraResultTypes(operands, at: site))
     }
 }
@@ -92,6 +94,8 @@ struct OpSite {
     let operands: [ValueType]
     /// Each operand's results after its first (empty for single-result operands).
     let operandExtras: [[ValueType]]
+    /// The symbol sizes the recording graph knows; rules compare dimensions through them.
+    let dimensions: DimensionBindings?
 
     var description: String { label.isEmpty ? op : "\(op) '\(label)'" }
 
@@ -100,6 +104,15 @@ struct OpSite {
     func mismatch(_ what: String, expected: [Int], actual: [Int]) -> QLoraError {
         .shapeMismatch(context: "\(description): \(what)", expected: expected, actual: actual)
     }
+
+    /// The size `d` stands for (a bound symbol's size), else `d`.
+    func resolve(_ d: Int) -> Int { dimensions?.resolve(d) ?? d }
+
+    /// True when two dimensions are the same; an unbound symbol meeting a size takes it.
+    func same(_ a: Int, _ b: Int) -> Bool { dimensions?.unify(a, b) ?? (a == b) }
+
+    /// True when two shapes are the same, dimension by dimension.
+    func same(_ a: [Int], _ b: [Int]) -> Bool { a.count == b.count && zip(a, b).allSatisfy { same($0, $1) } }
 
     func arity(_ n: Int) throws {
         guard operands.count == n else { throw invalid("expects \(n) operands, got \(operands.count)") }

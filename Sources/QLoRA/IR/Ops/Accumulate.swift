@@ -24,7 +24,7 @@ struct AccumulateOp: OpDefinition {
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
         try site.arity(2)
         let state = try site.f32(0, "state"), x = try site.f32(1, "value")
-        guard state == x else { throw site.mismatch("value", expected: state, actual: x) }
+        guard site.same(state, x) else { throw site.mismatch("value", expected: state, actual: x) }
         return ValueType(shape: state, element: .float32)
     }
 

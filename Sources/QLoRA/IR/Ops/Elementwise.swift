@@ -12,7 +12,7 @@ struct AddOp: OpDefinition {
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
         try site.arity(2)
         let a = try site.f32(0, "lhs"), b = try site.f32(1, "rhs")
-        guard a == b || (b.count == 1 && a.last == b[0]) else {
+        guard site.same(a, b) || (b.count == 1 && a.last.map { site.same($0, b[0]) } == true) else {
             throw site.mismatch("rhs (same shape, or a row of the last dimension)", expected: a, actual: b)
         }
         return ValueType(shape: a, element: .float32)
@@ -54,7 +54,7 @@ struct MulOp: OpDefinition {
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
         try site.arity(2)
         let a = try site.f32(0, "lhs"), b = try site.f32(1, "rhs")
-        guard a == b else { throw site.mismatch("rhs", expected: a, actual: b) }
+        guard site.same(a, b) else { throw site.mismatch("rhs", expected: a, actual: b) }
         return ValueType(shape: a, element: .float32)
     }
 

@@ -150,7 +150,7 @@ private func linearWorkSplit(m: Int, n: Int, threads: Int) -> String {
 private func checkLinear(x: [Int], weight w: [Int], _ site: OpSite) throws {
     guard w.count == 2 else { throw site.mismatch("weight must be [out, in]", expected: [w.first ?? 0, x.last ?? 0], actual: w) }
     guard (1...3).contains(x.count) else { throw site.mismatch("input must be [in], [M, in] or [B, S, in]", expected: [w[1]], actual: x) }
-    guard x.last == w[1] else {
+    guard site.same(x.last!, w[1]) else {
         throw site.mismatch("input's last dimension vs weight [out, in]", expected: Array(x.dropLast()) + [w[1]], actual: x)
     }
 }

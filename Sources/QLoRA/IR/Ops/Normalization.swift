@@ -12,7 +12,7 @@ struct RMSNormOp: OpDefinition {
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
         try site.arity(2)
         let x = try site.f32(0, "input"), w = try site.f32(1, "weight")
-        guard let last = x.last, w == [last] else { throw site.mismatch("weight", expected: [x.last ?? 0], actual: w) }
+        guard let last = x.last, w.count == 1, site.same(w[0], last) else { throw site.mismatch("weight", expected: [x.last ?? 0], actual: w) }
         return ValueType(shape: x, element: .float32)
     }
 

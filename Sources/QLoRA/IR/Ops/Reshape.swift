@@ -9,7 +9,7 @@ struct ReshapeOp: OpDefinition {
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
         try site.arity(1)
         let a = try site.f32(0, "input")
-        guard shape.allSatisfy({ $0 != 0 }), SymbolicProduct(shape) == SymbolicProduct(a) else {
+        guard shape.allSatisfy({ $0 != 0 }), SymbolicProduct(shape.map(site.resolve)) == SymbolicProduct(a.map(site.resolve)) else {
             throw site.mismatch("element count of the new shape", expected: a, actual: shape)
         }
         return ValueType(shape: shape, element: .float32)
@@ -17,8 +17,10 @@ struct ReshapeOp: OpDefinition {
 
     func lower(_ input: LoweringInput) -> LoweredStep? { nil }
 
-    func bindingSizes(_ sizes: [String: Int]) throws -> any OpDefinition {
-        ReshapeOp(shape: try shape.map { try SymbolicDimension.bind($0, sizes) })
+    func bindingSizes(_ sizes: [String: Int], partially: Bool) throws -> any OpDefinition {
+        ReshapeOp(shape: try shape.map { d in
+            partially && SymbolicDimension.name(of: d).map { sizes[$0] == nil } == true ? d : try SymbolicDimension.bind(d, sizes)
+        })
     }
 }
 
