@@ -79,4 +79,32 @@ final class SymbolicShapeTests: XCTestCase {
         l.planCacheCapacity = 0   // clamped: a layer always keeps its last plan
         XCTAssertEqual(l.planCacheCapacity, 1)
     }
+
+    func testASymbolMeetingASizeTakesIt() throws {
+        let g = Graph()
+        let x = g.input("x", shape: [seq, 8]), y = g.input("y", shape: [3, 8])
+        g.output("z", try g.add(x, y))
+        let plan = try g.compile(CompileOptions(threads: 1))
+        XCTAssertEqual(plan.inputShapes["x"], [3, 8])
+        XCTAssertThrowsError(try g.compile(sizes: ["seq": 4]), "a size that contradicts what the graph learned")
+    }
+
+    /// Graph files record through the same engine: a name used only by a second input gets its
+    /// size from the add that meets the first.
+    func testGraphFileDimensionsComeFromTheTypeRules() throws {
+        let json = #"""
+        {"format": "qlora-graph", "version": 1,
+         "inputs": [{"name": "a", "shape": ["...", "n"]}, {"name": "b", "shape": ["...", "m"]}],
+         "ops": [{"op": "add", "inputs": ["a", "b"], "output": "c"}, {"op": "softmax", "inputs": ["c"], "output": "p"}],
+         "outputs": [{"name": "p"}]}
+        """#
+        let def = try GraphDefinition.parse(Array(json.utf8), file: "two.json", dims: ["n": 5, "tokens": 2])
+        let loaded = try def.load(weights: nil)
+        XCTAssertEqual(loaded.dims["m"], 5)
+        XCTAssertEqual(loaded.inputs.map(\.shape), [[2, 5], [2, 5]])
+        XCTAssert(loaded.graph.text.contains("input[b]() : f32[2x5]"), loaded.graph.text)
+        XCTAssertThrowsError(try GraphDefinition.parse(Array(json.utf8), file: "two.json", dims: ["n": 5, "m": 6]).load(weights: nil)) { e in
+            XCTAssert("\(e)".contains("$.ops[0]"), "\(e)")
+        }
+    }
 }

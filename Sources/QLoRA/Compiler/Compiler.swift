@@ -33,6 +33,12 @@ extension Graph {
     /// Verifies, optimizes and plans the graph into an immutable, reusable `ExecutablePlan` for
     /// concrete shapes: every symbolic dimension (`SymbolicDimension.named`) gets its size from `sizes`.
     public func compile(_ options: CompileOptions = CompileOptions(), sizes: [String: Int] = [:]) throws -> ExecutablePlan {
-        try Compiler.compile(snapshot.bindingSizes(sizes.merging(dimensions.sizesByName) { given, _ in given }), options: options)
+        for (name, size) in sizes.sorted(by: { $0.key < $1.key }) {
+            let learned = resolveDimension(SymbolicDimension.named(name))
+            guard learned < 0 || learned == size else {
+                throw QLoraError.invalidArgument("dimension '\(name)' is \(learned) in the recorded graph, but sizes gives \(size)")
+            }
+        }
+        return try Compiler.compile(snapshot.bindingSizes(sizes), options: options)
     }
 }

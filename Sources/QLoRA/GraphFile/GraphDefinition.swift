@@ -12,6 +12,14 @@ public struct GraphDefinition: Sendable, Equatable {
             case let .named(s): return s
             }
         }
+
+        /// The dimension in the IR: the size, or the symbolic dimension of the name.
+        var ir: Int {
+            switch self {
+            case let .fixed(n): return n
+            case let .named(s): return SymbolicDimension.named(s)
+            }
+        }
     }
 
     /// A declared shape: an optional leading "..." (the batch dimensions of the inputs) and the trailing dims.

@@ -31,46 +31,79 @@ public struct LoadedGraph: @unchecked Sendable {
 }
 
 extension GraphDefinition {
-    /// Resolves the dimensions, reads the weights the ops name (or makes zero weights when
-    /// `weights` is nil, shapes then coming from `dims`), and records the graph.
+    /// Records the graph with its named dimensions as symbolic dimensions of the IR, sized (in this
+    /// order) by `dims`/`--dim`, the actual inputs' shapes and the weights the ops read: the type
+    /// rules bind a symbol when it meets a size, as for any recorded graph. Reads the weights the ops
+    /// name (or makes zero weights when `weights` is nil, shapes then coming from `dims`).
     public func load(weights: CheckpointWeights?, options: GraphLoadOptions = GraphLoadOptions()) throws -> LoadedGraph {
-        var resolver = DimensionResolver(def: self, weights: weights)
-        try resolver.resolve(inputShapes: options.inputShapes)
+        let g = Graph()
+        for (name, size) in self.dims { _ = g.bindDimension(SymbolicDimension.named(name), size, source: "dims/--dim") }
+        let batch = try bindInputs(options.inputShapes, g)
         for name in options.inputShapes.keys.sorted() where !inputs.contains(where: { $0.name == name }) {
             throw QLoraError.invalidArgument("the graph \(file) has no input '\(name)' (inputs: \(inputs.map(\.name).joined(separator: ", ")))")
         }
-        let g = Graph()
+        // Named dimensions stay symbolic while recording (their sizes are in the graph's bindings), so a
+        // disagreement can say where each size came from.
+        func irShape(_ s: Shape) -> [Int] { (s.batch ? batch : []) + s.dims.map(\.ir) }
         var values: [String: Value] = [:]
-        var concreteInputs: [(name: String, shape: [Int])] = []
-        for input in inputs {
-            let shape = try resolver.concrete(input.shape, at: "\(input.path).shape")
-            values[input.name] = g.input(input.name, shape: shape)
-            concreteInputs.append((input.name, shape))
-        }
+        for input in inputs { values[input.name] = g.input(input.name, shape: irShape(input.shape)) }
         var layers: [String: QuantizedLinear] = [:]
         let lora = options.adapter?.modules ?? [:]
+        let parser = GraphFileParser(file: file)
         for op in ops {
             let xs = op.inputs.map { values[$0]! }
             let neededBy = "\(op.path) of \(file)"
+            func at(_ field: String) -> String { parser.locate(op.path, field) }
+            /// Binds `dim` to a size a tensor gives, or reports the disagreement at `field`.
+            func bind(_ dim: Int, _ size: Int, _ field: String, _ source: String) throws {
+                if let disagreement = g.bindDimension(dim, size, source: source) { throw parser.bad(at(field), disagreement) }
+            }
+            /// A dimension the op needs as a number (a layer's size without weights).
+            func size(_ dim: Int, _ field: String) throws -> Int {
+                let n = g.resolveDimension(dim)
+                guard n >= 0 else {
+                    let name = SymbolicDimension.describe(dim)
+                    throw parser.bad(at(field), "dimension '\(name)' has no value: pass --weights, an input of that shape, or --dim \(name)=N")
+                }
+                return n
+            }
             let y: Value
             do {
                 switch op.kind {
                 case let .linear(module, out, rule):
-                    let layer = try layers[module] ?? makeLayer(module, out: out, bias: rule, input: xs[0], weights: weights,
-                                                                 resolver: resolver, lora: lora[module], seed: options.seed &+ UInt64(layers.count),
+                    let inDim = xs[0].shape.last!
+                    if let weights {
+                        let name = "\(module).weight"
+                        let w = try weights.shape(name, neededBy: neededBy)
+                        guard w.count == 2 else { throw parser.bad(at(".module"), "\(name) in \(weights.path) has shape \(w), expected [out, in]") }
+                        let source = "\(name) \(w) [out, in] in \(weights.path)"
+                        try bind(inDim, w[1], ".inputs[0]", source)
+                        if let out { try bind(out.ir, w[0], ".out", source) }
+                    } else if out == nil {
+                        throw parser.bad(at(".out"), "without --weights a linear needs \"out\" (its output features)")
+                    }
+                    let layer = try layers[module] ?? makeLayer(module, inFeatures: weights == nil ? size(inDim, ".inputs[0]") : 0,
+                                                                 outFeatures: weights == nil ? size(out!.ir, ".out") : 0, bias: rule,
+                                                                 weights: weights, lora: lora[module], seed: options.seed &+ UInt64(layers.count),
                                                                  neededBy: neededBy)
                     layers[module] = layer
                     y = try layer(xs[0])
                 case let .primitive(name, attributes):
-                    let parser = GraphFileParser(file: file)
-                    let fields = GraphFileFields(json: attributes, parser: parser, path: { parser.locate(op.path, $0) })
+                    let fields = GraphFileFields(json: attributes, parser: parser, path: at)
                     y = try g.record(OpRegistry.graphFileOp(name)!.make(fields), xs, op.output)
                 case let .reshape(target):
-                    y = try g.reshape(xs[0], to: resolver.concrete(target, at: GraphFileParser(file: file).locate(op.path, ".shape")),
-                                      label: op.output)
+                    y = try g.reshape(xs[0], to: irShape(target), label: op.output)
                 case let .rmsNorm(weight, eps):
-                    let w = try weights?.tensor(weight, neededBy: neededBy)
-                        ?? Tensor(shape: [xs[0].shape.last!], scalars: [Float](repeating: 1, count: xs[0].shape.last!))
+                    let width = xs[0].shape.last!
+                    let w: Tensor
+                    if let weights {
+                        w = try weights.tensor(weight, neededBy: neededBy)
+                        guard w.rank == 1 else { throw parser.bad(at(".weight"), "\(weight) in \(weights.path) has shape \(w.shape), expected 1-D") }
+                        try bind(width, w.shape[0], ".inputs[0]", "\(weight) \(w.shape) in \(weights.path)")
+                    } else {
+                        let n = try size(width, ".inputs[0]")
+                        w = try Tensor(shape: [n], scalars: [Float](repeating: 1, count: n))
+                    }
                     let p = try ParameterStorage(name: weight, tensor: w, trainable: false)
                     y = try g.rmsNorm(xs[0], weight: g.parameter(p), eps: eps, label: op.output)
                 }
@@ -80,16 +113,59 @@ extension GraphDefinition {
             }
             values[op.output] = y
         }
+        // Every dimension must have a size now; an input's shape names what is missing.
+        for input in inputs {
+            for (i, d) in input.shape.dims.enumerated() where g.resolveDimension(d.ir) < 0 {
+                throw parser.bad("\(input.path).shape[\(i + (input.shape.batch ? 1 : 0))]",
+                                 "dimension '\(d)' has no value: pass --weights, an input of that shape, or --dim \(d)=N")
+            }
+        }
+        g.substituteBoundDimensions()
+        if let unsized = g.snapshot.nodes.first(where: { !$0.type.shape.isConcrete }) {
+            let name = unsized.type.shape.first { $0 < 0 }.map(SymbolicDimension.describe) ?? "?"
+            throw QLoraError.invalidArgument("the graph \(file): dimension '\(name)' of '\(unsized.label)' has no value: use --dim \(name)=N")
+        }
         for o in outputs { g.output(o.name, values[o.value]!) }
         var notes: [String] = []
         for module in lora.keys.sorted() where layers[module] == nil {
             notes.append("adapter has weights for '\(module)', which the graph \(name) does not use; ignored")
         }
-        return LoadedGraph(definition: self, graph: g, dims: resolver.values, inputs: concreteInputs, layers: layers, notes: notes)
+        let concreteInputs = inputs.map { (name: $0.name, shape: g.snapshot.nodes[values[$0.name]!.id].type.shape) }
+        return LoadedGraph(definition: self, graph: g, dims: self.dims.merging(g.dimensions.sizesByName) { file, _ in file },
+                           inputs: concreteInputs, layers: layers, notes: notes)
     }
 
-    private func makeLayer(_ module: String, out: Dim?, bias rule: BiasRule, input: Value, weights: CheckpointWeights?,
-                           resolver: DimensionResolver, lora: LoraModuleWeights?, seed: UInt64, neededBy: String) throws -> QuantizedLinear {
+    /// Binds the declared dimensions of the inputs the caller gave shapes for; returns the batch
+    /// dimensions ("..."): the actual inputs', else [tokens].
+    private func bindInputs(_ actual: [String: [Int]], _ g: Graph) throws -> [Int] {
+        let parser = GraphFileParser(file: file)
+        var batch: [Int]?, batchFrom = ""
+        for input in inputs {
+            guard let shape = actual[input.name] else { continue }
+            let declared = input.shape
+            let fits = declared.batch ? shape.count >= declared.dims.count : shape.count == declared.dims.count
+            guard fits else {
+                throw parser.bad("\(input.path).shape", "shape disagreement: input '\(input.name)' has shape \(shape) but the graph declares \(declared)")
+            }
+            let lead = Array(shape.prefix(shape.count - declared.dims.count))
+            if declared.batch {
+                if let batch, lead != batch {
+                    throw parser.bad("\(input.path).shape", "input '\(input.name)' has batch dimensions \(lead) but input '\(batchFrom)' has \(batch)")
+                }
+                batch = lead
+                batchFrom = input.name
+            }
+            for (d, n) in zip(declared.dims, shape.suffix(declared.dims.count)) {
+                if let disagreement = g.bindDimension(d.ir, n, source: "input '\(input.name)' of shape \(shape)") {
+                    throw parser.bad("\(input.path).shape", disagreement)
+                }
+            }
+        }
+        return batch ?? [g.resolveDimension(SymbolicDimension.named("tokens")) >= 0 ? g.resolveDimension(SymbolicDimension.named("tokens")) : 1]
+    }
+
+    private func makeLayer(_ module: String, inFeatures: Int, outFeatures: Int, bias rule: BiasRule, weights: CheckpointWeights?,
+                           lora: LoraModuleWeights?, seed: UInt64, neededBy: String) throws -> QuantizedLinear {
         var config = QLoraConfig()
         if let lora { config = try GraphDefinition.config(for: lora) }
         let layer: QuantizedLinear
@@ -104,8 +180,7 @@ extension GraphDefinition {
             }
             layer = try QuantizedLinear(quantizedWeight: weight, bias: bias, config: config, name: module, seed: seed)
         } else {
-            let n = try resolver.concrete(.init(batch: false, dims: [out!]), at: neededBy)[0]
-            layer = try QuantizedLinear(inFeatures: input.shape.last!, outFeatures: n, config: config, name: module, seed: seed)
+            layer = try QuantizedLinear(inFeatures: inFeatures, outFeatures: outFeatures, config: config, name: module, seed: seed)
         }
         if let lora {
             guard lora.a.shape == [lora.rank, layer.inFeatures], lora.b.shape == [layer.outFeatures, lora.rank] else {

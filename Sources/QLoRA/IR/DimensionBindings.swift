@@ -18,15 +18,16 @@ final class DimensionBindings: @unchecked Sendable {
         return false
     }
 
-    /// Gives `dim` the size `size` (or checks it has it); the error says which side said what.
-    func bind(_ dim: Int, _ size: Int, source: String) throws {
+    /// Gives `dim` the size `size` (or checks it has it); `source` says where the size comes from.
+    /// Returns nil, or the disagreement, saying which side said what.
+    func bind(_ dim: Int, _ size: Int, source: String) -> String? {
         let current = resolve(dim)
-        if current == size { return }
-        if current < 0 { sizes[current] = size; origins[current] = source; return }
+        if current == size { return nil }
+        if current < 0 { sizes[current] = size; origins[current] = source; return nil }
         if let name = SymbolicDimension.name(of: dim) {
-            throw QLoraError.invalidArgument("shape disagreement: dimension '\(name)' is \(current) (from \(origins[dim] ?? "?")) but \(source) gives \(size)")
+            return "shape disagreement: dimension '\(name)' is \(current) (from \(origins[dim] ?? "?")) but \(source) gives \(size)"
         }
-        throw QLoraError.invalidArgument("shape disagreement: the graph says \(current) but \(source) gives \(size)")
+        return "shape disagreement: the graph says \(current) but \(source) gives \(size)"
     }
 
     /// Every bound dimension by name.

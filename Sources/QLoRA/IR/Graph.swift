@@ -88,6 +88,25 @@ public final class Graph: @unchecked Sendable {
         return Value(graph: self, id: id, type: type)
     }
 
+    /// Gives a symbolic dimension a size from outside the graph (a checkpoint tensor, an input's
+    /// shape); `source` names it. Returns nil, or the disagreement with the size it already has.
+    func bindDimension(_ dim: Int, _ size: Int, source: String) -> String? {
+        lock.lock(); defer { lock.unlock() }
+        return dimensions.bind(dim, size, source: source)
+    }
+
+    /// The size `dim` stands for so far (an unbound symbol stays itself).
+    func resolveDimension(_ dim: Int) -> Int { lock.lock(); defer { lock.unlock() }; return dimensions.resolve(dim) }
+
+    /// True when `a` and `b` are the same dimension (an unbound symbol meeting a size takes it).
+    func sameDimension(_ a: Int, _ b: Int) -> Bool { lock.lock(); defer { lock.unlock() }; return dimensions.unify(a, b) }
+
+    /// Rewrites the recorded nodes with the sizes learned so far (a loaded graph file is then concrete).
+    func substituteBoundDimensions() {
+        lock.lock(); defer { lock.unlock() }
+        if let bound = try? ir.bindingSizes(dimensions.sizesByName, partially: true) { ir = bound }
+    }
+
     /// The recorded IR as text, one node per line.
     public var text: String { GraphPrinter.text(snapshot) }
 }

@@ -1,25 +1,14 @@
 /// How an op is written in graph files (docs/graph-format.md): `{"op": name, "inputs": [...],
-/// "output": ..., <attributes>}`. The graph-file parser, `DimensionResolver` and loader read ops
-/// through this, so an op with a spelling needs no edit to any of them.
+/// "output": ..., <attributes>}`. The graph-file parser and loader read ops through this, so an op
+/// with a spelling needs no edit to either (shapes follow from the op's own type rule).
 struct GraphFileSpelling: Sendable {
     /// How many inputs the op takes.
     var arity: Int
     /// Attribute keys besides "op", "inputs" and "output", and which of them must be present.
     var keys: Set<String> = []
     var required: [String] = []
-    /// How the result's declared shape follows from the operands' (for `DimensionResolver`).
-    var shapeRule: SymbolicShapeRule
     /// Builds the op from its attributes (unknown and missing keys are already reported).
     var make: @Sendable (GraphFileFields) throws -> Op
-}
-
-/// The shape relation a graph-file op imposes on named dimensions.
-enum SymbolicShapeRule: Sendable {
-    /// The result has the first operand's shape.
-    case sameAsFirst
-    /// All operands have the result's shape; with `rowBroadcast`, the second may instead be a 1-D
-    /// row of the first's last dimension.
-    case operandsAgree(rowBroadcast: Bool)
 }
 
 /// One op's attributes in a graph file, read with errors that name the file and JSON path.

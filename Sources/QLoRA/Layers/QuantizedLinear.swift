@@ -133,7 +133,7 @@ public final class QuantizedLinear: @unchecked Sendable {
     /// Records this layer applied to `x` ([in], [M, in] or [B, S, in]) into x's graph.
     public func callAsFunction(_ x: Value) throws -> Value {
         let g = x.graph
-        guard x.shape.last == inFeatures, (1...3).contains(x.shape.count) else {
+        guard let last = x.shape.last, g.sameDimension(last, inFeatures), (1...3).contains(x.shape.count) else {
             throw QLoraError.shapeMismatch(context: "\(name) input [..., in]", expected: Array(x.shape.dropLast()) + [inFeatures], actual: x.shape)
         }
         let w = g.quantizedWeight(weightStorage)

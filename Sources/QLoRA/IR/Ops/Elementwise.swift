@@ -25,7 +25,7 @@ struct AddOp: OpDefinition {
         return input.elementwise(isRow ? AddKernel(rows: input.count / b[0], width: b[0]) : AddKernel(rows: 1, width: input.count, isRow: false))
     }
 
-    static let graphFile = ("add", GraphFileSpelling(arity: 2, shapeRule: .operandsAgree(rowBroadcast: true)) { _ in Op(AddOp()) })
+    static let graphFile = ("add", GraphFileSpelling(arity: 2) { _ in Op(AddOp()) })
 }
 
 struct AddKernel: StepKernel {
@@ -62,7 +62,7 @@ struct MulOp: OpDefinition {
         input.elementwise(MulKernel(count: input.count, siluGate: siluGate), flopsPerElement: siluGate ? 5 : 1)
     }
 
-    static let graphFile = ("mul", GraphFileSpelling(arity: 2, shapeRule: .operandsAgree(rowBroadcast: false)) { _ in Op(MulOp()) })
+    static let graphFile = ("mul", GraphFileSpelling(arity: 2) { _ in Op(MulOp()) })
 }
 
 struct MulKernel: StepKernel {
@@ -92,7 +92,7 @@ struct ScaleOp: OpDefinition {
 
     func lower(_ input: LoweringInput) -> LoweredStep? { input.elementwise(ScaleKernel(factor: factor, count: input.count)) }
 
-    static let graphFile = ("scale", GraphFileSpelling(arity: 1, keys: ["factor"], required: ["factor"], shapeRule: .sameAsFirst) {
+    static let graphFile = ("scale", GraphFileSpelling(arity: 1, keys: ["factor"], required: ["factor"]) {
         Op(ScaleOp(factor: try $0.float("factor")))
     })
 }
@@ -134,7 +134,7 @@ struct ActivationOp: OpDefinition {
     }
 
     static let graphFiles = Activation.allCases.map { f in
-        (f.rawValue, GraphFileSpelling(arity: 1, shapeRule: .sameAsFirst) { _ in Op(ActivationOp(function: f)) })
+        (f.rawValue, GraphFileSpelling(arity: 1) { _ in Op(ActivationOp(function: f)) })
     }
 }
 

@@ -31,7 +31,7 @@ struct SoftmaxOp: OpDefinition {
         return step
     }
 
-    static let graphFile = ("softmax", GraphFileSpelling(arity: 1, shapeRule: .sameAsFirst) { _ in Op(SoftmaxOp()) })
+    static let graphFile = ("softmax", GraphFileSpelling(arity: 1) { _ in Op(SoftmaxOp()) })
 }
 
 struct SoftmaxKernel: StepKernel {
