@@ -161,7 +161,8 @@ extension GraphDefinition {
                 }
             }
         }
-        return batch ?? [g.resolveDimension(SymbolicDimension.named("tokens")) >= 0 ? g.resolveDimension(SymbolicDimension.named("tokens")) : 1]
+        let tokens = g.resolveDimension(SymbolicDimension.named("tokens"))
+        return batch ?? [tokens >= 0 ? tokens : 1]
     }
 
     private func makeLayer(_ module: String, inFeatures: Int, outFeatures: Int, bias rule: BiasRule, weights: CheckpointWeights?,
