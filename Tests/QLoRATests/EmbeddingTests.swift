@@ -51,4 +51,31 @@ final class EmbeddingTests: XCTestCase {
             guard case QLoraError.shapeMismatch = e else { return XCTFail("\(e)") }
         }
     }
+
+    func testBFloat16TableGivesItsRowsWidenedExactly() throws {
+        var rng = SeededRandom(seed: 23)
+        let values = rng.floats(40)
+        let table = try ParameterStorage(name: "table", tensor: Tensor(shape: [10, 4], scalars: values), trainable: false, element: .bfloat16)
+        let rounded = table.tensor.scalars
+        // Stored values are bf16: 8 mantissa bits kept, rounded to nearest (within half a bf16 ulp).
+        for (r, v) in zip(rounded, values) {
+            XCTAssertEqual(r.bitPattern & 0xFFFF, 0)
+            XCTAssertLessThanOrEqual(abs(r - v), abs(v) / 256)
+        }
+        let tie = try ParameterStorage(name: "tie", tensor: Tensor(shape: [2], scalars: [Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000)]),
+                                       trainable: false, element: .bfloat16)
+        XCTAssertEqual(tie.tensor.scalars.map(\.bitPattern), [0x3F80_0000, 0x3F82_0000], "ties round to even")
+        let g = Graph()
+        let t = g.parameter(table)
+        XCTAssertEqual(t.type.element, .bfloat16)
+        g.output("rows", try g.embedding(g.input("ids", shape: [3], element: .int32), table: t))
+        XCTAssert(g.text.contains(": bf16[10x4]  # table"), g.text)
+        XCTAssertThrowsError(try g.relu(t)) { XCTAssert("\($0)".contains("must be f32"), "\($0)") }
+        for threads in [1, 2] {
+            let plan = try g.compile(CompileOptions(threads: threads))
+            XCTAssertEqual(plan.persistentBytes, 40 * 2)
+            let rows = try plan.run([:], ids: ["ids": IntTensor(shape: [3], scalars: [7, 0, 7])])["rows"]!
+            XCTAssertEqual(rows.scalars, Array(rounded[28..<32] + rounded[0..<4] + rounded[28..<32]))
+        }
+    }
 }

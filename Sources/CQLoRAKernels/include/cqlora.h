@@ -136,6 +136,8 @@ void cq_softmax_lse(const float *x, float *out, float *lse, int64_t rows, int64_
 /// out[i, :] = table[ids[i], :] for count ids into a [vocab, dim] table. Returns -1, or the first
 /// index i whose id is outside 0..<vocab (its row, like every bad row, is written as zeros).
 int64_t cq_embedding(const int32_t *ids, int64_t count, const float *table, int64_t vocab, int64_t dim, float *out, int threads);
+/// The same over a bfloat16 table (raw 16-bit patterns); rows are widened exactly to f32.
+int64_t cq_embedding_bf16(const int32_t *ids, int64_t count, const uint16_t *table, int64_t vocab, int64_t dim, float *out, int threads);
 
 #ifdef __cplusplus
 }

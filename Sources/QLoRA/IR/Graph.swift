@@ -48,7 +48,7 @@ public final class Graph: @unchecked Sendable {
 
     /// A full-precision parameter node reading `storage` at run time.
     public func parameter(_ storage: ParameterStorage) -> Value {
-        leaf(.parameter(storage), ValueType(shape: storage.shape, element: .float32), label: storage.name)
+        leaf(.parameter(storage), ValueType(shape: storage.shape, element: storage.element), label: storage.name)
     }
 
     /// A 4-bit weight node.

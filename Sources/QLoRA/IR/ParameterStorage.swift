@@ -9,6 +9,8 @@ public final class ParameterStorage: @unchecked Sendable {
     public let name: String
     public let shape: [Int]
     public let trainable: Bool
+    /// float32, or bfloat16 (half the memory; values rounded to nearest even when stored).
+    public let element: ElementType
     let count: Int
     private(set) var region: FloatRegion
     /// Set once a `ParameterStore` holds the values.
@@ -18,22 +20,46 @@ public final class ParameterStorage: @unchecked Sendable {
     /// The values' address; read it holding `lock`.
     var floats: UnsafeMutablePointer<Float> { region.floats }
 
-    /// Throws when a value is NaN or infinite.
-    public init(name: String, tensor: Tensor, trainable: Bool) throws {
+    /// Stores `tensor` as `element` (float32 or bfloat16). Throws when a value is NaN or infinite.
+    public init(name: String, tensor: Tensor, trainable: Bool, element: ElementType = .float32) throws {
         if let bad = tensor.firstNonFiniteIndex {
             throw QLoraError.invalidArgument("parameter '\(name)': non-finite value \(tensor.scalars[bad]) at flat index \(bad)")
+        }
+        guard element == .float32 || element == .bfloat16 else {
+            throw QLoraError.invalidArgument("parameter '\(name)': a parameter holds float32 or bfloat16 values, not \(element)")
         }
         self.name = name
         self.shape = tensor.shape
         self.count = tensor.count
         self.trainable = trainable
-        region = FloatRegion(count: tensor.count)
-        tensor.scalars.withUnsafeBufferPointer { region.floats.update(from: $0.baseAddress!, count: tensor.count) }
+        self.element = element
+        region = FloatRegion(count: (tensor.count * element.byteWidth + 3) / 4)
+        store(tensor.scalars)
     }
 
-    /// A copy of the current values.
+    /// A copy of the current values (bfloat16 ones widened exactly to f32).
     public var tensor: Tensor {
-        lock.read { Tensor(uncheckedShape: shape, scalars: Array(UnsafeBufferPointer(start: region.floats, count: count))) }
+        lock.read {
+            let values = element == .bfloat16
+                ? UnsafeBufferPointer(start: bfloat16Bits, count: count).map { Float(bitPattern: UInt32($0) << 16) }
+                : Array(UnsafeBufferPointer(start: region.floats, count: count))
+            return Tensor(uncheckedShape: shape, scalars: values)
+        }
+    }
+
+    private var bfloat16Bits: UnsafeMutablePointer<UInt16> { UnsafeMutableRawPointer(region.floats).assumingMemoryBound(to: UInt16.self) }
+
+    /// Writes `values` in the storage's element type (caller holds the write lock or owns self).
+    private func store(_ values: [Float]) {
+        if element == .bfloat16 {
+            for (i, v) in values.enumerated() {
+                // Round to nearest even: add half an ulp of bf16 (minus one when the kept bit is even).
+                let bits = v.bitPattern
+                bfloat16Bits[i] = UInt16((bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+            }
+        } else {
+            values.withUnsafeBufferPointer { region.floats.update(from: $0.baseAddress!, count: count) }
+        }
     }
 
     /// Replaces the values; the shape must match and every value must be finite.
@@ -45,10 +71,10 @@ public final class ParameterStorage: @unchecked Sendable {
         if let bad = tensor.firstNonFiniteIndex {
             throw QLoraError.invalidArgument("\(what): non-finite value \(tensor.scalars[bad]) at flat index \(bad)")
         }
-        lock.write { tensor.scalars.withUnsafeBufferPointer { region.floats.update(from: $0.baseAddress!, count: count) } }
+        lock.write { store(tensor.scalars) }
     }
 
-    var memoryBytes: Int { count * 4 }
+    var memoryBytes: Int { count * element.byteWidth }
 
     /// Copies the values into `region` and reads them from there from now on.
     func move(to region: FloatRegion) {

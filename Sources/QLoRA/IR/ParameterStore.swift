@@ -23,6 +23,7 @@ public final class ParameterStore: @unchecked Sendable {
         var offsets: [Int] = [], next = 0
         for (i, p) in parameters.enumerated() {
             guard p.trainable else { throw QLoraError.invalidArgument("parameter '\(p.name)' is not trainable; a parameter store holds trainable tensors") }
+            guard p.element == .float32 else { throw QLoraError.invalidArgument("parameter '\(p.name)' is \(p.element); a parameter store holds float32 tensors") }
             guard !p.isGathered else { throw QLoraError.invalidArgument("parameter '\(p.name)' is already in a parameter store") }
             guard !parameters[..<i].contains(where: { $0 === p }) else {
                 throw QLoraError.invalidArgument("parameter '\(p.name)' is listed twice")

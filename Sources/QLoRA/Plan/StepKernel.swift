@@ -25,6 +25,8 @@ struct KernelIO {
     /// Operand `i` when the step has it (optional trailing operands such as a bias).
     func f32IfPresent(_ i: Int) -> UnsafePointer<Float>? { i < operands.count ? f32(i) : nil }
     func int32(_ i: Int) -> UnsafePointer<Int32> { UnsafePointer(operands[i].assumingMemoryBound(to: Int32.self)) }
+    /// A bfloat16 operand as its raw 16-bit patterns.
+    func bfloat16(_ i: Int) -> UnsafePointer<UInt16> { UnsafePointer(operands[i].assumingMemoryBound(to: UInt16.self)) }
     /// A 4-bit weight operand's kernel view.
     func weight(_ i: Int) -> UnsafePointer<cq_qweight> { UnsafePointer(operands[i].assumingMemoryBound(to: cq_qweight.self)) }
     var out: UnsafeMutablePointer<Float> { output.assumingMemoryBound(to: Float.self) }
