@@ -60,6 +60,10 @@ final class SymbolicShapeTests: XCTestCase {
         let text = try g.dump(stage: .recorded, format: .json)
         XCTAssert(text.contains("\"seq\""), text)
         XCTAssertEqual(try IRDump.decode(JSONValue.parse(Array(text.utf8), file: "d", field: "$")), try g.irDump(stage: .recorded))
+        XCTAssert(try g.dump(stage: .optimized, format: .text).contains("silu(%0) : f32[seqx4]"))
+        let unknown = Graph()
+        unknown.output("y", unknown.input("x", shape: [-12345, 4]))   // negative but no symbol's number
+        XCTAssertThrowsError(try unknown.dump(stage: .optimized, format: .text))
     }
 
     func testLayerPlanCacheIsBoundedAndDropsTheLeastRecentlyUsed() throws {
