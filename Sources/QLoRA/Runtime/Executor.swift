@@ -1,7 +1,6 @@
-import CQLoRAKernels
-
-/// Runs a plan's steps in order in one context. Checks the feeds, copies them into the arena,
-/// calls each step's kernel, copies the outputs out. Allocates nothing per step.
+/// Runs a plan's steps in order in one context. Checks the feeds, reads them in place, calls each
+/// step's kernel (outputs are written straight into the returned arrays where the plan says so).
+/// Allocates nothing per step.
 enum Executor {
     static func run(_ plan: ExecutablePlan, _ feeds: [String: Tensor], _ ids: [String: IntTensor],
                     _ context: ExecutionContext) throws -> [String: Tensor] {
