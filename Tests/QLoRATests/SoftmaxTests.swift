@@ -78,6 +78,11 @@ final class MultipleResultTests: XCTestCase {
         g.output("lse", lse)
         XCTAssert(g.text.contains("softmax[log-sum-exp](%0) : (f32[2x3x5], f32[2x3])  # sm"), g.text)
         XCTAssert(g.text.contains("result[1](%1) : f32[2x3]  # sm.1"), g.text)
+        let dump = try g.dump(stage: .optimized, format: .json)
+        XCTAssert(dump.contains("\"extra_results\""), dump)
+        let decoded = try IRDump.decode(JSONValue.parse(Array(dump.utf8), file: "d", field: "$"))
+        XCTAssertEqual(decoded, try g.irDump(stage: .optimized))
+        XCTAssertEqual(decoded.nodes[1].extraResults, [ValueType(shape: [2, 3], element: .float32)])
         var rng = SeededRandom(seed: 13)
         let xv = try Tensor(shape: [2, 3, 5], scalars: rng.floats(30, scale: 5))
         var outs: [[String: Tensor]] = []
