@@ -59,7 +59,8 @@ public final class ExecutablePlan: @unchecked Sendable {
         memory.weights.reduce(0) { $0 + $1.memoryBytes } + memory.parameters.reduce(0) { $0 + $1.memoryBytes }
             + memory.cachedWeights.reduce(0) { $0 + $1.count * 4 } + memory.states.reduce(0) { $0 + $1.memoryBytes }
     }
-    /// The sum of every arena buffer's size: what the arena would need without reuse.
+    /// What the arena values would need with no reuse at all (each value its own buffer: no shared
+    /// gaps, no in-place steps).
     public var unsharedBufferBytes: Int { memory.unsharedBytes }
 
     /// A fresh context for running this plan concurrently with others.
