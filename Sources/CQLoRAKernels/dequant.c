@@ -2,6 +2,7 @@
 // element, so every ISA path gives identical bits. Dispatch on cq_detect_isa(); the SIMD paths
 // are in dequant_x86.c.
 #include "quant_internal.h"
+#include "kernels_internal.h"
 
 #pragma STDC FP_CONTRACT OFF
 
@@ -38,6 +39,26 @@ static cq_dequant_range_fn range_fn(void) {
     return cq_dequant_range_portable;
 }
 
+typedef struct {
+    const cq_qweight *w;
+    float *out;
+    cq_dequant_range_fn fn;
+    int64_t n, chunk, nchunks;
+    int64_t next; // the next chunk to hand out
+} dequant_job;
+
+static void dequant_worker(void *p, int thread, int nthreads) {
+    (void)thread; (void)nthreads;
+    dequant_job *job = (dequant_job *)p;
+    for (;;) {
+        const int64_t c = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (c >= job->nchunks) break;
+        const int64_t j0 = c * job->chunk;
+        const int64_t j1 = j0 + job->chunk < job->n ? j0 + job->chunk : job->n;
+        job->fn(job->w, j0, j1, job->out + j0);
+    }
+}
+
 void cq_dequantize_4bit(const cq_qweight *w, float *out, int threads) {
     const int64_t n = w->rows * w->cols;
     const cq_dequant_range_fn fn = range_fn();
@@ -46,20 +67,12 @@ void cq_dequantize_4bit(const cq_qweight *w, float *out, int threads) {
         return;
     }
     // Chunks of whole blocks (~32K elements) handed out by an atomic counter, so a thread the OS
-    // deschedules does not hold up the rest. (schedule(dynamic) would do the same, but clang 21
-    // then calls __kmpc_dispatch_deinit, which Debian's libomp 14 lacks.)
+    // deschedules does not hold up the rest. Every element is decoded alone: the split never
+    // changes a bit.
     const int64_t bs = w->block_size;
     const int64_t chunk = (32768 / bs > 0 ? 32768 / bs : 1) * bs;
-    const int64_t nchunks = (n + chunk - 1) / chunk;
-    int64_t next = 0;
-    #pragma omp parallel num_threads(threads)
-    for (;;) {
-        const int64_t c = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
-        if (c >= nchunks) break;
-        const int64_t j0 = c * chunk;
-        const int64_t j1 = j0 + chunk < n ? j0 + chunk : n;
-        fn(w, j0, j1, out + j0);
-    }
+    dequant_job job = {w, out, fn, n, chunk, (n + chunk - 1) / chunk, 0};
+    cq_parallel(threads, dequant_worker, &job);
 }
 
 void cq_dequantize_rows(const cq_qweight *w, int64_t row0, int64_t nrows, float *out) {

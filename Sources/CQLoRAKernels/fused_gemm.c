@@ -30,24 +30,39 @@ static panels x_panels(const cq_gemm_isa *isa, int64_t M) {
 
 static int width(panels p, int64_t i) { return i == p.count - 1 ? p.last : p.mrp; }
 
-/// Panel p (width wd): dst[k*wd + i] = x[p*mrp + i, k] for k < K, scaling·xa[.., k-K] after, 0 past M.
-static void pack_x(const float *x, int64_t M, int64_t K, const float *xa, int32_t r, float scaling,
-                   panels pn, float *xp, int threads) {
-    const int64_t kr = K + r;
-    #pragma omp parallel for schedule(static) num_threads(threads) if (M * K > 65536)
-    for (int64_t p = 0; p < pn.count; p++) {
-        const int wd = width(pn, p);
-        float *dst = xp + p * kr * pn.mrp;
+typedef struct {
+    const float *x, *xa;
+    int64_t M, K;
+    int32_t r;
+    float scaling;
+    panels pn;
+    float *xp;
+} pack_job;
+
+/// Panels [p0, p1) (width wd): dst[k*wd + i] = x[p*mrp + i, k] for k < K, scaling·xa[.., k-K]
+/// after, 0 past M.
+static void pack_x_range(void *ctx, int64_t p0, int64_t p1) {
+    const pack_job *j = (const pack_job *)ctx;
+    const int64_t M = j->M, K = j->K, kr = K + j->r;
+    for (int64_t p = p0; p < p1; p++) {
+        const int wd = width(j->pn, p);
+        float *dst = j->xp + p * kr * j->pn.mrp;
         for (int i = 0; i < wd; i++) {
-            const int64_t m = p * pn.mrp + i;
+            const int64_t m = p * j->pn.mrp + i;
             if (m < M) {
-                for (int64_t k = 0; k < K; k++) dst[k * wd + i] = x[m * K + k];
-                for (int32_t k = 0; k < r; k++) dst[(K + k) * wd + i] = scaling * xa[m * r + k];
+                for (int64_t k = 0; k < K; k++) dst[k * wd + i] = j->x[m * K + k];
+                for (int32_t k = 0; k < j->r; k++) dst[(K + k) * wd + i] = j->scaling * j->xa[m * j->r + k];
             } else {
                 for (int64_t k = 0; k < kr; k++) dst[k * wd + i] = 0.0f;
             }
         }
     }
+}
+
+static void pack_x(const float *x, int64_t M, int64_t K, const float *xa, int32_t r, float scaling,
+                   panels pn, float *xp, int threads) {
+    pack_job job = {x, xa, M, K, r, scaling, pn, xp};
+    cq_parallel_for(pn.count, M * K > 65536 ? threads : 1, pack_x_range, &job);
 }
 
 /// ct[npad, ldc] += (x block k0..k0+kc) · (decoded panel)ᵀ, one micro-tile at a time.
@@ -61,12 +76,58 @@ static void multiply_panel(const cq_gemm_isa *isa, panels pn, const float *xp, i
         }
 }
 
+/// Everything a thread needs for its share of the output features.
+typedef struct {
+    const cq_gemm_isa *isa;
+    panels pn;
+    const float *xp, *wf, *B, *bias;
+    const cq_qweight *w;
+    float *y;
+    int64_t M, N, K, kr, ldc, ldw, tiles, panel_tiles;
+    int32_t r;
+    char *per_thread;
+    size_t wp_bytes, stride;
+} gemm_job;
+
+/// Thread t of nt: a contiguous range of micro-tiles of output features, in panels.
+static void gemm_worker(void *ctx, int t, int nt) {
+    const gemm_job *j = (const gemm_job *)ctx;
+    const cq_gemm_isa *isa = j->isa;
+    const int nr = isa->nr;
+    const int64_t N = j->N, K = j->K, ldc = j->ldc, ldw = j->ldw;
+    const int32_t r = j->r;
+    float *wp = (float *)(j->per_thread + (size_t)t * j->stride);
+    float *ct = (float *)(j->per_thread + (size_t)t * j->stride + j->wp_bytes);
+    const int64_t first = j->tiles * t / nt, last = j->tiles * (t + 1) / nt;
+    for (int64_t a = first; a < last; a += j->panel_tiles) {
+        const int64_t b = a + j->panel_tiles < last ? a + j->panel_tiles : last;
+        const int64_t n0 = a * nr, nrows = (b * nr < N ? b * nr : N) - n0, npad = (b - a) * nr;
+        memset(ct, 0, (size_t)(npad * ldc) * sizeof(float));
+        for (int64_t k0 = 0; k0 < K; k0 += CQ_PANEL_K) {
+            const int64_t kc = K - k0 < CQ_PANEL_K ? K - k0 : CQ_PANEL_K;
+            for (int64_t jr = 0; jr < nrows; jr++) {
+                if (j->w) isa->decode(j->w, (n0 + jr) * K + k0, kc, wp + jr * CQ_PANEL_K);
+                else memcpy(wp + jr * CQ_PANEL_K, j->wf + (n0 + jr) * K + k0, (size_t)kc * sizeof(float));
+            }
+            for (int64_t jr = nrows; jr < npad; jr++) memset(wp + jr * CQ_PANEL_K, 0, (size_t)kc * sizeof(float));
+            multiply_panel(isa, j->pn, j->xp, j->kr, k0, wp, CQ_PANEL_K, kc, npad, ct, ldc);
+        }
+        if (r > 0) { // LoRA block: B rows (r values each) against scaling·xa
+            for (int64_t jr = 0; jr < nrows; jr++) memcpy(wp + jr * ldw, j->B + (n0 + jr) * r, (size_t)r * sizeof(float));
+            for (int64_t jr = nrows; jr < npad; jr++) memset(wp + jr * ldw, 0, (size_t)r * sizeof(float));
+            multiply_panel(isa, j->pn, j->xp, j->kr, K, wp, ldw, r, npad, ct, ldc);
+        }
+        for (int64_t m = 0; m < j->M; m++)
+            for (int64_t jr = 0; jr < nrows; jr++)
+                j->y[m * N + n0 + jr] = ct[jr * ldc + m] + (j->bias ? j->bias[n0 + jr] : 0.0f);
+    }
+}
+
 void cq_panel_gemm(const float *x, int64_t M, int64_t N, int64_t K, const cq_qweight *w, const float *wf,
                    const float *xa, const float *B, int32_t r, float scaling, const float *bias, float *y,
                    void *scratch, int threads) {
     const int64_t kr = K + r;
     const cq_gemm_isa isa = cq_gemm_isa_current();
-    const int nr = isa.nr;
     const panels pn = x_panels(&isa, M);
     const int64_t ldc = round_up(M, CQ_MRP_MAX);
     const int64_t ldw = r > CQ_PANEL_K ? r : CQ_PANEL_K;
@@ -75,35 +136,7 @@ void cq_panel_gemm(const float *x, int64_t M, int64_t N, int64_t K, const cq_qwe
     const size_t wp_bytes = cq_align64((size_t)(CQ_PANEL_N * ldw) * sizeof(float));
     const size_t stride = wp_bytes + cq_align64((size_t)(CQ_PANEL_N * ldc) * sizeof(float));
     pack_x(x, M, K, xa, r, scaling, pn, xp, threads);
-
-    const int64_t tiles = (N + nr - 1) / nr, panel_tiles = CQ_PANEL_N / nr;
-    #pragma omp parallel num_threads(threads)
-    {
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        float *wp = (float *)(per_thread + (size_t)t * stride);
-        float *ct = (float *)(per_thread + (size_t)t * stride + wp_bytes);
-        const int64_t first = tiles * t / nt, last = tiles * (t + 1) / nt;
-        for (int64_t a = first; a < last; a += panel_tiles) {
-            const int64_t b = a + panel_tiles < last ? a + panel_tiles : last;
-            const int64_t n0 = a * nr, nrows = (b * nr < N ? b * nr : N) - n0, npad = (b - a) * nr;
-            memset(ct, 0, (size_t)(npad * ldc) * sizeof(float));
-            for (int64_t k0 = 0; k0 < K; k0 += CQ_PANEL_K) {
-                const int64_t kc = K - k0 < CQ_PANEL_K ? K - k0 : CQ_PANEL_K;
-                for (int64_t j = 0; j < nrows; j++) {
-                    if (w) isa.decode(w, (n0 + j) * K + k0, kc, wp + j * CQ_PANEL_K);
-                    else memcpy(wp + j * CQ_PANEL_K, wf + (n0 + j) * K + k0, (size_t)kc * sizeof(float));
-                }
-                for (int64_t j = nrows; j < npad; j++) memset(wp + j * CQ_PANEL_K, 0, (size_t)kc * sizeof(float));
-                multiply_panel(&isa, pn, xp, kr, k0, wp, CQ_PANEL_K, kc, npad, ct, ldc);
-            }
-            if (r > 0) { // LoRA block: B rows (r values each) against scaling·xa
-                for (int64_t j = 0; j < nrows; j++) memcpy(wp + j * ldw, B + (n0 + j) * r, (size_t)r * sizeof(float));
-                for (int64_t j = nrows; j < npad; j++) memset(wp + j * ldw, 0, (size_t)r * sizeof(float));
-                multiply_panel(&isa, pn, xp, kr, K, wp, ldw, r, npad, ct, ldc);
-            }
-            for (int64_t m = 0; m < M; m++)
-                for (int64_t j = 0; j < nrows; j++)
-                    y[m * N + n0 + j] = ct[j * ldc + m] + (bias ? bias[n0 + j] : 0.0f);
-        }
-    }
+    gemm_job job = {&isa, pn, xp, wf, B, bias, w, y, M, N, K, kr, ldc, ldw, (N + isa.nr - 1) / isa.nr,
+                    CQ_PANEL_N / isa.nr, r, per_thread, wp_bytes, stride};
+    cq_parallel(threads, gemm_worker, &job);
 }

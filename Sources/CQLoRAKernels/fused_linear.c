@@ -21,11 +21,23 @@ cq_gemm_isa cq_gemm_isa_current(void) {
     }
 }
 
+typedef struct {
+    const float *x, *A;
+    float *xa;
+    int64_t K;
+    int32_t r;
+    cq_dot_fn dot;
+} lora_down_args;
+
+static void lora_down_range(void *p, int64_t i0, int64_t i1) {
+    const lora_down_args *a = (const lora_down_args *)p;
+    for (int64_t i = i0; i < i1; i++) a->xa[i] = a->dot(a->x + (i / a->r) * a->K, a->A + (i % a->r) * a->K, a->K);
+}
+
 void cq_lora_down(const float *x, int64_t M, int64_t K, const float *A, int32_t r, float *xa, int threads) {
-    const cq_dot_fn dot = cq_gemm_isa_current().dot;
+    lora_down_args args = {x, A, xa, K, r, cq_gemm_isa_current().dot};
     const int64_t n = M * r;
-    #pragma omp parallel for schedule(static) num_threads(threads) if (n * K > 65536)
-    for (int64_t i = 0; i < n; i++) xa[i] = dot(x + (i / r) * K, A + (i % r) * K, K);
+    cq_parallel_for(n, n * K > 65536 ? threads : 1, lora_down_range, &args);
 }
 
 size_t cq_fused_linear_scratch_bytes(int64_t M, int64_t N, int64_t K, int32_t r, int threads) {

@@ -8,6 +8,18 @@
 int omp_get_thread_num(void);
 int omp_get_num_threads(void);
 
+// ---- parallel.c: OpenMP regions through libomp's GOMP_parallel (no -fopenmp needed).
+/// Body of a parallel region: runs once on each of `nthreads` threads.
+typedef void (*cq_team_fn)(void *ctx, int thread, int nthreads);
+/// Runs fn on a team of `threads` threads (inline on the caller when threads <= 1).
+void cq_parallel(int threads, cq_team_fn fn, void *ctx);
+/// Body of a parallel loop: iterations [begin, end).
+typedef void (*cq_range_fn)(void *ctx, int64_t begin, int64_t end);
+/// Splits [0, n) into one contiguous range per thread (static schedule; callers pass threads = 1
+/// for loops too small to be worth a region). Iterations must be independent, so the result
+/// does not depend on the split.
+void cq_parallel_for(int64_t n, int threads, cq_range_fn fn, void *ctx);
+
 /// Decoded scale of 4-bit block b (plain absmax or double-quant code2[q]·absmax2 + offset).
 // Scales are code2·absmax2 + offset as two roundings (like quant.c): never contracted to an FMA,
 // even inside functions compiled for FMA targets.
