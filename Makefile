@@ -1,5 +1,5 @@
 # make demo  — install what is missing, build, run the built-in demo job
-# make test  — the whole test suite (release build: the numerics are heavy)
+# make test  — the whole test suite (release build: the numerics are heavy), after test-consumer
 # make bench — the fusion benchmarks; writes Benchmarks/results/latest.md
 SWIFT ?= swift
 DEPS := libopenblas-dev libomp-dev pkg-config
@@ -7,7 +7,7 @@ RELEASE := .build/release
 # One flag set for every target so demo, test and bench share one build (tests use @testable).
 BUILD := -c release -Xswiftc -enable-testing
 
-.PHONY: deps build demo test bench plan-picture clean
+.PHONY: deps build demo test test-consumer bench plan-picture clean
 
 deps:
 	@missing=""; for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -22,9 +22,14 @@ build: deps
 demo: build
 	$(RELEASE)/qlora demo
 
-test: deps
+test: deps test-consumer
 	$(SWIFT) build $(BUILD) --build-tests
 	$(SWIFT) test $(BUILD) --skip-build --disable-swift-testing
+
+# A throw-away package depending on a tagged clone of this repository by URL and version, as
+# users add it; SwiftPM refuses unsafe build flags there. Uses the committed HEAD.
+test-consumer: deps
+	Tests/Consumer/run.sh
 
 bench: deps
 	$(SWIFT) build $(BUILD) --product qlora-bench

@@ -47,3 +47,14 @@ void cq_parallel_for(int64_t n, int threads, cq_range_fn fn, void *ctx) {
     range_call call = {fn, ctx, n};
     cq_parallel(threads < n ? threads : (int)n, range_entry, &call);
 }
+
+static void count_member(void *ctx, int thread, int nthreads) {
+    (void)thread; (void)nthreads;
+    __atomic_fetch_add((int *)ctx, 1, __ATOMIC_RELAXED);
+}
+
+int cq_parallel_team_size(int threads) {
+    int members = 0;
+    cq_parallel(threads, count_member, &members);
+    return members;
+}

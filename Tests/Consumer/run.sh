@@ -8,7 +8,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 work="$root/.build/consumer"
 reference="${1:-$root/../shared/reference}"
-rm -rf "$work/QLoRA" "$work/pkg"
+# The clone, the package and SwiftPM's cached checkouts are made anew (a cached clone would not
+# see the new tag); compiled objects in $work/build are reused.
+rm -rf "$work/QLoRA" "$work/pkg" "$work/build/repositories" "$work/build/checkouts" "$work/build/workspace-state.json"
 mkdir -p "$work/pkg/Sources/consumer"
 git clone -q "$root" "$work/QLoRA"
 version="1.0.$(git -C "$work/QLoRA" rev-list --count HEAD)"
