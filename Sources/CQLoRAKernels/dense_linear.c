@@ -38,7 +38,7 @@ static void dense_rows(const float *x, int64_t M, const float *W, int64_t N, int
 }
 
 /// Shared by cq_dense_linear and cq_matmul_nt; xa is x·Aᵀ (M x r) when r > 0; panels is the
-/// panel-GEMM scratch (cq_fused_gemm_scratch_bytes), owned by the caller's plan.
+/// panel-GEMM scratch (cq_panel_gemm_scratch_bytes), owned by the caller's plan.
 static void dense(const float *x, int64_t M, const float *W, int64_t N, int64_t K, const float *xa, const float *B,
                   int32_t r, float scaling, const float *bias, float *y, void *panels, int threads) {
     if (M >= CQ_DENSE_GEMM_MIN_M && panels) {
@@ -49,7 +49,7 @@ static void dense(const float *x, int64_t M, const float *W, int64_t N, int64_t 
 }
 
 static size_t panel_bytes(int64_t M, int64_t K, int32_t r, int threads) {
-    return M >= CQ_DENSE_GEMM_MIN_M ? cq_fused_gemm_scratch_bytes(M, K, r, threads < 1 ? 1 : threads) : 0;
+    return M >= CQ_DENSE_GEMM_MIN_M ? cq_panel_gemm_scratch_bytes(M, K, r, threads < 1 ? 1 : threads) : 0;
 }
 
 size_t cq_matmul_nt_scratch_bytes(int64_t M, int64_t K, int threads) {

@@ -1,12 +1,14 @@
 // AVX2 micro-kernel: 16 x rows (2 ymm) x 6 weight rows = 12 accumulators (layout as in
 // gemm_microkernel_avx512.c).
 #include "kernels_internal.h"
+#if CQ_X86
 #include <immintrin.h>
 
 #define AVX2 __attribute__((target("avx2,fma")))
 enum { MR = CQ_MRP_AVX2, NR = CQ_NR_AVX2 };
 
-AVX2 void cq_gemm_kernel_avx2(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc) {
+AVX2 void cq_gemm_kernel_avx2(const void *xv, const void *wv, int64_t ldw, int64_t kc, float *ct, int64_t ldc) {
+    const float *xp = (const float *)xv, *wp = (const float *)wv;
     __m256 c0[NR], c1[NR];
     for (int j = 0; j < NR; j++) c0[j] = c1[j] = _mm256_setzero_ps();
     const float *w0 = wp, *w3 = wp + 3 * ldw;
@@ -25,3 +27,4 @@ AVX2 void cq_gemm_kernel_avx2(const float *xp, const float *wp, int64_t ldw, int
         _mm256_storeu_ps(c + 8, _mm256_add_ps(_mm256_loadu_ps(c + 8), c1[j]));
     }
 }
+#endif

@@ -2,12 +2,14 @@
 // tile of 24 accumulators. The weight panel stays row-major as decoded (no transpose pass);
 // the tile is accumulated transposed (ct[j][i]) and written out once per panel by the driver.
 #include "kernels_internal.h"
+#if CQ_X86
 #include <immintrin.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 enum { MR = CQ_MRP_AVX512, NR = CQ_NR_AVX512 };
 
-AVX512 void cq_gemm_kernel_avx512(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc) {
+AVX512 void cq_gemm_kernel_avx512(const void *xv, const void *wv, int64_t ldw, int64_t kc, float *ct, int64_t ldc) {
+    const float *xp = (const float *)xv, *wp = (const float *)wv;
     __m512 c0[NR], c1[NR];
     for (int j = 0; j < NR; j++) c0[j] = c1[j] = _mm512_setzero_ps();
     const float *w0 = wp, *w3 = wp + 3 * ldw, *w6 = wp + 6 * ldw, *w9 = wp + 9 * ldw;
@@ -29,8 +31,9 @@ AVX512 void cq_gemm_kernel_avx512(const float *xp, const float *wp, int64_t ldw,
 }
 
 /// The same for a 16-row x panel (M % 32 in 1..16): one zmm per weight row, 12 accumulators.
-AVX512 void cq_gemm_kernel_half_avx512(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct,
+AVX512 void cq_gemm_kernel_half_avx512(const void *xv, const void *wv, int64_t ldw, int64_t kc, float *ct,
                                        int64_t ldc) {
+    const float *xp = (const float *)xv, *wp = (const float *)wv;
     __m512 c[NR];
     for (int j = 0; j < NR; j++) c[j] = _mm512_setzero_ps();
     const float *w0 = wp, *w3 = wp + 3 * ldw, *w6 = wp + 6 * ldw, *w9 = wp + 9 * ldw;
@@ -45,3 +48,4 @@ AVX512 void cq_gemm_kernel_half_avx512(const float *xp, const float *wp, int64_t
         _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), c[j]));
     }
 }
+#endif

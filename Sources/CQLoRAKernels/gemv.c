@@ -44,8 +44,8 @@ typedef struct {
     float scaling;
     cq_gemm_isa isa;
     cq_gemv_tile_fn tile;   // f32 nibble-streaming tile, or NULL
-    cq_dq_tables_fn dq_tables;
-    int bf16, streaming, use_tables;
+    const cq_bf16_isa *bf16; // the bf16 tiles instead, or NULL
+    int streaming, use_tables;
     const float *xperm;     // permuted x (f32, or bf16 when bf16)
     float *rowbufs;         // per-thread scratch, rowbuf_stride floats each
     int64_t rowbuf_stride, ntiles;
@@ -64,7 +64,7 @@ static void gemv_tiles(const gemv_job *j, int64_t t0, int64_t t1, float *rowbuf)
                 scales.plain = w->absmax + b0;
             } else if (j->use_tables) {
                 const int64_t b2 = b0 / w->block_size2, b2_last = (b0 + nb - 1) / w->block_size2;
-                j->dq_tables(w, b2, nb > 0 ? b2_last - b2 + 1 : 0, rowbuf);
+                j->isa.dq_tables(w, b2, nb > 0 ? b2_last - b2 + 1 : 0, rowbuf);
                 scales = (cq_tile_scales){NULL, w->qabsmax + b0, rowbuf, b2};
             } else {
                 cq_block_scales_portable(w, b0, nb, rowbuf);
@@ -83,7 +83,7 @@ static void gemv_tiles(const gemv_job *j, int64_t t0, int64_t t1, float *rowbuf)
         for (int64_t m0 = 0; m0 < M; m0 += 4) {
             const int mt = M - m0 < 4 ? (int)(M - m0) : 4;
             float dots[16];
-            if (j->bf16) cq_gemv_tile_bf16(w, n0, nrows, &scales, (const uint16_t *)j->xperm + m0 * K, mt, K, dots);
+            if (j->bf16) j->bf16->gemv_tile(w, n0, nrows, &scales, (const uint16_t *)j->xperm + m0 * K, mt, K, dots);
             else j->tile(w, n0, nrows, &scales, j->xperm + m0 * K, mt, K, dots);
             for (int jr = 0; jr < nrows; jr++)
                 for (int m = 0; m < mt; m++)
@@ -103,24 +103,21 @@ void cq_fused_gemv_ex(const float *x, int64_t M, const cq_qweight *w, const floa
                       float scaling, const float *bias, float *y, void *scratch, int threads, int bf16) {
     const int64_t N = w->rows, K = w->cols;
     const cq_gemm_isa isa = cq_gemm_isa_current();
-    cq_gemv_tile_fn tile = NULL;
-    if (cq_detect_isa() == CQ_ISA_AVX512) tile = cq_gemv_tile_avx512;
-    else if (cq_detect_isa() == CQ_ISA_AVX2) tile = cq_gemv_tile_avx2;
+    cq_gemv_tile_fn tile = isa.gemv_tile;
     // The nibble-streaming kernels need every row to be whole blocks (K % block_size == 0, the
     // usual case); other K (odd, rows starting mid-block or mid-byte) decode each row into a
     // buffer with the ISA's decoder and dot in f32.
     if (K % w->block_size != 0) tile = NULL;
-    bf16 = bf16 && cq_gemv_bf16_supported(w);
-    const int streaming = bf16 || tile != NULL; // tiles reading the nibbles directly
-    const cq_dq_tables_fn dq_tables = cq_detect_isa() == CQ_ISA_AVX512 ? cq_dq_tables_avx512 : cq_dq_tables_portable;
+    const cq_bf16_isa *bf16_isa = bf16 && cq_gemv_bf16_supported(w) ? cq_bf16_isa_current() : NULL;
+    const int streaming = bf16_isa || tile != NULL; // tiles reading the nibbles directly
     // Double quant with nested blocks of >= 64 blocks: the tiles look scales up in per-tile
     // tables; otherwise (and for plain absmax) they read an array of decoded scales.
     const int use_tables = !w->absmax && w->block_size2 >= 64;
     float *xperm = (float *)scratch;
     float *rowbufs = (float *)((char *)scratch + cq_align64((size_t)(M * K) * sizeof(float)));
-    if (bf16) cq_permute_x_bf16(x, M, K, (uint16_t *)xperm);
+    if (bf16_isa) bf16_isa->permute_x(x, M, K, (uint16_t *)xperm);
     else if (tile) permute_x(x, M, K, xperm);
-    gemv_job job = {x, xa, B, bias, w, y, M, N, K, r, scaling, isa, tile, dq_tables, bf16, streaming, use_tables,
+    gemv_job job = {x, xa, B, bias, w, y, M, N, K, r, scaling, isa, tile, bf16_isa, streaming, use_tables,
                     xperm, rowbufs, (int64_t)per_thread_floats(K), (N + 3) / 4};
     cq_parallel(threads, gemv_worker, &job);
 }

@@ -1,7 +1,7 @@
 // bitsandbytes 0.50.2-exact blockwise 4-bit quantization and 8-bit double quantization.
 // Every rule below is named after its entry in shared/reference/manifest.json (conventions.*,
 // quantize_tables, double_quant_code_note); the reference tests check each one bit for bit.
-// Dequantization (the hot path) lives in dequant.c / dequant_x86.c.
+// Dequantization (the hot path) lives in dequant.c, with the per-ISA decoders of decode_<isa>.c.
 #include "quant_internal.h"
 #include "kernels_internal.h"
 #include <math.h>
