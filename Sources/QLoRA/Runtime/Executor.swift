@@ -1,7 +1,9 @@
 import CQLoRAKernels
 
-/// Runs a plan's steps in order in one context. Checks the feeds, copies them into the arena,
-/// calls each step's kernel, copies the outputs out. Allocates nothing per step.
+/// Runs a plan's steps in order in one context. Checks the feeds, then calls each step's kernel:
+/// inputs are read where the caller's arrays are and outputs are written straight into the
+/// returned arrays (only an output that is an input, a parameter or another output is copied).
+/// Allocates nothing per step (the output arrays, once per run).
 enum Executor {
     static func run(_ plan: ExecutablePlan, _ feeds: [String: Tensor], _ context: ExecutionContext) throws -> [String: Tensor] {
         try validate(plan, feeds)
