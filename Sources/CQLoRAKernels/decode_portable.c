@@ -1,5 +1,5 @@
-// Portable 4-bit decode (plain C, two codes per packed byte), plus the block-scale helpers of the
-// small-M tiles. Also the scalar head of the SIMD spans' odd starts.
+// Portable 4-bit decode (plain C, two codes per packed byte), plus the block-scale helpers of
+// the small-M tiles.
 #include "decode_internal.h"
 
 static inline __attribute__((always_inline)) void span(const uint8_t *packed, const float *code, int64_t e,
