@@ -19,7 +19,7 @@ enum Kernel: Sendable, Equatable {
     /// On-the-fly fused dequant-GEMM + LoRA + bias: [x, weight, A?, B?, bias?]; `bf16` asks for
     /// bf16 compute where the CPU and shape allow it.
     case fusedLinear(m: Int, n: Int, k: Int, rank: Int, scaling: Float, hasBias: Bool, bf16: Bool)
-    /// Cached f32 weight through `cq_dense_linear` + LoRA + bias: [x, cached, A?, B?, bias?].
+    /// Cached f32 weight through OpenBLAS + LoRA + bias: [x, cached, A?, B?, bias?].
     case denseLinear(m: Int, n: Int, k: Int, rank: Int, scaling: Float, hasBias: Bool)
     case dequantize
     case matmul(m: Int, n: Int, k: Int)
