@@ -38,6 +38,10 @@ public struct SafeTensorsFile: Sendable {
                 throw QLoraError.wrongFileType(file: path, expected: "safetensors",
                                                reason: "it starts with the text \"\(text)…\" (a safetensors file starts with an 8-byte header length, then its JSON header)")
             }
+            if available > 0, file[file.startIndex + 8] != UInt8(ascii: "{") {
+                throw QLoraError.wrongFileType(file: path, expected: "safetensors",
+                                               reason: "its first 8 bytes give a header length of \(n) bytes, more than the \(available) that follow, and no JSON header starts after them")
+            }
             throw bad("header length", "\(n) bytes but only \(available) bytes follow the length (truncated file?)")
         }
         guard n <= UInt64(SafeTensorsHeader.maxHeaderBytes) else {
