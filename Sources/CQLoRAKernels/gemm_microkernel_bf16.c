@@ -14,19 +14,19 @@ BF16 void cq_gemm_kernel_bf16(const void *xv, const void *wv, int64_t ldw, int64
     const uint32_t *xp = (const uint32_t *)xv;
     const uint16_t *wp = (const uint16_t *)wv;
     __m512 c0[NR], c1[NR];
-    for (int j = 0; j < NR; j++) c0[j] = c1[j] = _mm512_setzero_ps();
+    CQ_UNROLL for (int j = 0; j < NR; j++) c0[j] = c1[j] = _mm512_setzero_ps();
     const uint32_t *rows[NR];
-    for (int j = 0; j < NR; j++) rows[j] = (const uint32_t *)(wp + j * ldw);
+    CQ_UNROLL for (int j = 0; j < NR; j++) rows[j] = (const uint32_t *)(wp + j * ldw);
     for (int64_t k = 0; k < kp; k++) {
         const __m512bh a0 = (__m512bh)_mm512_loadu_si512((const void *)(xp + k * MR));
         const __m512bh a1 = (__m512bh)_mm512_loadu_si512((const void *)(xp + k * MR + 16));
-        for (int j = 0; j < NR; j++) {
+        CQ_UNROLL for (int j = 0; j < NR; j++) {
             const __m512bh b = (__m512bh)_mm512_set1_epi32((int)rows[j][k]);
             c0[j] = _mm512_dpbf16_ps(c0[j], a0, b);
             c1[j] = _mm512_dpbf16_ps(c1[j], a1, b);
         }
     }
-    for (int j = 0; j < NR; j++) {
+    CQ_UNROLL for (int j = 0; j < NR; j++) {
         float *c = ct + j * ldc;
         _mm512_storeu_ps(c, _mm512_add_ps(_mm512_loadu_ps(c), c0[j]));
         _mm512_storeu_ps(c + 16, _mm512_add_ps(_mm512_loadu_ps(c + 16), c1[j]));

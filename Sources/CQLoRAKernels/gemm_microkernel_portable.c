@@ -9,11 +9,11 @@ void cq_gemm_kernel_portable(const void *xv, const void *wv, int64_t ldw, int64_
     float c[NR][MR] = {{0}};
     for (int64_t k = 0; k < kc; k++) {
         const float *a = xp + k * MR;
-        for (int j = 0; j < NR; j++) {
+        CQ_UNROLL for (int j = 0; j < NR; j++) {
             const float b = wp[j * ldw + k];
             for (int i = 0; i < MR; i++) c[j][i] += a[i] * b;
         }
     }
-    for (int j = 0; j < NR; j++)
+    CQ_UNROLL for (int j = 0; j < NR; j++)
         for (int i = 0; i < MR; i++) ct[j * ldc + i] += c[j][i];
 }

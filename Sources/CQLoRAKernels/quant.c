@@ -4,6 +4,7 @@
 // Dequantization (the hot path) lives in dequant.c, with the per-ISA decoders of decode_<isa>.c.
 #include "quant_internal.h"
 #include "kernels_internal.h"
+#include "torch_f32_sum.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -266,11 +267,8 @@ void cq_double_quantize_with_offset(const float *absmax, int64_t nblocks, int32_
 }
 
 static float absmax_mean(const float *absmax, int64_t nblocks) {
-    // torch.mean in float32 sums with its own (ISA-dependent) cascade; a double sum is
-    // order-independent to well under 1e-6 relative and is what we use.
-    double sum = 0.0;
-    for (int64_t i = 0; i < nblocks; i++) sum += absmax[i];
-    return nblocks > 0 ? (float)(sum / (double)nblocks) : 0.0f;
+    // bitsandbytes: offset = absmax.mean() in float32 = torch's float32 CPU sum / float(n).
+    return nblocks > 0 ? cq_torch_f32_sum(absmax, nblocks) / (float)nblocks : 0.0f;
 }
 
 void cq_double_quantize(const float *absmax, int64_t nblocks, int32_t block_size2,

@@ -18,10 +18,10 @@ struct DimensionResolver {
         self.def = def
         self.weights = weights
         values = def.dims
-        for k in def.dims.keys { origin[k] = "dims/--dim" }
+        for k in def.dims.keys { origin[k] = "--dim or the graph's dims" }
     }
 
-    func bad(_ path: String, _ reason: String) -> QLoraError { .malformedFile(file: def.file, field: path, reason: reason) }
+    func bad(_ path: String, _ reason: String) -> QLoraError { .graphMismatch(graph: def.file, field: path, reason: reason) }
 
     func value(_ d: Dim) -> Int? {
         switch d {
@@ -134,15 +134,15 @@ struct DimensionResolver {
                 let y = shapes[op.inputs[1]]!
                 let isRow: Bool
                 if case .add = op.kind { isRow = y.dims.count == 1 && !y.batch && (x.dims.count > 1 || x.batch) } else { isRow = false }
-                if isRow {
-                    try unify(x.dims.last!, y.dims[0], at: at(".inputs[1]"), what: "'\(op.inputs[0])' \(show(x))")
-                } else {
-                    guard x.batch == y.batch, x.dims.count == y.dims.count else {
-                        throw bad(at(".inputs[1]"), "shape disagreement: '\(op.inputs[0])' is \(show(x)) but '\(op.inputs[1])' is \(show(y))")
-                    }
-                    for (a, b) in zip(x.dims, y.dims) {
-                        try unify(a, b, at: at(".inputs[1]"), what: "'\(op.inputs[0])' \(show(x)) vs '\(op.inputs[1])' \(show(y))")
-                    }
+                let name = op.kind.name
+                let disagree = bad(at(".inputs[1]"), isRow
+                    ? "\(name) of '\(op.inputs[0])' \(show(x)) and the row '\(op.inputs[1])' \(show(y)) needs the row as long as the last dimension"
+                    : "\(name) needs equal shapes, but '\(op.inputs[0])' is \(show(x)) and '\(op.inputs[1])' is \(show(y))")
+                let pairs = isRow ? [(x.dims.last!, y.dims[0])] : Array(zip(x.dims, y.dims))
+                guard isRow || (x.batch == y.batch && x.dims.count == y.dims.count) else { throw disagree }
+                for (a, b) in pairs {
+                    if let va = value(a), let vb = value(b), va != vb { throw disagree }
+                    try unify(a, b, at: at(".inputs[1]"), what: "'\(op.inputs[0])' \(show(x))")
                 }
             case .silu, .gelu, .relu, .scale:
                 break

@@ -58,7 +58,7 @@ extension GraphDefinition {
                 case let .linear(module, out, rule):
                     let layer = try layers[module] ?? makeLayer(module, out: out, bias: rule, input: xs[0], weights: weights,
                                                                  resolver: resolver, lora: lora[module], seed: options.seed &+ UInt64(layers.count),
-                                                                 neededBy: neededBy)
+                                                                 neededBy: neededBy, outPath: GraphFileParser(file: file).locate(op.path, ".out"))
                     layers[module] = layer
                     y = try layer(xs[0])
                 case .add: y = try g.add(xs[0], xs[1], label: op.output)
@@ -77,8 +77,10 @@ extension GraphDefinition {
                     y = try g.rmsNorm(xs[0], weight: g.parameter(p), eps: eps, label: op.output)
                 }
             } catch let e as QLoraError {
-                if case .malformedFile = e { throw e }
-                throw QLoraError.malformedFile(file: file, field: op.path, reason: e.description)
+                switch e {
+                case .malformedFile, .missingTensor, .graphMismatch: throw e
+                default: throw QLoraError.graphMismatch(graph: file, field: op.path, reason: e.description)
+                }
             }
             values[op.output] = y
         }
@@ -91,7 +93,8 @@ extension GraphDefinition {
     }
 
     private func makeLayer(_ module: String, out: Dim?, bias rule: BiasRule, input: Value, weights: CheckpointWeights?,
-                           resolver: DimensionResolver, lora: LoraModuleWeights?, seed: UInt64, neededBy: String) throws -> QuantizedLinear {
+                           resolver: DimensionResolver, lora: LoraModuleWeights?, seed: UInt64, neededBy: String,
+                           outPath: String) throws -> QuantizedLinear {
         var config = QLoraConfig()
         if let lora { config = try GraphDefinition.config(for: lora) }
         let layer: QuantizedLinear
@@ -106,7 +109,9 @@ extension GraphDefinition {
             }
             layer = try QuantizedLinear(quantizedWeight: weight, bias: bias, config: config, name: module, seed: seed)
         } else {
-            let n = try resolver.concrete(.init(batch: false, dims: [out!]), at: neededBy)[0]
+            guard let out, let n = resolver.value(out) else {
+                throw resolver.bad(outPath, "dimension '\(out.map(\.description) ?? "out")' has no value: pass --weights or --dim \(out.map(\.description) ?? "out")=N")
+            }
             layer = try QuantizedLinear(inFeatures: input.shape.last!, outFeatures: n, config: config, name: module, seed: seed)
         }
         if let lora {

@@ -32,7 +32,8 @@ enum Scheduler {
                     : .denseLinear(m: m, n: nOut, k: k, rank: r, scaling: a.scaling, hasBias: a.hasBias)
                 flops = 2 * m * nOut * k + 2 * m * r * (k + nOut)
                 bytes = weightBytes + 4 * (m * k + m * nOut + r * (k + nOut) + (a.hasBias ? nOut : 0))
-                fused = a.fusedOps
+                // A cached weight is already f32: the step no longer dequantizes.
+                fused = w.type.element == .quant4 ? a.fusedOps : a.fusedOps.filter { $0 != "dequantize" }
             case .add:
                 let b = shapeOf(1)
                 // A 1-D rhs against a higher-rank lhs is a row broadcast (shape inference checked it).
