@@ -1,12 +1,13 @@
-// Run-time SIMD dispatch: the best ISA this CPU has, capped by QLORA_ISA or cq_set_isa.
-#include "cqlora.h"
+// Run-time SIMD detection: the best ISA this CPU has, capped by QLORA_ISA or cq_set_isa (always
+// portable in a build without the x86 kernels, CQ_X86 == 0). dispatch.c maps it to kernels.
+#include "kernels_internal.h"
 #include <stdlib.h>
 #include <string.h>
 
 static int g_isa = -1;
 
 static cq_isa detect(void) {
-#if defined(__x86_64__) || defined(__i386__)
+#if CQ_X86
     __builtin_cpu_init();
     cq_isa best = CQ_ISA_PORTABLE;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = CQ_ISA_AVX2;
@@ -52,7 +53,7 @@ const char *cq_isa_name(cq_isa isa) {
 }
 
 int cq_cpu_has_avx512_bf16(void) {
-#if defined(__x86_64__)
+#if CQ_X86
     // CPUID leaf 7 sub-leaf 1, EAX bit 5 = AVX512_BF16.
     unsigned int eax = 7, ebx, ecx = 1, edx;
     __asm__ volatile("cpuid" : "+a"(eax), "=b"(ebx), "+c"(ecx), "=d"(edx));

@@ -1,16 +1,27 @@
-// Scalar 4-bit decode of an arbitrary flat element range, plus a fixed-order dot product:
-// the portable fallbacks behind the fused kernels (and the head/tail of the SIMD decoders).
-#include "kernels_internal.h"
+// Portable 4-bit decode (plain C, two codes per packed byte), plus the block-scale helpers of
+// the small-M tiles.
+#include "decode_internal.h"
+
+static inline __attribute__((always_inline)) void span(const uint8_t *packed, const float *code, int64_t e,
+                                                       int64_t count, float a, float *out) {
+    if (count <= 0) return;
+    if (e & 1) { // starts on a low nibble
+        *out++ = code[packed[e >> 1] & 0x0F] * a;
+        e++;
+        count--;
+    }
+    const uint8_t *p = packed + (e >> 1);
+    int64_t i = 0;
+    for (; i + 2 <= count; i += 2) {
+        const uint8_t byte = p[i >> 1];
+        out[i] = code[byte >> 4] * a;
+        out[i + 1] = code[byte & 0x0F] * a;
+    }
+    if (i < count) out[i] = code[p[i >> 1] >> 4] * a;
+}
 
 void cq_decode_range_portable(const cq_qweight *w, int64_t e0, int64_t count, float *out) {
-    const int64_t bs = w->block_size, end = e0 + count;
-    int64_t e = e0;
-    while (e < end) {
-        const int64_t b = e / bs;
-        const int64_t bend = (b + 1) * bs < end ? (b + 1) * bs : end;
-        const float a = cq_block_absmax(w, b);
-        for (; e < bend; e++) out[e - e0] = w->codebook[cq_nibble_at(w->packed, e)] * a;
-    }
+    cq_decode_blocks(w, e0, count, out, span);
 }
 
 void cq_block_scales_portable(const cq_qweight *w, int64_t b0, int64_t count, float *out) {
@@ -22,14 +33,4 @@ void cq_dq_tables_portable(const cq_qweight *w, int64_t b2, int64_t count, float
     #pragma clang fp contract(off)
     for (int64_t t = 0; t < count; t++)
         for (int i = 0; i < 256; i++) out[t * 256 + i] = w->code2[i] * w->absmax2[b2 + t] + w->offset;
-}
-
-float cq_dot_portable(const float *a, const float *b, int64_t n) {
-    // Eight interleaved partial sums, combined in a fixed tree.
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) s[l] += a[i + l] * b[i + l];
-    for (int l = 0; i < n; i++, l++) s[l] += a[i] * b[i];
-    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }

@@ -8,21 +8,37 @@
 /// Below this many rows each weight row is read once and dotted with every x row.
 #define CQ_DENSE_GEMM_MIN_M 8
 
-/// y[m, n] = x[m]·W[n] (+ scaling·xa[m]·B[n] + bias[n]), one dot per output, split over n.
-static void dense_rows(const float *x, int64_t M, const float *W, int64_t N, int64_t K, const float *xa,
-                       const float *B, int32_t r, float scaling, const float *bias, float *y, int threads) {
-    const cq_dot_fn dot = cq_gemm_isa_current().dot;
-    #pragma omp parallel for schedule(static) num_threads(threads) if (M * N * K > 65536)
-    for (int64_t n = 0; n < N; n++)
+typedef struct {
+    const float *x, *W, *xa, *B, *bias;
+    float *y;
+    int64_t M, N, K;
+    int32_t r;
+    float scaling;
+    cq_dot_fn dot;
+} rows_args;
+
+/// Output features [n0, n1): y[m, n] = x[m]·W[n] (+ scaling·xa[m]·B[n] + bias[n]) for every m.
+static void rows_range(void *p, int64_t n0, int64_t n1) {
+    const rows_args *a = (const rows_args *)p;
+    const int64_t M = a->M, N = a->N, K = a->K;
+    const int32_t r = a->r;
+    for (int64_t n = n0; n < n1; n++)
         for (int64_t m = 0; m < M; m++) {
-            float v = dot(x + m * K, W + n * K, K);
-            if (r > 0) v += scaling * dot(xa + m * r, B + n * r, r);
-            y[m * N + n] = v + (bias ? bias[n] : 0.0f);
+            float v = a->dot(a->x + m * K, a->W + n * K, K);
+            if (r > 0) v += a->scaling * a->dot(a->xa + m * r, a->B + n * r, r);
+            a->y[m * N + n] = v + (a->bias ? a->bias[n] : 0.0f);
         }
 }
 
+/// y[m, n] = x[m]·W[n] (+ scaling·xa[m]·B[n] + bias[n]), one dot per output, split over n.
+static void dense_rows(const float *x, int64_t M, const float *W, int64_t N, int64_t K, const float *xa,
+                       const float *B, int32_t r, float scaling, const float *bias, float *y, int threads) {
+    rows_args args = {x, W, xa, B, bias, y, M, N, K, r, scaling, cq_gemm_isa_current().dot};
+    cq_parallel_for(N, M * N * K > 65536 ? threads : 1, rows_range, &args);
+}
+
 /// Shared by cq_dense_linear and cq_matmul_nt; xa is x·Aᵀ (M x r) when r > 0; panels is the
-/// panel-GEMM scratch (cq_fused_gemm_scratch_bytes), owned by the caller's plan.
+/// panel-GEMM scratch (cq_panel_gemm_scratch_bytes), owned by the caller's plan.
 static void dense(const float *x, int64_t M, const float *W, int64_t N, int64_t K, const float *xa, const float *B,
                   int32_t r, float scaling, const float *bias, float *y, void *panels, int threads) {
     if (M >= CQ_DENSE_GEMM_MIN_M && panels) {
@@ -33,7 +49,7 @@ static void dense(const float *x, int64_t M, const float *W, int64_t N, int64_t 
 }
 
 static size_t panel_bytes(int64_t M, int64_t K, int32_t r, int threads) {
-    return M >= CQ_DENSE_GEMM_MIN_M ? cq_fused_gemm_scratch_bytes(M, K, r, threads < 1 ? 1 : threads) : 0;
+    return M >= CQ_DENSE_GEMM_MIN_M ? cq_panel_gemm_scratch_bytes(M, K, r, threads < 1 ? 1 : threads) : 0;
 }
 
 size_t cq_matmul_nt_scratch_bytes(int64_t M, int64_t K, int threads) {

@@ -1,60 +1,95 @@
 // Small elementwise kernels. Each output element depends on its inputs only, so splitting
 // over threads never changes a bit. The compiler vectorises the plain loops.
-#include "cqlora.h"
+#include "kernels_internal.h"
 #include <math.h>
 
-#define PAR_FOR(n, threads) _Pragma("omp parallel for schedule(static) num_threads(threads) if((n) > 32768)")
+/// Operands of one elementwise call; each kernel's range function reads the fields it needs.
+typedef struct {
+    const float *a, *b;
+    float *out;
+    float s;       // scale factor, or RMSNorm epsilon
+    int64_t width; // row length for the row-wise kernels
+} ew_args;
 
-void cq_add(const float *a, const float *b, float *out, int64_t n, int threads) {
-    PAR_FOR(n, threads)
-    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+/// Below this many elements a call runs on the calling thread.
+#define EW_SERIAL_MAX 32768
+
+static void run(int64_t n, int64_t elements, int threads, cq_range_fn fn, ew_args args) {
+    cq_parallel_for(n, elements > EW_SERIAL_MAX ? threads : 1, fn, &args);
 }
 
-void cq_mul(const float *a, const float *b, float *out, int64_t n, int threads) {
-    PAR_FOR(n, threads)
-    for (int64_t i = 0; i < n; i++) out[i] = a[i] * b[i];
-}
-
-void cq_add_row(const float *a, const float *row, float *out, int64_t rows, int64_t n, int threads) {
-    PAR_FOR(rows * n, threads)
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < n; j++) out[i * n + j] = a[i * n + j] + row[j];
-}
-
-void cq_scale(const float *a, float s, float *out, int64_t n, int threads) {
-    PAR_FOR(n, threads)
-    for (int64_t i = 0; i < n; i++) out[i] = a[i] * s;
-}
+#define EW_RANGE(name, expr)                                                   \
+    static void name(void *p, int64_t i0, int64_t i1) {                        \
+        const ew_args *e = (const ew_args *)p;                                 \
+        const float *a = e->a, *b = e->b;                                      \
+        float *out = e->out;                                                   \
+        const float s = e->s;                                                  \
+        (void)b; (void)s;                                                      \
+        for (int64_t i = i0; i < i1; i++) out[i] = (expr);                     \
+    }
 
 static inline float silu1(float v) { return v / (1.0f + expf(-v)); }
 
+EW_RANGE(add_range, a[i] + b[i])
+EW_RANGE(mul_range, a[i] * b[i])
+EW_RANGE(scale_range, a[i] * s)
+EW_RANGE(silu_range, silu1(a[i]))
+EW_RANGE(silu_mul_range, silu1(a[i]) * b[i])
+EW_RANGE(gelu_range, 0.5f * a[i] * (1.0f + erff(a[i] * 0.70710678118654752f)))
+EW_RANGE(relu_range, a[i] > 0.0f ? a[i] : 0.0f)
+
+void cq_add(const float *a, const float *b, float *out, int64_t n, int threads) {
+    run(n, n, threads, add_range, (ew_args){a, b, out, 0, 0});
+}
+
+void cq_mul(const float *a, const float *b, float *out, int64_t n, int threads) {
+    run(n, n, threads, mul_range, (ew_args){a, b, out, 0, 0});
+}
+
+void cq_scale(const float *a, float s, float *out, int64_t n, int threads) {
+    run(n, n, threads, scale_range, (ew_args){a, NULL, out, s, 0});
+}
+
 void cq_silu(const float *a, float *out, int64_t n, int threads) {
-    PAR_FOR(n, threads)
-    for (int64_t i = 0; i < n; i++) out[i] = silu1(a[i]);
+    run(n, n, threads, silu_range, (ew_args){a, NULL, out, 0, 0});
 }
 
 void cq_silu_mul(const float *a, const float *b, float *out, int64_t n, int threads) {
-    PAR_FOR(n, threads)
-    for (int64_t i = 0; i < n; i++) out[i] = silu1(a[i]) * b[i];
+    run(n, n, threads, silu_mul_range, (ew_args){a, b, out, 0, 0});
 }
 
 void cq_gelu(const float *a, float *out, int64_t n, int threads) {
-    PAR_FOR(n, threads)
-    for (int64_t i = 0; i < n; i++) out[i] = 0.5f * a[i] * (1.0f + erff(a[i] * 0.70710678118654752f));
+    run(n, n, threads, gelu_range, (ew_args){a, NULL, out, 0, 0});
 }
 
 void cq_relu(const float *a, float *out, int64_t n, int threads) {
-    PAR_FOR(n, threads)
-    for (int64_t i = 0; i < n; i++) out[i] = a[i] > 0.0f ? a[i] : 0.0f;
+    run(n, n, threads, relu_range, (ew_args){a, NULL, out, 0, 0});
+}
+
+/// Rows [r0, r1) of a + row (b is the row broadcast over the rows).
+static void add_row_range(void *p, int64_t r0, int64_t r1) {
+    const ew_args *e = (const ew_args *)p;
+    const int64_t n = e->width;
+    for (int64_t i = r0; i < r1; i++)
+        for (int64_t j = 0; j < n; j++) e->out[i * n + j] = e->a[i * n + j] + e->b[j];
+}
+
+void cq_add_row(const float *a, const float *row, float *out, int64_t rows, int64_t n, int threads) {
+    run(rows, rows * n, threads, add_row_range, (ew_args){a, row, out, 0, n});
+}
+
+static void rmsnorm_range(void *p, int64_t r0, int64_t r1) {
+    const ew_args *e = (const ew_args *)p;
+    const int64_t n = e->width;
+    for (int64_t i = r0; i < r1; i++) {
+        const float *x = e->a + i * n;
+        double ss = 0.0; // fixed order per row: thread-count independent
+        for (int64_t j = 0; j < n; j++) ss += (double)x[j] * (double)x[j];
+        const float inv = 1.0f / sqrtf((float)(ss / (double)n) + e->s);
+        for (int64_t j = 0; j < n; j++) e->out[i * n + j] = (x[j] * inv) * e->b[j];
+    }
 }
 
 void cq_rmsnorm(const float *a, const float *weight, float eps, float *out, int64_t rows, int64_t n, int threads) {
-    PAR_FOR(rows * n, threads)
-    for (int64_t i = 0; i < rows; i++) {
-        const float *x = a + i * n;
-        double ss = 0.0; // fixed order per row: thread-count independent
-        for (int64_t j = 0; j < n; j++) ss += (double)x[j] * (double)x[j];
-        float inv = 1.0f / sqrtf((float)(ss / (double)n) + eps);
-        for (int64_t j = 0; j < n; j++) out[i * n + j] = (x[j] * inv) * weight[j];
-    }
+    run(rows, rows * n, threads, rmsnorm_range, (ew_args){a, weight, out, eps, n});
 }

@@ -1,6 +1,6 @@
 // cq_fused_linear: the on-the-fly QLoRA linear. Computes the LoRA down-projection xa = x·Aᵀ once,
 // then hands off to the small-M GEMV path (gemv.c, reads nibbles directly) or the panel GEMM path
-// (fused_gemm.c, decodes L2-sized weight panels into per-thread scratch).
+// (panel_gemm.c, decodes L2-sized weight panels into per-thread scratch).
 #include "kernels_internal.h"
 
 // Below this many rows the nibble-streaming tiles (4 weight rows x 4 x rows, decoded in
@@ -8,24 +8,23 @@
 // M = 16..64 on Zen 4), and need no panel scratch; from 64 rows on the panel GEMM wins.
 #define CQ_GEMV_MAX_M 64
 
-cq_gemm_isa cq_gemm_isa_current(void) {
-    switch (cq_detect_isa()) {
-    case CQ_ISA_AVX512:
-        return (cq_gemm_isa){CQ_MRP_AVX512, CQ_NR_AVX512, cq_gemm_kernel_avx512, cq_gemm_kernel_half_avx512,
-                              cq_decode_range_avx512, cq_dot_avx512};
-    case CQ_ISA_AVX2:
-        return (cq_gemm_isa){CQ_MRP_AVX2, CQ_NR_AVX2, cq_gemm_kernel_avx2, NULL, cq_decode_range_avx2, cq_dot_avx2};
-    default:
-        return (cq_gemm_isa){CQ_MRP_PORTABLE, CQ_NR_PORTABLE, cq_gemm_kernel_portable, NULL, cq_decode_range_portable,
-                             cq_dot_portable};
-    }
+typedef struct {
+    const float *x, *A;
+    float *xa;
+    int64_t K;
+    int32_t r;
+    cq_dot_fn dot;
+} lora_down_args;
+
+static void lora_down_range(void *p, int64_t i0, int64_t i1) {
+    const lora_down_args *a = (const lora_down_args *)p;
+    for (int64_t i = i0; i < i1; i++) a->xa[i] = a->dot(a->x + (i / a->r) * a->K, a->A + (i % a->r) * a->K, a->K);
 }
 
 void cq_lora_down(const float *x, int64_t M, int64_t K, const float *A, int32_t r, float *xa, int threads) {
-    const cq_dot_fn dot = cq_gemm_isa_current().dot;
+    lora_down_args args = {x, A, xa, K, r, cq_gemm_isa_current().dot};
     const int64_t n = M * r;
-    #pragma omp parallel for schedule(static) num_threads(threads) if (n * K > 65536)
-    for (int64_t i = 0; i < n; i++) xa[i] = dot(x + (i / r) * K, A + (i % r) * K, K);
+    cq_parallel_for(n, n * K > 65536 ? threads : 1, lora_down_range, &args);
 }
 
 size_t cq_fused_linear_scratch_bytes(int64_t M, int64_t N, int64_t K, int32_t r, int threads) {
@@ -35,7 +34,7 @@ size_t cq_fused_linear_scratch_bytes(int64_t M, int64_t N, int64_t K, int32_t r,
     if (r < 0) r = 0;
     const size_t xa = cq_align64((size_t)(M * r) * sizeof(float));
     return xa + (M < CQ_GEMV_MAX_M ? cq_gemv_scratch_bytes(M, K, threads)
-                                   : cq_fused_gemm_scratch_bytes(M, K, r, threads));
+                                   : cq_panel_gemm_scratch_bytes(M, K, r, threads));
 }
 
 void cq_fused_linear(const float *x, int64_t M, const cq_qweight *w,
@@ -59,7 +58,7 @@ int cq_fused_linear_ex(const float *x, int64_t M, const cq_qweight *w,
     // Panel GEMM (M >= 64): x, the decoded weight and the LoRA block in bf16. Small M: the bf16
     // nibble-streaming tiles (K a multiple of the block, blocks of >= 64); LoRA and bias in f32.
     const int small = M < CQ_GEMV_MAX_M;
-    if (!bf16 || M <= 0 || w->rows <= 0 || !cq_cpu_has_avx512_bf16() ||
+    if (!bf16 || M <= 0 || w->rows <= 0 || !cq_bf16_isa_current() ||
         (small ? !cq_gemv_bf16_supported(w) : w->cols + (r > 0 ? r : 0) < 2)) {
         cq_fused_linear(x, M, w, A, B, r, scaling, bias, y, scratch, threads);
         return 0;

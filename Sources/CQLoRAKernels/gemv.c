@@ -34,67 +34,90 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
     cq_fused_gemv_ex(x, M, w, xa, B, r, scaling, bias, y, scratch, threads, 0);
 }
 
+/// Everything a thread needs to compute a range of 4-row output tiles.
+typedef struct {
+    const float *x, *xa, *B, *bias;
+    const cq_qweight *w;
+    float *y;
+    int64_t M, N, K;
+    int32_t r;
+    float scaling;
+    cq_gemm_isa isa;
+    cq_gemv_tile_fn tile;   // f32 nibble-streaming tile, or NULL
+    const cq_bf16_isa *bf16; // the bf16 tiles instead, or NULL
+    int streaming, use_tables;
+    const float *xperm;     // permuted x (f32, or bf16 when bf16)
+    float *rowbufs;         // per-thread scratch, rowbuf_stride floats each
+    int64_t rowbuf_stride, ntiles;
+} gemv_job;
+
+static void gemv_tiles(const gemv_job *j, int64_t t0, int64_t t1, float *rowbuf) {
+    const cq_qweight *w = j->w;
+    const int64_t M = j->M, N = j->N, K = j->K;
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t n0 = t * 4;
+        const int nrows = N - n0 < 4 ? (int)(N - n0) : 4;
+        cq_tile_scales scales = {NULL, NULL, NULL, 0};
+        if (j->streaming) {
+            const int64_t blocks = K / w->block_size, b0 = n0 * blocks, nb = nrows * blocks;
+            if (w->absmax) {
+                scales.plain = w->absmax + b0;
+            } else if (j->use_tables) {
+                const int64_t b2 = b0 / w->block_size2, b2_last = (b0 + nb - 1) / w->block_size2;
+                j->isa.dq_tables(w, b2, nb > 0 ? b2_last - b2 + 1 : 0, rowbuf);
+                scales = (cq_tile_scales){NULL, w->qabsmax + b0, rowbuf, b2};
+            } else {
+                cq_block_scales_portable(w, b0, nb, rowbuf);
+                scales.plain = rowbuf;
+            }
+        }
+        if (!j->streaming) { // decode each row once, then one f32 dot per x row
+            for (int jr = 0; jr < nrows; jr++) {
+                j->isa.decode(w, (n0 + jr) * K, K, rowbuf);
+                for (int64_t m = 0; m < M; m++)
+                    store(j->y, N, n0 + jr, m, j->isa.dot(j->x + m * K, rowbuf, K), j->xa, j->B, j->r, j->scaling,
+                          j->bias, j->isa.dot);
+            }
+            continue;
+        }
+        for (int64_t m0 = 0; m0 < M; m0 += 4) {
+            const int mt = M - m0 < 4 ? (int)(M - m0) : 4;
+            float dots[16];
+            if (j->bf16) j->bf16->gemv_tile(w, n0, nrows, &scales, (const uint16_t *)j->xperm + m0 * K, mt, K, dots);
+            else j->tile(w, n0, nrows, &scales, j->xperm + m0 * K, mt, K, dots);
+            for (int jr = 0; jr < nrows; jr++)
+                for (int m = 0; m < mt; m++)
+                    store(j->y, N, n0 + jr, m0 + m, dots[jr * 4 + m], j->xa, j->B, j->r, j->scaling, j->bias,
+                          j->isa.dot);
+        }
+    }
+}
+
+/// Thread t of nt takes a contiguous share of the tiles and its own row buffer.
+static void gemv_worker(void *p, int t, int nt) {
+    const gemv_job *j = (const gemv_job *)p;
+    gemv_tiles(j, j->ntiles * t / nt, j->ntiles * (t + 1) / nt, j->rowbufs + t * j->rowbuf_stride);
+}
+
 void cq_fused_gemv_ex(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
                       float scaling, const float *bias, float *y, void *scratch, int threads, int bf16) {
     const int64_t N = w->rows, K = w->cols;
     const cq_gemm_isa isa = cq_gemm_isa_current();
-    cq_gemv_tile_fn tile = NULL;
-    if (cq_detect_isa() == CQ_ISA_AVX512) tile = cq_gemv_tile_avx512;
-    else if (cq_detect_isa() == CQ_ISA_AVX2) tile = cq_gemv_tile_avx2;
+    cq_gemv_tile_fn tile = isa.gemv_tile;
     // The nibble-streaming kernels need every row to be whole blocks (K % block_size == 0, the
     // usual case); other K (odd, rows starting mid-block or mid-byte) decode each row into a
     // buffer with the ISA's decoder and dot in f32.
     if (K % w->block_size != 0) tile = NULL;
-    bf16 = bf16 && cq_gemv_bf16_supported(w);
-    const int streaming = bf16 || tile != NULL; // tiles reading the nibbles directly
-    const cq_dq_tables_fn dq_tables = cq_detect_isa() == CQ_ISA_AVX512 ? cq_dq_tables_avx512 : cq_dq_tables_portable;
+    const cq_bf16_isa *bf16_isa = bf16 && cq_gemv_bf16_supported(w) ? cq_bf16_isa_current() : NULL;
+    const int streaming = bf16_isa || tile != NULL; // tiles reading the nibbles directly
     // Double quant with nested blocks of >= 64 blocks: the tiles look scales up in per-tile
     // tables; otherwise (and for plain absmax) they read an array of decoded scales.
     const int use_tables = !w->absmax && w->block_size2 >= 64;
     float *xperm = (float *)scratch;
     float *rowbufs = (float *)((char *)scratch + cq_align64((size_t)(M * K) * sizeof(float)));
-    const int64_t rowbuf_stride = (int64_t)per_thread_floats(K);
-    if (bf16) cq_permute_x_bf16(x, M, K, (uint16_t *)xperm);
+    if (bf16_isa) bf16_isa->permute_x(x, M, K, (uint16_t *)xperm);
     else if (tile) permute_x(x, M, K, xperm);
-    const int64_t ntiles = (N + 3) / 4;
-    #pragma omp parallel num_threads(threads)
-    {
-        float *rowbuf = rowbufs + omp_get_thread_num() * rowbuf_stride;
-        #pragma omp for schedule(static)
-        for (int64_t t = 0; t < ntiles; t++) {
-            const int64_t n0 = t * 4;
-            const int nrows = N - n0 < 4 ? (int)(N - n0) : 4;
-            cq_tile_scales scales = {NULL, NULL, NULL, 0};
-            if (streaming) {
-                const int64_t blocks = K / w->block_size, b0 = n0 * blocks, nb = nrows * blocks;
-                if (w->absmax) {
-                    scales.plain = w->absmax + b0;
-                } else if (use_tables) {
-                    const int64_t b2 = b0 / w->block_size2, b2_last = (b0 + nb - 1) / w->block_size2;
-                    dq_tables(w, b2, nb > 0 ? b2_last - b2 + 1 : 0, rowbuf);
-                    scales = (cq_tile_scales){NULL, w->qabsmax + b0, rowbuf, b2};
-                } else {
-                    cq_block_scales_portable(w, b0, nb, rowbuf);
-                    scales.plain = rowbuf;
-                }
-            }
-            if (!streaming) { // decode each row once, then one f32 dot per x row
-                for (int j = 0; j < nrows; j++) {
-                    isa.decode(w, (n0 + j) * K, K, rowbuf);
-                    for (int64_t m = 0; m < M; m++)
-                        store(y, N, n0 + j, m, isa.dot(x + m * K, rowbuf, K), xa, B, r, scaling, bias, isa.dot);
-                }
-                continue;
-            }
-            for (int64_t m0 = 0; m0 < M; m0 += 4) {
-                const int mt = M - m0 < 4 ? (int)(M - m0) : 4;
-                float dots[16];
-                if (bf16) cq_gemv_tile_bf16(w, n0, nrows, &scales, (const uint16_t *)xperm + m0 * K, mt, K, dots);
-                else tile(w, n0, nrows, &scales, xperm + m0 * K, mt, K, dots);
-                for (int j = 0; j < nrows; j++)
-                    for (int m = 0; m < mt; m++)
-                        store(y, N, n0 + j, m0 + m, dots[j * 4 + m], xa, B, r, scaling, bias, isa.dot);
-            }
-        }
-    }
+    gemv_job job = {x, xa, B, bias, w, y, M, N, K, r, scaling, isa, tile, bf16_isa, streaming, use_tables,
+                    xperm, rowbufs, (int64_t)per_thread_floats(K), (N + 3) / 4};
+    cq_parallel(threads, gemv_worker, &job);
 }

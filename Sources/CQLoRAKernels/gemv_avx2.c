@@ -1,6 +1,7 @@
 // AVX2 small-M kernel (same layout as gemv_avx512.c, 8 lanes): rows are taken in pairs so that
 // accumulators and both codebook halves per row fit in 16 ymm registers.
 #include "kernels_internal.h"
+#if CQ_X86
 #include <immintrin.h>
 
 #define AVX2 __attribute__((target("avx2,fma")))
@@ -72,3 +73,4 @@ AVX2 void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const cq
         }
     }
 }
+#endif

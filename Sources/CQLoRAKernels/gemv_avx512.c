@@ -3,6 +3,7 @@
 // absmax-scaled codebook; x was permuted to match (see kernels_internal.h), so no interleave.
 // Requires K % block_size == 0: every row is whole blocks, and all rows of a tile stay in phase.
 #include "kernels_internal.h"
+#if CQ_X86
 #include <immintrin.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
@@ -67,3 +68,4 @@ AVX512 void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, cons
         default: break;
     }
 }
+#endif

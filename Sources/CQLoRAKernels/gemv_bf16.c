@@ -12,14 +12,17 @@
 // The decoded bf16 weights are exactly bf16(W'[n,k]), the values the bf16 panel path multiplies.
 // Requires K % block_size == 0 and block_size % 64 == 0 (see cq_gemv_bf16_supported).
 #include "kernels_internal.h"
-#include <immintrin.h>
 
-#define BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 #define G CQ_GEMV_BF16_GROUP
 
 int cq_gemv_bf16_supported(const cq_qweight *w) {
     return w->cols > 0 && w->block_size >= G && w->block_size % G == 0 && w->cols % w->block_size == 0;
 }
+
+#if CQ_X86
+#include <immintrin.h>
+
+#define BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 
 /// xb[m*K + g + i] = bf16(x[m, g + 2i]), xb[m*K + g + 32 + i] = bf16(x[m, g + 2i + 1]) per group g.
 BF16 void cq_permute_x_bf16(const float *x, int64_t M, int64_t K, uint16_t *xb) {
@@ -96,3 +99,4 @@ BF16 void cq_gemv_tile_bf16(const cq_qweight *w, int64_t n0, int nrows, const cq
         default: break;
     }
 }
+#endif

@@ -1,23 +1,37 @@
-// Internal contract between the fused-linear drivers (fused_linear.c, gemv.c, fused_gemm.c) and
+// Internal contract between the fused-linear drivers (fused_linear.c, gemv.c, panel_gemm.c) and
 // their per-ISA kernels (*_avx512.c, *_avx2.c, *_portable.c). Not part of the Swift-visible API.
 #pragma once
 #include "cqlora.h"
 #include <stdint.h>
 #include <stddef.h>
 
+// The x86 SIMD kernels (AVX2, AVX-512, AVX512-BF16; each function carries its own target
+// attribute) exist only on x86-64 and not with -DCQ_PORTABLE_ONLY, which builds the portable
+// path alone (make test-portable). Every file with intrinsics is wrapped in #if CQ_X86, and the
+// dispatch (cpu_features.c, dispatch.c) then never selects them.
+#if defined(__x86_64__) && !defined(CQ_PORTABLE_ONLY)
+#define CQ_X86 1
+#else
+#define CQ_X86 0
+#endif
+
 int omp_get_thread_num(void);
 int omp_get_num_threads(void);
 
-/// Decoded scale of 4-bit block b (plain absmax or double-quant code2[q]·absmax2 + offset).
-// Scales are code2·absmax2 + offset as two roundings (like quant.c): never contracted to an FMA,
-// even inside functions compiled for FMA targets.
-static inline float cq_block_absmax(const cq_qweight *w, int64_t b) {
-    #pragma clang fp contract(off)
-    if (w->absmax) return w->absmax[b];
-    return w->code2[w->qabsmax[b]] * w->absmax2[b / w->block_size2] + w->offset;
-}
+// ---- parallel.c: OpenMP regions through libomp's GOMP_parallel (no -fopenmp needed).
+/// Body of a parallel region: runs once on each of `nthreads` threads.
+typedef void (*cq_team_fn)(void *ctx, int thread, int nthreads);
+/// Runs fn on a team of `threads` threads (inline on the caller when threads <= 1).
+void cq_parallel(int threads, cq_team_fn fn, void *ctx);
+/// Body of a parallel loop: iterations [begin, end).
+typedef void (*cq_range_fn)(void *ctx, int64_t begin, int64_t end);
+/// Splits [0, n) into one contiguous range per thread (static schedule; callers pass threads = 1
+/// for loops too small to be worth a region). Iterations must be independent, so the result
+/// does not depend on the split.
+void cq_parallel_for(int64_t n, int threads, cq_range_fn fn, void *ctx);
 
-/// Walks block scales in order without a 64-bit division per block (hot loops advance it).
+/// Walks the decoded 4-bit block scales (plain absmax or double-quant code2[q]·absmax2 + offset)
+/// in order without a 64-bit division per block (hot loops advance it).
 typedef struct {
     const cq_qweight *w;
     int64_t b;       // block index
@@ -30,6 +44,8 @@ static inline cq_absmax_cursor cq_cursor_at(const cq_qweight *w, int64_t b) {
     return c;
 }
 
+// Scales are code2·absmax2 + offset as two roundings (like quant.c): never contracted to an FMA,
+// even inside functions compiled for FMA targets.
 static inline float cq_cursor_value(const cq_absmax_cursor *c) {
     #pragma clang fp contract(off)
     if (c->w->absmax) return c->w->absmax[c->b];
@@ -39,11 +55,6 @@ static inline float cq_cursor_value(const cq_absmax_cursor *c) {
 static inline void cq_cursor_next(cq_absmax_cursor *c) {
     c->b++;
     if (!c->w->absmax && ++c->i2 == c->w->block_size2) { c->i2 = 0; c->b2++; }
-}
-
-static inline uint8_t cq_nibble_at(const uint8_t *packed, int64_t j) {
-    const uint8_t byte = packed[j >> 1];
-    return (j & 1) ? (byte & 0x0F) : (byte >> 4);
 }
 
 // ---- GEMV (small M): x rows are pre-permuted per 32-element group so that a group's 16
@@ -104,7 +115,9 @@ void cq_permute_x_bf16(const float *x, int64_t M, int64_t K, uint16_t *xb);
 void cq_gemv_tile_bf16(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
                        const uint16_t *xb, int mt, int64_t K, float *out);
 
-// ---- decode: flat weight elements [e0, e0+count) to f32 (any alignment).
+// ---- decode (decode_<isa>.c, one per ISA): flat weight elements [e0, e0+count) to f32 (any
+// alignment), out[t] = codebook[q]·scale exactly. Whole-weight dequantization (dequant.c) and
+// the GEMM / GEMV drivers all take the ISA's decoder from cq_gemm_isa_current().
 typedef void (*cq_decode_fn)(const cq_qweight *w, int64_t e0, int64_t count, float *out);
 void cq_decode_range_portable(const cq_qweight *w, int64_t e0, int64_t count, float *out);
 void cq_decode_range_avx512(const cq_qweight *w, int64_t e0, int64_t count, float *out);
@@ -123,25 +136,20 @@ float cq_dot_portable(const float *a, const float *b, int64_t n);
 float cq_dot_avx512(const float *a, const float *b, int64_t n);
 float cq_dot_avx2(const float *a, const float *b, int64_t n);
 
-// ---- GEMM micro-kernels for the panel path (large M).
-// x is packed in panels of MRP rows: xp[k * MRP + i] = x[m0 + i, k] (zero-padded rows); a last
-// panel of at most MRP/2 rows may be packed MRP/2 wide for the ISA's half kernel.
-// The decoded weight panel is row-major: wp[j * ldw + k] = W'[n0 + j, k0 + k].
-// The accumulator tile is transposed: ct[j * ldc + i] += sum_k xp[k*MRP+i] * wp[j*ldw+k],
+// ---- GEMM micro-kernels for the panel path (large M, panel_gemm.c).
+// x is packed in panels of MRP rows, one 4-byte step per row and k step: f32 kernels take one k
+// per step, xp[k * MRP + i] = x[m0 + i, k] (zero-padded rows); a last panel of at most MRP/2
+// rows may be packed MRP/2 wide for the ISA's half kernel. The bf16 kernel takes two k per step
+// (a pair of bf16 in a uint32). The weight panel is row-major in the kernel's element type:
+// wp[j * ldw + k] = W'[n0 + j, k0 + k], 2·steps values per row for bf16.
+// The accumulator tile is transposed: ct[j * ldc + i] += sum_k x[m0 + i, k] * wp[j*ldw+k],
 // for i < MRP and j < NR (the caller pads wp with zero rows up to a multiple of NR).
-typedef void (*cq_gemm_kernel_fn)(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
-typedef struct {
-    int mrp;                   // x panel width (rows of x per micro-tile)
-    int nr;                    // weight rows per micro-tile
-    cq_gemm_kernel_fn kernel;
-    cq_gemm_kernel_fn half;    // optional: mrp/2-row x panel for a short last panel (else padded)
-    cq_decode_fn decode;
-    cq_dot_fn dot;
-} cq_gemm_isa;
-void cq_gemm_kernel_avx512(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
-void cq_gemm_kernel_half_avx512(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
-void cq_gemm_kernel_avx2(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
-void cq_gemm_kernel_portable(const float *xp, const float *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+typedef void (*cq_gemm_kernel_fn)(const void *xp, const void *wp, int64_t ldw, int64_t steps, float *ct, int64_t ldc);
+void cq_gemm_kernel_avx512(const void *xp, const void *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+void cq_gemm_kernel_half_avx512(const void *xp, const void *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+void cq_gemm_kernel_avx2(const void *xp, const void *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+void cq_gemm_kernel_portable(const void *xp, const void *wp, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+void cq_gemm_kernel_bf16(const void *xp, const void *wp, int64_t ldw, int64_t kp, float *ct, int64_t ldc);
 #define CQ_MRP_AVX512 32
 #define CQ_NR_AVX512 12
 #define CQ_MRP_AVX2 16
@@ -149,15 +157,32 @@ void cq_gemm_kernel_portable(const float *xp, const float *wp, int64_t ldw, int6
 #define CQ_MRP_PORTABLE 16
 #define CQ_NR_PORTABLE 4
 #define CQ_MRP_MAX 32
-
-// bf16-compute panel path (gemm_microkernel_bf16.c, fused_gemm_bf16.c); needs AVX512-BF16.
-void cq_gemm_kernel_bf16(const uint32_t *xp, const uint16_t *wp, int64_t ldw, int64_t kp, float *ct, int64_t ldc);
+/// out[i] = bf16(in[i]) (round to nearest even) for n values; a zero is appended when n is odd.
 void cq_to_bf16(const float *in, int64_t n, uint16_t *out);
-void cq_panel_gemm_bf16(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
-                        float scaling, const float *bias, float *y, void *scratch, int threads);
 
-/// The kernels for the ISA in force (cq_detect_isa()).
+// ---- dispatch.c: the kernels for the ISA in force (cq_detect_isa()).
+typedef struct {
+    int mrp;                   // x panel width (rows of x per micro-tile)
+    int nr;                    // weight rows per micro-tile
+    cq_gemm_kernel_fn kernel;
+    cq_gemm_kernel_fn half;    // optional: mrp/2-row x panel for a short last panel (else padded)
+    cq_decode_fn decode;
+    cq_dot_fn dot;
+    cq_gemv_tile_fn gemv_tile; // nibble-streaming small-M tile, or NULL (decode + dot instead)
+    cq_dq_tables_fn dq_tables;
+} cq_gemm_isa;
 cq_gemm_isa cq_gemm_isa_current(void);
+
+/// The AVX512-BF16 kernels: panel micro-kernel (CQ_MRP_AVX512 x CQ_NR_AVX512) and small-M tiles.
+typedef struct {
+    cq_gemm_kernel_fn kernel;
+    void (*to_bf16)(const float *in, int64_t n, uint16_t *out);
+    void (*permute_x)(const float *x, int64_t M, int64_t K, uint16_t *xb);
+    void (*gemv_tile)(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales, const uint16_t *xb,
+                      int mt, int64_t K, float *out);
+} cq_bf16_isa;
+/// NULL unless the CPU has AVX512-BF16 (cq_cpu_has_avx512_bf16) and the build has x86 kernels.
+const cq_bf16_isa *cq_bf16_isa_current(void);
 
 // ---- drivers
 /// Panel-path geometry (independent of the thread count and ISA, so scratch sizing is stable).
@@ -174,10 +199,19 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
 /// LoRA epilogue and bias stay f32. Same scratch (bf16 x takes half the f32 x buffer).
 void cq_fused_gemv_ex(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
                       float scaling, const float *bias, float *y, void *scratch, int threads, int bf16);
-size_t cq_fused_gemm_scratch_bytes(int64_t M, int64_t K, int32_t r, int threads);
+size_t cq_panel_gemm_scratch_bytes(int64_t M, int64_t K, int32_t r, int threads);
 /// y = x·Wᵀ + [x·Aᵀ = xa]·scaling·Bᵀ + bias with W either 4-bit (w) or f32 [N, K] (wf), M >= 2.
 void cq_panel_gemm(const float *x, int64_t M, int64_t N, int64_t K, const cq_qweight *w, const float *wf,
                    const float *xa, const float *B, int32_t r, float scaling, const float *bias, float *y,
                    void *scratch, int threads);
+/// cq_panel_gemm on a 4-bit weight in bf16 compute (x, the decoded weight and the LoRA block
+/// rounded to bf16, f32 accumulation); needs cq_bf16_isa_current(). Same scratch.
+void cq_panel_gemm_bf16(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
+                        float scaling, const float *bias, float *y, void *scratch, int threads);
 
 static inline size_t cq_align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/// Fully unrolls a loop over a micro-tile's registers. SwiftPM builds C at -O2 (and allows no
+/// -O3), whose unroll threshold leaves the 12-row loops rolled: the accumulator arrays then live
+/// on the stack instead of in registers (3x slower panel GEMM). This keeps them in registers.
+#define CQ_UNROLL _Pragma("clang loop unroll(full)")

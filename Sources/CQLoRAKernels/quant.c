@@ -1,8 +1,10 @@
 // bitsandbytes 0.50.2-exact blockwise 4-bit quantization and 8-bit double quantization.
 // Every rule below is named after its entry in shared/reference/manifest.json (conventions.*,
 // quantize_tables, double_quant_code_note); the reference tests check each one bit for bit.
-// Dequantization (the hot path) lives in dequant.c / dequant_x86.c.
+// Dequantization (the hot path) lives in dequant.c, with the per-ISA decoders of decode_<isa>.c.
 #include "quant_internal.h"
+#include "kernels_internal.h"
+#include "torch_f32_sum.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -115,36 +117,53 @@ static int64_t quantize_block(const float *w, int64_t start, int64_t end, int32_
     return -1;
 }
 
+typedef struct {
+    const float *w;
+    int64_t n, nblocks, per_chunk, nchunks;
+    int32_t block_size;
+    const quant_table *t;
+    uint8_t *packed;
+    float *absmax;
+    int64_t next;      // the next chunk to hand out
+    int64_t first_bad; // the lowest NaN/Inf index any thread found (INT64_MAX: none)
+} quantize_job;
+
+static void quantize_worker(void *p, int thread, int nthreads) {
+    (void)thread; (void)nthreads;
+    quantize_job *job = (quantize_job *)p;
+    int64_t my_first_bad = INT64_MAX;
+    for (;;) {
+        const int64_t c = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (c >= job->nchunks) break;
+        const int64_t b1 = (c + 1) * job->per_chunk < job->nblocks ? (c + 1) * job->per_chunk : job->nblocks;
+        for (int64_t b = c * job->per_chunk; b < b1; b++) {
+            const int64_t start = b * job->block_size;
+            const int64_t end = start + job->block_size < job->n ? start + job->block_size : job->n;
+            const int64_t bad = quantize_block(job->w, start, end, job->block_size, job->t, job->packed,
+                                               &job->absmax[b]);
+            if (bad >= 0 && bad < my_first_bad) my_first_bad = bad;
+        }
+    }
+    // Lower the shared minimum (a compare-and-swap loop instead of a critical section).
+    int64_t seen = __atomic_load_n(&job->first_bad, __ATOMIC_RELAXED);
+    while (my_first_bad < seen &&
+           !__atomic_compare_exchange_n(&job->first_bad, &seen, my_first_bad, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+}
+
 int cq_quantize_4bit(const float *w, int64_t n, int32_t block_size, cq_quant_type type,
                      uint8_t *packed, float *absmax, int64_t *bad_index, int threads) {
     if (block_size < 32 || block_size > 4096 || (block_size & (block_size - 1)) || n < 0) return -2;
-    const quant_table *t = tables(type);
     const int64_t nblocks = (n + block_size - 1) / block_size;
     const int nthreads = threads > 1 && n > 65536 ? threads : 1;
     // Chunks of ~16K elements (whole blocks) from an atomic counter, as in cq_dequantize_4bit.
     // Blocks are even-sized, so every block starts on a byte boundary and writes disjoint bytes.
     const int64_t per_chunk = 16384 / block_size > 0 ? 16384 / block_size : 1;
-    const int64_t nchunks = (nblocks + per_chunk - 1) / per_chunk;
-    int64_t next = 0, first_bad = INT64_MAX;
-    #pragma omp parallel num_threads(nthreads)
-    {
-        int64_t my_first_bad = INT64_MAX;
-        for (;;) {
-            const int64_t c = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
-            if (c >= nchunks) break;
-            const int64_t b1 = (c + 1) * per_chunk < nblocks ? (c + 1) * per_chunk : nblocks;
-            for (int64_t b = c * per_chunk; b < b1; b++) {
-                const int64_t start = b * block_size;
-                const int64_t end = start + block_size < n ? start + block_size : n;
-                const int64_t bad = quantize_block(w, start, end, block_size, t, packed, &absmax[b]);
-                if (bad >= 0 && bad < my_first_bad) my_first_bad = bad;
-            }
-        }
-        #pragma omp critical(cq_quantize_first_bad)
-        if (my_first_bad < first_bad) first_bad = my_first_bad;
-    }
-    if (first_bad != INT64_MAX) {
-        if (bad_index) *bad_index = first_bad;
+    quantize_job job = {w, n, nblocks, per_chunk, (nblocks + per_chunk - 1) / per_chunk, block_size,
+                        tables(type), packed, absmax, 0, INT64_MAX};
+    cq_parallel(nthreads, quantize_worker, &job);
+    if (job.first_bad != INT64_MAX) {
+        if (bad_index) *bad_index = job.first_bad;
         return -1;
     }
     return 0;
@@ -248,11 +267,8 @@ void cq_double_quantize_with_offset(const float *absmax, int64_t nblocks, int32_
 }
 
 static float absmax_mean(const float *absmax, int64_t nblocks) {
-    // torch.mean in float32 sums with its own (ISA-dependent) cascade; a double sum is
-    // order-independent to well under 1e-6 relative and is what we use.
-    double sum = 0.0;
-    for (int64_t i = 0; i < nblocks; i++) sum += absmax[i];
-    return nblocks > 0 ? (float)(sum / (double)nblocks) : 0.0f;
+    // bitsandbytes: offset = absmax.mean() in float32 = torch's float32 CPU sum / float(n).
+    return nblocks > 0 ? cq_torch_f32_sum(absmax, nblocks) / (float)nblocks : 0.0f;
 }
 
 void cq_double_quantize(const float *absmax, int64_t nblocks, int32_t block_size2,

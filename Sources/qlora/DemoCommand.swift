@@ -16,10 +16,10 @@ struct DemoCommand: ParsableCommand {
             non-zero A/B, runs with it, reloads it from disk and checks the outputs agree bitwise.
             """)
 
-    @Option(help: "Worker threads (default: all available cores).")
+    @Option(parsing: .unconditional, help: "Worker threads (default: all available cores).")
     var threads: Int?
 
-    @Option(help: "Timed runs per measurement (the median is shown).")
+    @Option(parsing: .unconditional, help: "Timed runs per measurement (the median is shown).")
     var repeats: Int = 15
 
     @Option(help: "Keep the generated files in this directory instead of a temporary one.")

@@ -15,18 +15,31 @@ struct DequantizeCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "The output safetensors file (written atomically).")
     var output: String
 
-    @Option(help: "Worker threads (default: all available cores).")
+    @Option(parsing: .unconditional, help: "Worker threads (default: all available cores).")
     var threads: Int?
+
+    @Flag(help: "Replace the output file even if it is read-only.")
+    var force = false
+
+    @Flag(help: "Fail (instead of warning) when the input has no 4-bit tensors.")
+    var strict = false
 
     func run() throws {
         let bar = ProgressBar()
         do {
+            let threads = try threadCount(threads)
+            let out = try OutputFile(output, force: force)
+            if let nothing = try NothingToConvert.dequantize(input: input) {
+                if strict { throw QLoraError.invalidArgument(nothing + " (--strict)") }
+                FileHandle.standardError.write(Data("warning: \(nothing); every tensor is copied unchanged\n".utf8))
+            }
             let summary = try CheckpointConversion.dequantize(
-                input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: output), threads: threadCount(threads),
+                input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: output), threads: threads,
                 progress: { bar.update(done: $0, total: $1, item: $2) })
             bar.finish()
             print("dequantized \(summary.tensorsConverted) tensors (\(summary.convertedParameters) parameters); copied \(summary.tensorsCopied)")
             print("file: \(summary.fileBytesBefore) -> \(summary.fileBytesAfter) bytes, wrote \(output)")
+            if let note = out.note { FileHandle.standardError.write(Data((note + "\n").utf8)) }
         } catch {
             bar.finish()
             throw fail(error)

@@ -10,8 +10,8 @@ struct DumpCommand: ParsableCommand {
         discussion: """
             Without --weights the linear and norm weights are synthetic (zero 4-bit weights, unit norm weights) \
             and every named dimension must come from --dim, e.g.
-              qlora dump Graphs/llama-mlp.json --dim hidden=64 --dim intermediate=128 --dim tokens=4 --format dot | dot -Tsvg > mlp.svg
-            The batch dimensions "..." of the inputs are [tokens] (--tokens, default 1).
+              qlora dump Graphs/llama-mlp.json --dim hidden=64 --dim intermediate=128 --tokens 4 --format dot | dot -Tsvg > mlp.svg
+            The batch dimensions "..." of the inputs are [M] with M = --tokens (default 1).
             In DOT output each fused node is a cluster labelled with the ops it replaced. \
             The JSON output parses back (IRDump.decode) to the same IR.
             """)
@@ -30,7 +30,7 @@ struct DumpCommand: ParsableCommand {
     @Option(help: "Execution mode the optimized stage is lowered for: on-the-fly, cached or auto.")
     var mode: ExecutionMode = .onTheFly
 
-    @Option(help: "Rows of the input (its batch dimensions \"...\" become [tokens]).")
+    @Option(parsing: .unconditional, help: "Rows M of the input: its batch dimensions \"...\" become [M] (default: 1).")
     var tokens: Int?
 
     func run() throws {

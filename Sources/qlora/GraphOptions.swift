@@ -14,7 +14,7 @@ struct GraphOptions: ParsableArguments {
     var graph: String
 
     @Option(name: .customLong("dim"), help: ArgumentHelp(
-        "A named dimension's value, NAME=N (repeatable), e.g. --dim hidden=64 --dim tokens=4.",
+        "A named dimension's value, NAME=N (repeatable), e.g. --dim hidden=64 --dim intermediate=128.",
         discussion: "Dimensions the weights or inputs determine need no --dim; a --dim that disagrees with them is an error.",
         valueName: "name=N"))
     var dims: [String] = []

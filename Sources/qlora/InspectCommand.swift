@@ -21,13 +21,13 @@ struct InspectCommand: ParsableCommand {
     @Option(help: "Execution mode of the plan shown: on-the-fly, cached or auto.")
     var mode: ExecutionMode = .onTheFly
 
-    @Option(help: "Rows M of the input: its batch dimensions \"...\" become [M].")
+    @Option(parsing: .unconditional, help: "Rows M of the input: its batch dimensions \"...\" become [M].")
     var tokens: Int = 1
 
-    @Option(help: "Arithmetic of the fused kernels: float32, or bfloat16 (faster on CPUs with AVX512-BF16, ~1e-3 relative error).")
+    @Option(help: "Arithmetic of the fused kernels: float32, or bfloat16 (faster on CPUs with AVX512-BF16, f32 elsewhere; measured max|diff|/max|y| on the reference cases: 2.0e-3 to 4.1e-3 per layer, up to 5.8e-3 through 3 layers).")
     var computeType: ComputeType = .float32
 
-    @Option(help: "Threads the plan is compiled for (default: all available cores).")
+    @Option(parsing: .unconditional, help: "Threads the plan is compiled for (default: all available cores).")
     var threads: Int?
 
     @Option(help: "Output format: text or json.")

@@ -7,7 +7,7 @@ struct QuantizationOptions: ParsableArguments {
     @Option(help: "4-bit data type: nf4 or fp4.")
     var quantType: String = "nf4"
 
-    @Option(help: "Elements per absmax block (a power of two from 32 to 4096).")
+    @Option(parsing: .unconditional, help: "Elements per absmax block (a power of two from 32 to 4096).")
     var blockSize: Int = 64
 
     @Flag(inversion: .prefixedNo, help: "Quantize the absmax statistics to 8 bits (bitsandbytes compress_statistics).")

@@ -9,7 +9,10 @@ struct QuantizeCommand: ParsableCommand {
         abstract: "Quantize a safetensors checkpoint to the bitsandbytes 4-bit layout.",
         discussion: """
             Quantizes every 2-D floating-point tensor named *.weight, except embeddings (embed_tokens), \
-            lm_head and norms unless --include is given; copies every other tensor unchanged.
+            lm_head and norms unless --include is given; copies every other tensor unchanged. The layout, \
+            bytes and double-quant offsets are those of bitsandbytes 0.50.2: quantizing the reference f32 model \
+            (../shared/reference/interop/model_fp32) gives the file transformers + bitsandbytes saved, byte for \
+            byte. A selection that quantizes nothing is a warning (an error with --strict).
             """)
 
     @Argument(help: "The input safetensors file.")
@@ -26,8 +29,14 @@ struct QuantizeCommand: ParsableCommand {
     @Option(help: "Never quantize tensors whose name contains a match of this regex.")
     var exclude: String?
 
-    @Option(help: "Worker threads (default: all available cores).")
+    @Option(parsing: .unconditional, help: "Worker threads (default: all available cores).")
     var threads: Int?
+
+    @Flag(help: "Replace the output file even if it is read-only.")
+    var force = false
+
+    @Flag(help: "Fail (instead of warning) when no tensor is selected for quantization.")
+    var strict = false
 
     func run() throws {
         let bar = ProgressBar()
@@ -35,6 +44,11 @@ struct QuantizeCommand: ParsableCommand {
             var options = try quantization.options(threads: threadCount(threads))
             options.include = include
             options.exclude = exclude
+            let out = try OutputFile(output, force: force)
+            if let nothing = try NothingToConvert.quantize(input: input, include: include, exclude: exclude) {
+                if strict { throw QLoraError.invalidArgument(nothing + " (--strict)") }
+                FileHandle.standardError.write(Data("warning: \(nothing); every tensor is copied unchanged\n".utf8))
+            }
             let summary = try CheckpointConversion.quantize(
                 input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: output), options: options,
                 progress: { bar.update(done: $0, total: $1, item: $2) })
@@ -43,6 +57,7 @@ struct QuantizeCommand: ParsableCommand {
             print("quantized \(summary.tensorsConverted) tensors (\(summary.convertedParameters) parameters, \(options.quantType.rawValue), block \(options.blockSize), \(dq)); copied \(summary.tensorsCopied)")
             print("quantized tensors: \(summary.convertedBytesBefore) -> \(summary.convertedBytesAfter) bytes, \(String(format: "%.3f", summary.bitsPerParameter)) bits per parameter")
             print("file: \(summary.fileBytesBefore) -> \(summary.fileBytesAfter) bytes, wrote \(output)")
+            if let note = out.note { FileHandle.standardError.write(Data((note + "\n").utf8)) }
         } catch {
             bar.finish()
             throw fail(error)

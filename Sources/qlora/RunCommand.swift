@@ -31,22 +31,26 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Execution mode: on-the-fly, cached or auto.")
     var mode: ExecutionMode = .onTheFly
 
-    @Option(help: "Arithmetic of the fused kernels: float32, or bfloat16 (faster on CPUs with AVX512-BF16, ~1e-3 relative error).")
+    @Option(help: "Arithmetic of the fused kernels: float32, or bfloat16 (faster on CPUs with AVX512-BF16, f32 elsewhere; measured max|diff|/max|y| on the reference cases: 2.0e-3 to 4.1e-3 per layer, up to 5.8e-3 through 3 layers).")
     var computeType: ComputeType = .float32
 
-    @Option(help: "Worker threads (default: all available cores); results are identical for any count.")
+    @Option(parsing: .unconditional, help: "Worker threads (default: all available cores); results are identical for any count.")
     var threads: Int?
+
+    @Flag(help: "Replace the output file even if it is read-only.")
+    var force = false
 
     func run() throws {
         do {
             let threads = try threadCount(threads)
+            let out = try OutputFile(output, force: force)
             let def = try GraphDefinition.load(url: URL(fileURLWithPath: graphOptions.graph), dims: graphOptions.dimValues())
             let inputFile = try SafeTensorsFile(url: URL(fileURLWithPath: input))
             var feeds: [String: Tensor] = [:]
             for i in def.inputs {
                 guard inputFile.contains(i.name) else {
-                    throw QLoraError.malformedFile(file: input, field: i.name,
-                                                   reason: "no such tensor; the graph \(def.name) needs input '\(i.name)' of shape \(i.shape)")
+                    throw QLoraError.missingTensor(file: input, name: i.name, neededBy: "input '\(i.name)' \(i.shape) of the graph \(def.name)",
+                                                   suggestions: inputFile.names.count == 1 ? inputFile.names : [])
                 }
                 feeds[i.name] = try inputFile.tensor(i.name)
             }
@@ -63,6 +67,7 @@ struct RunCommand: ParsableCommand {
             try writer.commit()
             let shapes = def.outputs.map { "\($0.name) \(results[$0.name]!.shape)" }.joined(separator: ", ")
             print("wrote \(shapes) to \(output) (\(mode.rawValue), \(plan.steps.count) steps)")
+            if let note = out.note { FileHandle.standardError.write(Data((note + "\n").utf8)) }
         } catch {
             throw fail(error)
         }

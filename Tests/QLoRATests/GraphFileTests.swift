@@ -174,6 +174,38 @@ final class GraphFileTests: XCTestCase {
         }
     }
 
+    /// A valid graph and a valid checkpoint that do not fit together are not "malformed".
+    func testMismatchesAreNotMalformedFiles() throws {
+        let stack = try GraphDefinition.load(url: Self.graphs.appendingPathComponent("llama-mlp-stack.json"), dims: ["layers": 2])
+        do {
+            _ = try stack.load(weights: CheckpointWeights(url: Self.bnbModel))
+            XCTFail("expected a missing tensor")
+        } catch let QLoraError.missingTensor(file, name, neededBy, suggestions) {
+            XCTAssertEqual(file, Self.bnbModel.path)
+            XCTAssertEqual(name, "model.layers.1.post_attention_layernorm.weight")
+            XCTAssert(neededBy.hasPrefix("$.ops[0].repeat.ops[0] (i=1) of "), neededBy)
+            XCTAssertEqual(suggestions, ["model.layers.0.post_attention_layernorm.weight"])
+        }
+        let mlp = try GraphDefinition.load(url: Self.graphs.appendingPathComponent("llama-mlp.json"), dims: ["hidden": 32])
+        do {
+            _ = try mlp.load(weights: CheckpointWeights(url: Self.bnbModel))
+            XCTFail("expected a shape disagreement")
+        } catch let QLoraError.graphMismatch(graph, field, reason) {
+            XCTAssert(graph.hasSuffix("Graphs/llama-mlp.json"), graph)
+            XCTAssertEqual(field, "$.ops[0].inputs[0]")
+            XCTAssert(reason.contains("dimension 'hidden' is 32"), reason)
+        }
+    }
+
+    func testNearNames() {
+        let names = ["model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.down_proj.weight", "lm_head.weight"]
+        XCTAssertEqual(NameSuggestions.near("model.layers.1.mlp.up_proj.weight", in: names), ["model.layers.0.mlp.up_proj.weight"])
+        XCTAssertEqual(NameSuggestions.near("proj.weight", in: names), ["model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.up_proj.weight"])
+        XCTAssertEqual(NameSuggestions.near("vision.encoder.weight", in: names), [])
+        XCTAssertEqual(NameSuggestions.distance(Array("kitten".utf8), Array("sitting".utf8), cap: 5), 3)
+        XCTAssertEqual(NameSuggestions.distance(Array("".utf8), Array("ab".utf8), cap: 5), 2)
+    }
+
     func testMissingTensorNamesItAndTheOp() throws {
         let def = try GraphDefinition.load(url: Self.graphs.appendingPathComponent("quantized-linear.json"))
         assertError(["model.safetensors", "proj.weight", "no such tensor", "$.ops[0]"]) {

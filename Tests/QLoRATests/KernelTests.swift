@@ -162,7 +162,8 @@ final class KernelTests: XCTestCase {
         }
     }
 
-    /// OpenBLAS SGEMM at a shape large enough to be split over threads: same bits for 1, 2, 3.
+    /// The dense kernel at a shape large enough to be split over threads (one where OpenBLAS SGEMM
+    /// gives different bits for 1 and 2 threads): same bits for 1, 2, 3.
     func testDenseIsThreadCountIndependentAtLargerShape() throws {
         let s = Shape(M: 24, N: 300, K: 520, r: 16, blockSize: 64)
         let i = try Self.inputs(s, seed: 11)

@@ -33,10 +33,9 @@ final class LayerReferenceTests: XCTestCase {
             let bias = (c["bias"] as! Bool) ? try load("bias") : nil
             let layer = try QuantizedLinear(weight: w, bias: bias, config: config, name: name, seed: 1)
             try layer.setLoraWeights(a: load("A"), b: load("B"))
-            // The base weight the layer uses is the reference's: bit for bit where our double-accumulated
-            // mean(absmax) equals torch's f32 mean, else within that offset's ulp (the quantization
-            // tests check the exact rules).
-            assertClose(layer.quantizedWeight.dequantize().scalars, try load("W_dequant").scalars, relative: 1e-6, "\(name) W_dequant")
+            // The base weight the layer uses is the reference's, bit for bit (the double-quant offset is
+            // torch's float32 mean of the absmax).
+            assertBitIdentical(layer.quantizedWeight.dequantize().scalars, try load("W_dequant").scalars, "\(name) W_dequant")
             XCTAssertEqual(layer.scaling, Float(c["scaling"] as! Double))
             return Case(name: name, layer: layer, files: files)
         }

@@ -167,6 +167,21 @@ final class SafeTensorsTests: XCTestCase {
         assertMalformed(try SafeTensorsFile(data: d, path: "x"), field: "header length", reason: "only")
     }
 
+    /// Another kind of file altogether is named as such, not as a truncated safetensors file.
+    func testOtherFileKindsAreNotSafetensors() throws {
+        let json = Data("{\n  \"format\": \"qlora-graph\", \"version\": 1}".utf8)
+        XCTAssertThrowsError(try SafeTensorsFile(data: json, path: "g.json")) { e in
+            XCTAssertEqual(e as? QLoraError, .wrongFileType(file: "g.json", expected: "safetensors",
+                                                           reason: "it starts with the text \"{\\n  \\\"format\\\": \\\"qlora-gra…\" (a safetensors file starts with an 8-byte header length, then its JSON header)"))
+            XCTAssert("\(e)".hasPrefix("g.json is not a safetensors file: it starts with the text"), "\(e)")
+        }
+        var npy = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, 0x76, 0])
+        npy.append(Data(repeating: 0x20, count: 40))
+        XCTAssertThrowsError(try SafeTensorsFile(data: npy, path: "x.npy")) { e in
+            XCTAssert("\(e)".hasPrefix("x.npy is not a safetensors file: its first 8 bytes give a header length of"), "\(e)")
+        }
+    }
+
     func testOverlappingOffsets() {
         let h = "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}"
         assertMalformed(try open(h, data: [UInt8](repeating: 0, count: 12)), field: "b.data_offsets", reason: "overlaps 'a'")

@@ -18,6 +18,11 @@ cq_isa cq_set_isa(cq_isa isa);
 const char *cq_isa_name(cq_isa isa);
 int cq_cpu_has_avx512_bf16(void);
 
+// ---- parallel.c ------------------------------------------------------------------------
+/// How many threads a parallel region asked for `threads` ran on (libomp's team, reached
+/// without -fopenmp); tests use it to check that the kernels really run in parallel.
+int cq_parallel_team_size(int threads);
+
 // ---- quant.c: bitsandbytes-exact blockwise 4-bit quantization --------------------------
 typedef enum { CQ_NF4 = 0, CQ_FP4 = 1 } cq_quant_type;
 

@@ -2,7 +2,8 @@
 public enum ExecutionMode: String, Sendable, Codable, CaseIterable {
     /// Dequantize tile by tile inside the fused kernel; memory-optimal; the training mode.
     case onTheFly = "on-the-fly"
-    /// Dequantize once at compile time into a persistent f32 copy and use OpenBLAS SGEMM.
+    /// Dequantize once at compile time into a persistent f32 copy, multiplied by the library's
+    /// dense kernel (`cq_dense_linear`; not BLAS, whose bits change with the thread count).
     case cached
     /// Choose per linear node from the cost model (`CostModel`).
     case auto

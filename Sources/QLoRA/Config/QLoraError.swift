@@ -14,6 +14,13 @@ public enum QLoraError: Error, Equatable, Sendable, CustomStringConvertible {
     case unsupported(String)
     /// An argument is invalid (unknown input name, missing input, bad graph).
     case invalidArgument(String)
+    /// A valid graph file does not fit the checkpoint, inputs or --dim values it is used with:
+    /// `field` is the graph's JSON path.
+    case graphMismatch(graph: String, field: String, reason: String)
+    /// A valid file lacks a tensor something needs; `suggestions` are near names it does have.
+    case missingTensor(file: String, name: String, neededBy: String, suggestions: [String])
+    /// The file is of another kind altogether (e.g. a JSON file given as a safetensors file).
+    case wrongFileType(file: String, expected: String, reason: String)
 
     public var description: String {
         switch self {
@@ -31,6 +38,13 @@ public enum QLoraError: Error, Equatable, Sendable, CustomStringConvertible {
             return "unsupported: \(what)"
         case let .invalidArgument(what):
             return "invalid argument: \(what)"
+        case let .graphMismatch(graph, field, reason):
+            return "\(graph) at \(field): \(reason)"
+        case let .missingTensor(file, name, neededBy, suggestions):
+            let hint = suggestions.isEmpty ? "" : "; did you mean " + suggestions.map { "'\($0)'" }.joined(separator: " or ") + "?"
+            return "\(file): no such tensor '\(name)' (needed by \(neededBy))\(hint)"
+        case let .wrongFileType(file, expected, reason):
+            return "\(file) is not a \(expected) file: \(reason)"
         }
     }
 }

@@ -16,9 +16,9 @@ public struct CheckpointWeights: Sendable {
 
     public func contains(_ name: String) -> Bool { checkpoint.file.contains(name) }
 
-    /// A missing tensor, naming the graph op that needs it.
+    /// A missing tensor, naming the graph op that needs it and the nearest names the file has.
     func missing(_ name: String, neededBy: String) -> QLoraError {
-        .malformedFile(file: path, field: name, reason: "no such tensor (needed by \(neededBy))")
+        .missingTensor(file: path, name: name, neededBy: neededBy, suggestions: NameSuggestions.near(name, in: checkpoint.file.names))
     }
 
     /// The logical shape of a weight: the quant-state shape of a 4-bit parameter, else the stored shape.

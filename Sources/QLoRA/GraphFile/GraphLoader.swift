@@ -37,7 +37,7 @@ extension GraphDefinition {
     /// name (or makes zero weights when `weights` is nil, shapes then coming from `dims`).
     public func load(weights: CheckpointWeights?, options: GraphLoadOptions = GraphLoadOptions()) throws -> LoadedGraph {
         let g = Graph()
-        for (name, size) in self.dims { _ = g.bindDimension(SymbolicDimension.named(name), size, source: "dims/--dim") }
+        for (name, size) in self.dims { _ = g.bindDimension(SymbolicDimension.named(name), size, source: "--dim or the graph's dims") }
         let batch = try bindInputs(options.inputShapes, g)
         for name in options.inputShapes.keys.sorted() where !inputs.contains(where: { $0.name == name }) {
             throw QLoraError.invalidArgument("the graph \(file) has no input '\(name)' (inputs: \(inputs.map(\.name).joined(separator: ", ")))")
@@ -46,7 +46,12 @@ extension GraphDefinition {
         // disagreement can say where each size came from.
         func irShape(_ s: Shape) -> [Int] { (s.batch ? batch : []) + s.dims.map(\.ir) }
         var values: [String: Value] = [:]
-        for input in inputs { values[input.name] = g.input(input.name, shape: irShape(input.shape)) }
+        // Each value's shape as the file declares it, for messages ("[..., hidden=64]").
+        var declared: [String: Shape] = [:]
+        for input in inputs {
+            values[input.name] = g.input(input.name, shape: irShape(input.shape))
+            declared[input.name] = input.shape
+        }
         var layers: [String: QuantizedLinear] = [:]
         let lora = options.adapter?.modules ?? [:]
         let parser = GraphFileParser(file: file)
@@ -56,16 +61,26 @@ extension GraphDefinition {
             func at(_ field: String) -> String { parser.locate(op.path, field) }
             /// Binds `dim` to a size a tensor gives, or reports the disagreement at `field`.
             func bind(_ dim: Int, _ size: Int, _ field: String, _ source: String) throws {
-                if let disagreement = g.bindDimension(dim, size, source: source) { throw parser.bad(at(field), disagreement) }
+                if let disagreement = g.bindDimension(dim, size, source: source) { throw mismatch(at(field), disagreement) }
             }
-            /// A dimension the op needs as a number (a layer's size without weights).
-            func size(_ dim: Int, _ field: String) throws -> Int {
+            /// A dimension the op needs as a number (a layer's size without weights); `sources` says
+            /// what could give it one.
+            func size(_ dim: Int, _ field: String, sources: String = "--weights, an input of that shape,") throws -> Int {
                 let n = g.resolveDimension(dim)
                 guard n >= 0 else {
                     let name = SymbolicDimension.describe(dim)
-                    throw parser.bad(at(field), "dimension '\(name)' has no value: pass --weights, an input of that shape, or --dim \(name)=N")
+                    throw mismatch(at(field), "dimension '\(name)' has no value: pass \(sources) or --dim \(name)=N")
                 }
                 return n
+            }
+            /// "[..., hidden=64]": a declared shape with the sizes its names have so far.
+            func show(_ s: Shape) -> String {
+                let dims = s.dims.map { d -> String in
+                    let n = g.resolveDimension(d.ir)
+                    if case let .named(name) = d, n >= 0 { return "\(name)=\(n)" }
+                    return d.description
+                }
+                return "[" + ((s.batch ? ["..."] : []) + dims).joined(separator: ", ") + "]"
             }
             let y: Value
             do {
@@ -75,30 +90,43 @@ extension GraphDefinition {
                     if let weights {
                         let name = "\(module).weight"
                         let w = try weights.shape(name, neededBy: neededBy)
-                        guard w.count == 2 else { throw parser.bad(at(".module"), "\(name) in \(weights.path) has shape \(w), expected [out, in]") }
+                        guard w.count == 2 else { throw mismatch(at(".module"), "\(name) in \(weights.path) has shape \(w), expected [out, in]") }
                         let source = "\(name) \(w) [out, in] in \(weights.path)"
                         try bind(inDim, w[1], ".inputs[0]", source)
                         if let out { try bind(out.ir, w[0], ".out", source) }
                     } else if out == nil {
-                        throw parser.bad(at(".out"), "without --weights a linear needs \"out\" (its output features)")
+                        throw mismatch(at(".out"), "without --weights a linear needs \"out\" (its output features)")
                     }
                     let layer = try layers[module] ?? makeLayer(module, inFeatures: weights == nil ? size(inDim, ".inputs[0]") : 0,
-                                                                 outFeatures: weights == nil ? size(out!.ir, ".out") : 0, bias: rule,
+                                                                 outFeatures: weights == nil ? size(out!.ir, ".out", sources: "--weights") : 0, bias: rule,
                                                                  weights: weights, lora: lora[module], seed: options.seed &+ UInt64(layers.count),
                                                                  neededBy: neededBy)
                     layers[module] = layer
                     y = try layer(xs[0])
+                    let x = declared[op.inputs[0]]!
+                    declared[op.output] = Shape(batch: x.batch, dims: x.dims.dropLast() + [out ?? .fixed(layer.outFeatures)])
                 case let .primitive(name, attributes):
                     let fields = GraphFileFields(json: attributes, parser: parser, path: at)
-                    y = try g.record(OpRegistry.graphFileOp(name)!.make(fields), xs, op.output)
+                    do {
+                        y = try g.record(OpRegistry.graphFileOp(name)!.make(fields), xs, op.output)
+                    } catch QLoraError.shapeMismatch where xs.count == 2 {
+                        // Said with the shapes as the file declares them.
+                        let a = declared[op.inputs[0]]!, b = declared[op.inputs[1]]!
+                        let isRow = name == "add" && b.dims.count == 1 && !b.batch && (a.dims.count > 1 || a.batch)
+                        throw mismatch(at(".inputs[1]"), isRow
+                            ? "\(name) of '\(op.inputs[0])' \(show(a)) and the row '\(op.inputs[1])' \(show(b)) needs the row as long as the last dimension"
+                            : "\(name) needs equal shapes, but '\(op.inputs[0])' is \(show(a)) and '\(op.inputs[1])' is \(show(b))")
+                    }
+                    declared[op.output] = declared[op.inputs[0]]
                 case let .reshape(target):
                     y = try g.reshape(xs[0], to: irShape(target), label: op.output)
+                    declared[op.output] = target
                 case let .rmsNorm(weight, eps):
                     let width = xs[0].shape.last!
                     let w: Tensor
                     if let weights {
                         w = try weights.tensor(weight, neededBy: neededBy)
-                        guard w.rank == 1 else { throw parser.bad(at(".weight"), "\(weight) in \(weights.path) has shape \(w.shape), expected 1-D") }
+                        guard w.rank == 1 else { throw mismatch(at(".weight"), "\(weight) in \(weights.path) has shape \(w.shape), expected 1-D") }
                         try bind(width, w.shape[0], ".inputs[0]", "\(weight) \(w.shape) in \(weights.path)")
                     } else {
                         let n = try size(width, ".inputs[0]")
@@ -106,17 +134,20 @@ extension GraphDefinition {
                     }
                     let p = try ParameterStorage(name: weight, tensor: w, trainable: false)
                     y = try g.rmsNorm(xs[0], weight: g.parameter(p), eps: eps, label: op.output)
+                    declared[op.output] = declared[op.inputs[0]]
                 }
             } catch let e as QLoraError {
-                if case .malformedFile = e { throw e }
-                throw QLoraError.malformedFile(file: file, field: op.path, reason: e.description)
+                switch e {
+                case .malformedFile, .missingTensor, .graphMismatch: throw e
+                default: throw mismatch(op.path, e.description)
+                }
             }
             values[op.output] = y
         }
         // Every dimension must have a size now; an input's shape names what is missing.
         for input in inputs {
             for (i, d) in input.shape.dims.enumerated() where g.resolveDimension(d.ir) < 0 {
-                throw parser.bad("\(input.path).shape[\(i + (input.shape.batch ? 1 : 0))]",
+                throw mismatch("\(input.path).shape[\(i + (input.shape.batch ? 1 : 0))]",
                                  "dimension '\(d)' has no value: pass --weights, an input of that shape, or --dim \(d)=N")
             }
         }
@@ -134,4 +165,7 @@ extension GraphDefinition {
         return LoadedGraph(definition: self, graph: g, dims: self.dims.merging(g.dimensions.sizesByName) { file, _ in file },
                            inputs: concreteInputs, layers: layers, notes: notes)
     }
+
+    /// A valid graph that does not fit the checkpoint, inputs or --dim values it is used with.
+    func mismatch(_ field: String, _ reason: String) -> QLoraError { .graphMismatch(graph: file, field: field, reason: reason) }
 }

@@ -34,6 +34,14 @@ public struct SafeTensorsFile: Sendable {
         let n = file.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         let available = file.count - 8
         guard n <= UInt64(available) else {
+            if let text = SafeTensorsFile.textPrefix(file) {
+                throw QLoraError.wrongFileType(file: path, expected: "safetensors",
+                                               reason: "it starts with the text \"\(text)…\" (a safetensors file starts with an 8-byte header length, then its JSON header)")
+            }
+            if available > 0, file[file.startIndex + 8] != UInt8(ascii: "{") {
+                throw QLoraError.wrongFileType(file: path, expected: "safetensors",
+                                               reason: "its first 8 bytes give a header length of \(n) bytes, more than the \(available) that follow, and no JSON header starts after them")
+            }
             throw bad("header length", "\(n) bytes but only \(available) bytes follow the length (truncated file?)")
         }
         guard n <= UInt64(SafeTensorsHeader.maxHeaderBytes) else {
@@ -116,5 +124,14 @@ public struct SafeTensorsFile: Sendable {
             }
             initialized = n
         }
+    }
+
+    /// The first bytes of a file that begins with text (printable ASCII or whitespace in all of its
+    /// first 8 bytes, which a safetensors header length never is), escaped for one line; else nil.
+    static func textPrefix(_ file: Data) -> String? {
+        let head = file.prefix(24)
+        guard head.count >= 8, head.prefix(8).allSatisfy({ (0x20...0x7e).contains($0) || $0 == 0x09 || $0 == 0x0a || $0 == 0x0d }) else { return nil }
+        let printable = head.prefix { (0x20...0x7e).contains($0) || $0 == 0x09 || $0 == 0x0a || $0 == 0x0d }
+        return String(decoding: printable, as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n").replacingOccurrences(of: "\"", with: "\\\"")
     }
 }

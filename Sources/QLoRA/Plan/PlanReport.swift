@@ -28,7 +28,7 @@ public struct PlanReport: Sendable, Equatable {
         public var label: String
         public var offset: Int
         public var bytes: Int
-        /// Step numbers (1-based; 0 = before the first step) of definition and last use.
+        /// The steps (indices into `steps`, 0-based) that define the buffer and use it last.
         public var firstStep: Int
         public var lastStep: Int
     }
@@ -85,7 +85,7 @@ public struct PlanReport: Sendable, Equatable {
         buffers = plan.memory.buffers.sorted { ($0.start, $0.offset) < ($1.start, $1.offset) }.map { b in
             let n = plan.ir.nodes[b.node]
             return BufferInfo(node: b.node, label: n.label.isEmpty ? n.op.name : n.label, offset: b.offset, bytes: b.bytes,
-                              firstStep: b.start, lastStep: b.end)
+                              firstStep: b.start - 1, lastStep: b.end - 1) // the memory plan counts steps from 1
         }
         decisions = plan.decisions.map {
             DecisionInfo(weight: $0.weight, rows: $0.rows, mode: $0.mode.rawValue, onTheFlySeconds: $0.onTheFlySeconds, cachedSeconds: $0.cachedSeconds)
@@ -129,7 +129,7 @@ public struct PlanReport: Sendable, Equatable {
 
     /// The arena buffers as a table: offset, size and lifetime (steps), plus a bar per buffer.
     public var bufferTable: String {
-        let lastStep = (buffers.map(\.lastStep).max() ?? 0)
+        let lastStep = max(steps.count - 1, buffers.map(\.lastStep).max() ?? 0)
         func left(_ s: String, _ n: Int) -> String { s.count >= n ? String(s.prefix(n)) : s + String(repeating: " ", count: n - s.count) }
         func right(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
         var lines = ["  " + left("node", 5) + left("buffer", 32) + right("offset", 10) + right("bytes", 10) + "  lifetime (steps 0…\(lastStep))"]

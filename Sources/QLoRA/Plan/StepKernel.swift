@@ -43,6 +43,8 @@ struct LoweredStep {
     var bytesMoved: Int
     /// Kernel scratch the step needs (one shared region, sized for the hungriest step).
     var scratchBytes: Int = 0
+    /// The IR ops the step replaces, when they differ from the definition's `fusedOps`.
+    var fusedOps: [String]? = nil
 }
 
 /// What `lower` sees of a node: its type, its operands' nodes and the compile options.

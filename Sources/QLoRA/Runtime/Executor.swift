@@ -1,6 +1,7 @@
-/// Runs a plan's steps in order in one context. Checks the feeds, reads them in place, calls each
-/// step's kernel (outputs are written straight into the returned arrays where the plan says so).
-/// Allocates nothing per step.
+/// Runs a plan's steps in order in one context. Checks the feeds, then calls each step's kernel:
+/// inputs are read where the caller's arrays are and outputs are written straight into the
+/// returned arrays (only an output that is an input, a parameter, a state or another output is
+/// copied). Allocates nothing per step (the output arrays, once per run).
 enum Executor {
     static func run(_ plan: ExecutablePlan, _ feeds: [String: Tensor], _ ids: [String: IntTensor],
                     _ context: ExecutionContext) throws -> [String: Tensor] {

@@ -1,7 +1,7 @@
 /// Pass 4: decides, for every 4-bit weight, where it becomes f32.
 /// - on-the-fly: fused nodes keep reading the 4-bit weight; an unfused `dequantize` runs every time.
 /// - cached: the weight becomes a `cached_weight` leaf (f32, dequantized once, persistent) read by
-///   the dense (OpenBLAS) kernel; an unfused `dequantize` of it becomes that leaf.
+///   the dense kernel (`cq_dense_linear`); an unfused `dequantize` of it becomes that leaf.
 /// - auto: per weight, from `CostModel` with the largest M among the nodes using it.
 enum ModeLowering {
     struct Decision: Sendable {

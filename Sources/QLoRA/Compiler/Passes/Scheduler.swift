@@ -18,7 +18,7 @@ enum Scheduler {
             steps.append(Step(kernel: l.kernel, operands: n.operands.map { memory.refs[$0]! }, output: memory.refs[n.id]!,
                               resultOffsets: n.resultOffsets, node: n.id,
                               label: n.label, flops: l.flops, bytesMoved: l.bytesMoved, scratchBytes: l.scratchBytes,
-                              fusedOps: n.op.definition.fusedOps, workSplit: l.kernel.workSplit(threads: options.threads)))
+                              fusedOps: l.fusedOps ?? n.op.definition.fusedOps, workSplit: l.kernel.workSplit(threads: options.threads)))
         }
         let inputs = g.inputs.map { input in
             ExecutablePlan.Binding(name: input.name, shape: g.nodes[input.node].type.shape, element: g.nodes[input.node].type.element,

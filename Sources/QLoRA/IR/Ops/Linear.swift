@@ -110,7 +110,9 @@ struct FusedLinearOp: OpDefinition {
         let scratch = quantized ? cq_fused_linear_scratch_bytes(Int64(m), Int64(n), Int64(k), Int32(r), t)
                                 : cq_dense_linear_scratch_bytes(Int64(m), Int64(n), Int64(k), Int32(r), t)
         return LoweredStep(kernel: kernel, flops: 2 * m * n * k + 2 * m * r * (k + n),
-                           bytesMoved: weightBytes + 4 * (m * k + m * n + r * (k + n) + (a.hasBias ? n : 0)), scratchBytes: Int(scratch))
+                           bytesMoved: weightBytes + 4 * (m * k + m * n + r * (k + n) + (a.hasBias ? n : 0)), scratchBytes: Int(scratch),
+                           // A cached weight is already f32: the step no longer dequantizes.
+                           fusedOps: quantized ? nil : a.fusedOps.filter { $0 != "dequantize" })
     }
 }
 

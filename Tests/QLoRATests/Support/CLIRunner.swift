@@ -1,0 +1,42 @@
+import Foundation
+import XCTest
+@testable import QLoRA
+
+/// Runs the built `qlora` executable as a subprocess, optionally in another directory.
+enum CLIRunner {
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var errorLines: [Substring] { stderr.split(separator: "\n").filter { $0.hasPrefix("error:") } }
+    }
+
+    /// The executable next to the test bundle, else under the project's .build/release.
+    static var executable: URL { CLITests.executable }
+
+    static func run(_ args: [String], in directory: URL? = nil) throws -> Result {
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = args
+        if let directory { p.currentDirectoryURL = directory }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    /// A user error: exit status 1, nothing on stdout, exactly one stderr line, starting with
+    /// `error:` and naming every fragment (the user's path or value and the cause).
+    static func assertUserError(_ args: [String], _ fragments: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try run(args)
+        XCTAssertEqual(r.status, 1, "qlora \(args.joined(separator: " ")): \(r.stderr)", file: file, line: line)
+        XCTAssertEqual(r.stdout, "", "stdout of a failed command", file: file, line: line)
+        let lines = r.stderr.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, "stderr: \(r.stderr)", file: file, line: line)
+        XCTAssert(r.stderr.hasPrefix("error: "), "stderr: \(r.stderr)", file: file, line: line)
+        for f in fragments { XCTAssert(r.stderr.contains(f), "stderr '\(r.stderr)' does not mention '\(f)'", file: file, line: line) }
+    }
+}
