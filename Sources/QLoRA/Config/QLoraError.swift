@@ -27,7 +27,9 @@ public enum QLoraError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .invalidConfig(field, reason):
             return "invalid configuration: \(field): \(reason)"
         case let .shapeMismatch(context, expected, actual):
-            return "shape mismatch in \(context): expected \(expected), got \(actual)"
+            // Symbolic dimensions (stored as negative numbers) are shown by name.
+            func show(_ shape: [Int]) -> String { "[" + shape.map(SymbolicDimension.describe).joined(separator: ", ") + "]" }
+            return "shape mismatch in \(context): expected \(show(expected)), got \(show(actual))"
         case let .quantization(tensor, reason):
             return "quantization of '\(tensor)' failed: \(reason)"
         case let .malformedFile(file, field, reason):
