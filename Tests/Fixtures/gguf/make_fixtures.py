@@ -27,7 +27,9 @@ import gguf
 from gguf import GGMLQuantizationType as T, GGUFValueType as V
 from gguf.quants import dequantize, quantize
 
-assert gguf.__version__ if hasattr(gguf, "__version__") else True
+from importlib.metadata import version
+
+assert version("gguf") == "0.19.0", f"gguf {version('gguf')}: the fixtures were made with 0.19.0"
 HERE = os.path.dirname(os.path.abspath(__file__))
 rng = np.random.default_rng(20261130)
 
