@@ -10,8 +10,8 @@ src="$here/../../Sources/CQLoRAKernels"
 out="$(mktemp -d)"
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
 # DWARF 4: valgrind 3.19 cannot read clang 21's default DWARF 5.
-clang -O2 -gdwarf-4 -I"$src/include" -I"$src" "$src"/*.c "$here/gemv_m1.c" -o "$out/gemv_m1" \
+clang -O2 -gdwarf-4 -I"$src/include" -I"$src" "$src"/*.c "$here/time_fused.c" -o "$out/time_fused" \
   -Wl,/usr/lib/x86_64-linux-gnu/libomp.so.5 -lm
-valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" "$out/gemv_m1" 1 >/dev/null 2>&1
+valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" "$out/time_fused" 1 1 1 1 >/dev/null 2>&1
 callgrind_annotate --auto=no --inclusive=yes --threshold=99 "$out/callgrind.out" | grep -E "gemv|fused|PROGRAM TOTALS"
 echo "weights per call: $((4096 * 11008)); raw profile: $out/callgrind.out"

@@ -27,21 +27,9 @@ final class CLITests: XCTestCase {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[1]
     }
 
-    struct Result { var status: Int32; var stdout: String; var stderr: String }
+    typealias Result = CLIRunner.Result
 
-    func qlora(_ args: [String]) throws -> Result {
-        let p = Process()
-        p.executableURL = Self.executable
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        // Read before waiting so a large output cannot fill the pipe and block the child.
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
-    }
+    func qlora(_ args: [String]) throws -> Result { try CLIRunner.run(args) }
 
     func ok(_ args: [String], file: StaticString = #filePath, line: UInt = #line) throws -> String {
         let r = try qlora(args)

@@ -18,16 +18,8 @@ final class QuantizeCLITests: XCTestCase {
     }
 
     func run(_ arguments: [String]) throws -> Result {
-        let process = Process()
-        process.executableURL = try executable()
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+        let r = try CLIRunner.run(executable(), arguments)
+        return Result(status: r.status, stdout: r.stdout, stderr: r.stderr)
     }
 
     /// Asserts a failed run: non-zero status, exactly one "error: …" line containing `text`, and

@@ -58,21 +58,11 @@ final class ReadmeExampleTests: XCTestCase {
                                                    withDestinationURL: Reference.root.deletingLastPathComponent())
         let path = CLIRunner.executable.deletingLastPathComponent().path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
         for example in examples {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/bin/sh")
-            p.arguments = ["-c", example.command]
-            p.currentDirectoryURL = work
-            p.environment = ["PATH": path, "HOME": tmp.path]
-            let out = Pipe(), err = Pipe()
-            p.standardOutput = out
-            p.standardError = err
-            try p.run()
-            let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            let actual = (String(decoding: o, as: UTF8.self) + String(decoding: e, as: UTF8.self))
-                .split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            let r = try CLIRunner.run(URL(fileURLWithPath: "/bin/sh"), ["-c", example.command], in: work,
+                                      environment: ["PATH": path, "HOME": tmp.path])
+            let actual = (r.stdout + r.stderr).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
             let expectedStatus: Int32 = example.expected.contains { $0.hasPrefix("error:") } ? 1 : 0
-            XCTAssertEqual(p.terminationStatus, expectedStatus, "$ \(example.command)\n\(actual.joined(separator: "\n"))")
+            XCTAssertEqual(r.status, expectedStatus, "$ \(example.command)\n\(actual.joined(separator: "\n"))")
             XCTAssertEqual(actual.filter { !$0.isEmpty }, example.expected.filter { !$0.isEmpty }, "$ \(example.command)")
         }
     }

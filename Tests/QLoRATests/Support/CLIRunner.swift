@@ -15,10 +15,17 @@ enum CLIRunner {
     static var executable: URL { CLITests.executable }
 
     static func run(_ args: [String], in directory: URL? = nil) throws -> Result {
+        try run(executable, args, in: directory)
+    }
+
+    /// Runs any program; stdout and stderr are read before waiting, so a large output cannot fill
+    /// a pipe and block the child.
+    static func run(_ program: URL, _ args: [String], in directory: URL? = nil, environment: [String: String]? = nil) throws -> Result {
         let p = Process()
-        p.executableURL = executable
+        p.executableURL = program
         p.arguments = args
         if let directory { p.currentDirectoryURL = directory }
+        if let environment { p.environment = environment }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
