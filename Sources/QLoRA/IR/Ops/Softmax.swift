@@ -57,3 +57,11 @@ extension Graph {
         return (results[0], results[1])
     }
 }
+
+extension SoftmaxOp {
+    /// dx = y·(g − Σ g·y) per row, from the node's own output y. (A gradient reaching the
+    /// log-sum-exp result is not supported yet: `result` nodes have no vjp.)
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        [try d.emit(Op(SoftmaxGradOp()), [node.id, cotangent], label: "grad.\(node.label)")]
+    }
+}
