@@ -32,26 +32,29 @@ final class AutodiffReferenceTests: XCTestCase {
             for kind in ["x2d", "x3d"] {
                 let x = try load("\(kind)_x"), target = try load("\(kind)_target")
                 var firstRun: [[Float]]?
-                for fusion in [true, false] {
-                    for threads in [1, 2] {
+                // On the fly (1 and 2 threads bitwise equal, fused and unfused), then the cached and auto modes
+                // (the frozen weight's f32 copy then also serves dY·W).
+                for (mode, fusion, threads) in [(ExecutionMode.onTheFly, true, 1), (.onTheFly, true, 2), (.onTheFly, false, 1), (.onTheFly, false, 2),
+                                                (.cached, true, 2), (.auto, true, 2)] {
+                    do {
                         let g = Graph()
                         let xv = g.input("x", shape: x.shape)
                         let loss = try g.mseLoss(try layer(xv), target: g.input("target", shape: target.shape))
                         g.output("loss", loss)
                         try g.backward(from: loss, parameters: store, inputGradients: ["grad_x": xv])
-                        let plan = try g.compile(CompileOptions(threads: threads, fusion: fusion))
+                        let plan = try g.compile(CompileOptions(mode: mode, threads: threads, fusion: fusion))
                         // Fused, the forward runs on the fly too: no step makes an f32 copy of the weight
                         // (unfused, the recorded forward's own dequantize step stays, as for inference).
-                        if fusion { XCTAssertFalse(plan.steps.contains { $0.kernel.name == "dequantize" }, "\(name): no f32 copy of the weight") }
+                        if fusion && mode == .onTheFly { XCTAssertFalse(plan.steps.contains { $0.kernel.name == "dequantize" }, "\(name): no f32 copy of the weight") }
                         let out = try plan.run(["x": x, "target": target])
-                        let what = "\(name) \(kind) fusion=\(fusion) threads=\(threads)"
+                        let what = "\(name) \(kind) \(mode) fusion=\(fusion) threads=\(threads)"
                         assertClose(out["loss"]!.scalars, try load("\(kind)_loss").scalars, relative: 1e-4, "\(what) loss")
                         assertClose(store.gradients[0].tensor.scalars, try load("\(kind)_grad_A").scalars, relative: 1e-4, "\(what) grad_A")
                         assertClose(store.gradients[1].tensor.scalars, try load("\(kind)_grad_B").scalars, relative: 1e-4, "\(what) grad_B")
                         XCTAssertEqual(out["grad_x"]!.shape, x.shape)
                         assertClose(out["grad_x"]!.scalars, try load("\(kind)_grad_x").scalars, relative: 1e-4, "\(what) grad_x")
                         let bits = [out["loss"]!.scalars, store.gradients[0].tensor.scalars, store.gradients[1].tensor.scalars, out["grad_x"]!.scalars]
-                        if threads == 1 { firstRun = bits } else {
+                        if threads == 1 { firstRun = bits } else if mode == .onTheFly {
                             for (a, b) in zip(firstRun!, bits) { assertBitIdentical(b, a, "\(what) vs 1 thread") }
                         }
                     }
@@ -71,7 +74,8 @@ final class AutodiffReferenceTests: XCTestCase {
         try g.backward(from: loss, inputGradients: ["dx": xv])
         let plan = try g.compile(CompileOptions(threads: 1))
         XCTAssertTrue(plan.steps.contains { $0.kernel.name == "matmul_nn(4-bit on-the-fly)" })
-        XCTAssertFalse(plan.steps.contains { $0.kernel.name.hasPrefix("matmul_tn") && $0.kernel.name.contains("weight") })
+        // No node computes a [out, in] gradient: the frozen weight gets none.
+        XCTAssertFalse(plan.ir.nodes.contains { !$0.op.isLeaf && $0.type.shape == [100, 70] })
     }
 }
 
@@ -316,5 +320,54 @@ final class TrainingStepTests: XCTestCase {
             assertClose(p.tensor.scalars, pd.map(Float.init), relative: 1e-5, "AdamW step \(step)")
         }
         XCTAssertEqual(optimizer.stepCount, 4)
+    }
+}
+
+/// The backward and optimizer kernels on sizes above the one-thread threshold: 1 and 2 threads
+/// give the same bits.
+final class BackwardThreadingTests: XCTestCase {
+    func gradients(threads: Int) throws -> [String: Tensor] {
+        var rng = SeededRandom(seed: 21)
+        let g = Graph()
+        let x = g.input("x", shape: [128, 320]), w = g.input("w", shape: [300, 320]), nw = g.input("nw", shape: [300])
+        let table = g.input("table", shape: [50, 300]), ids = g.input("ids", shape: [128], element: .int32)
+        let h = try g.add(try g.gelu(try g.matmul(x, w)), try g.embedding(ids, table: table))
+        let y = try g.rmsNorm(try g.mul(try g.softmax(h), try g.silu(h)), weight: nw)
+        let loss = try g.mseLoss(y, target: g.input("t", shape: [128, 300]))
+        g.output("loss", loss)
+        try g.backward(from: loss, inputGradients: ["dx": x, "dw": w, "dnw": nw, "dtable": table])
+        let plan = try g.compile(CompileOptions(threads: threads))
+        let feeds = ["x": try Tensor(shape: [128, 320], scalars: rng.floats(128 * 320)),
+                     "w": try Tensor(shape: [300, 320], scalars: rng.floats(300 * 320, scale: 0.1)),
+                     "nw": try Tensor(shape: [300], scalars: rng.floats(300)),
+                     "table": try Tensor(shape: [50, 300], scalars: rng.floats(50 * 300)),
+                     "t": try Tensor(shape: [128, 300], scalars: rng.floats(128 * 300))]
+        let idValues = (0..<128).map { Int32(($0 * 7) % 50) }
+        return try plan.run(feeds, ids: ["ids": try IntTensor(shape: [128], scalars: idValues)])
+    }
+
+    func testBackwardKernelsGiveIdenticalBitsForOneAndTwoThreads() throws {
+        let a = try gradients(threads: 1), b = try gradients(threads: 2)
+        for name in ["loss", "dx", "dw", "dnw", "dtable"] { assertBitIdentical(b[name]!.scalars, a[name]!.scalars, name) }
+    }
+
+    func testOptimizerStepsGiveIdenticalBitsForOneAndTwoThreads() throws {
+        for method in [Optimizer.Method.adamW(learningRate: 0.01), .sgd(learningRate: 0.1, momentum: 0.9)] {
+            var results: [[Float]] = []
+            for threads in [1, 2] {
+                var rng = SeededRandom(seed: 4)
+                let p = try ParameterStorage(name: "p", tensor: try Tensor(shape: [40000], scalars: rng.floats(40000)), trainable: true)
+                let store = try ParameterStore(gathering: [p])
+                let g = Graph()
+                let loss = try g.mseLoss(try g.silu(g.parameter(p)), target: g.input("t", shape: [40000]))
+                g.output("loss", loss)
+                try g.backward(from: loss, optimizer: try Optimizer(method, parameters: store))
+                let plan = try g.compile(CompileOptions(threads: threads))
+                let t = try Tensor(shape: [40000], scalars: rng.floats(40000))
+                for _ in 0..<3 { _ = try plan.run(["t": t]) }
+                results.append(store.flatValues + store.flatGradients)
+            }
+            assertBitIdentical(results[1], results[0], "\(method)")
+        }
     }
 }
