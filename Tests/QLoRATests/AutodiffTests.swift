@@ -371,3 +371,69 @@ final class BackwardThreadingTests: XCTestCase {
         }
     }
 }
+
+/// Two QuantizedLinear layers stacked: the gradient flows through the first layer's output into
+/// the second, and every adapter's gradient matches finite differences of a double forward.
+final class StackedLayerGradientTests: XCTestCase {
+    func testStackedLayersMatchFiniteDifferences() throws {
+        var rng = SeededRandom(seed: 9)
+        var config = QLoraConfig()
+        config.rank = 3
+        config.alpha = 6
+        let dims = [(12, 10), (10, 8)], m = 5
+        var layers: [QuantizedLinear] = []
+        for (i, (inF, outF)) in dims.enumerated() {
+            let layer = try QuantizedLinear(weight: try Tensor(shape: [outF, inF], scalars: rng.floats(outF * inF, scale: 0.3)),
+                                            config: config, name: "l\(i)", seed: UInt64(i + 1))
+            try layer.setLoraWeights(a: try Tensor(shape: [3, inF], scalars: rng.floats(3 * inF, scale: 0.3)),
+                                     b: try Tensor(shape: [outF, 3], scalars: rng.floats(3 * outF, scale: 0.3)))
+            layers.append(layer)
+        }
+        let x = try Tensor(shape: [m, 12], scalars: rng.floats(m * 12)), t = try Tensor(shape: [m, 8], scalars: rng.floats(m * 8))
+        let store = try ParameterStore(gathering: layers.flatMap(\.trainableParameters))
+        let g = Graph()
+        let xv = g.input("x", shape: x.shape)
+        let loss = try g.mseLoss(try layers[1](try layers[0](xv)), target: g.input("t", shape: t.shape))
+        g.output("loss", loss)
+        try g.backward(from: loss, parameters: store, inputGradients: ["dx": xv])
+        let out = try g.compile(CompileOptions(threads: 2)).run(["x": x, "t": t])
+
+        // Double forward over [x, A0, B0, A1, B1] with the layers' dequantized weights.
+        let w = layers.map { $0.quantizedWeight.dequantize().scalars.map(Double.init) }
+        let s = Double(layers[0].scaling)
+        func linear(_ x: [Double], _ rows: Int, _ inF: Int, _ outF: Int, _ w: [Double], _ a: [Double], _ b: [Double]) -> [Double] {
+            var y = [Double](repeating: 0, count: rows * outF)
+            for i in 0..<rows {
+                var xa = [Double](repeating: 0, count: 3)
+                for j in 0..<3 { for k in 0..<inF { xa[j] += x[i * inF + k] * a[j * inF + k] } }
+                for o in 0..<outF {
+                    var acc = 0.0
+                    for k in 0..<inF { acc += x[i * inF + k] * w[o * inF + k] }
+                    var lora = 0.0
+                    for j in 0..<3 { lora += xa[j] * b[o * 3 + j] }
+                    y[i * outF + o] = acc + s * lora
+                }
+            }
+            return y
+        }
+        func lossD(_ v: [[Double]]) -> Double {
+            let h = linear(v[0], m, 12, 10, w[0], v[1], v[2]), y = linear(h, m, 10, 8, w[1], v[3], v[4])
+            var total = 0.0
+            for i in y.indices { let d = y[i] - Double(t.scalars[i]); total += d * d }
+            return total / Double(y.count)
+        }
+        let base = [x.scalars] + store.parameters.map { $0.tensor.scalars }
+        let values = base.map { $0.map(Double.init) }
+        XCTAssertEqual(Double(out["loss"]!.scalars[0]), lossD(values), accuracy: 1e-5 * lossD(values))
+        let analytic = [out["dx"]!.scalars] + store.gradients.map { $0.tensor.scalars }
+        for i in values.indices {
+            var fd = [Float]()
+            for j in values[i].indices {
+                var p = values, q = values
+                p[i][j] += 1e-5; q[i][j] -= 1e-5
+                fd.append(Float((lossD(p) - lossD(q)) / 2e-5))
+            }
+            assertClose(analytic[i], fd, relative: 1e-3, "stacked: gradient \(i) (x, A0, B0, A1, B1)")
+        }
+    }
+}
