@@ -130,7 +130,7 @@ void cq_activation_grad(int kind, const float *x, const float *dy, float *out, i
     cq_parallel_for(n, team(n, threads), act_grad_range, &a);
 }
 
-// ---- softmax backward: dx = y·(dy − Σ dy·y) per row.
+// ---- softmax backward: dx = y·(dy − Σ dy·y + dlse) per row (dlse: the log-sum-exp's cotangent, or none).
 static void softmax_grad_range(void *p, int64_t r0, int64_t r1) {
     const bw_args *e = (const bw_args *)p;
     const int64_t n = e->n;
@@ -138,13 +138,13 @@ static void softmax_grad_range(void *p, int64_t r0, int64_t r1) {
         const float *y = e->a + i * n, *g = e->b + i * n;
         double dot = 0.0;
         for (int64_t j = 0; j < n; j++) dot += (double)g[j] * (double)y[j];
-        const float d = (float)dot;
+        const float d = (float)dot - (e->c ? e->c[i] : 0.0f);
         for (int64_t j = 0; j < n; j++) e->out[i * n + j] = y[j] * (g[j] - d);
     }
 }
 
-void cq_softmax_grad(const float *y, const float *dy, float *out, int64_t rows, int64_t n, int threads) {
-    bw_args a = {.a = y, .b = dy, .out = out, .m = rows, .n = n};
+void cq_softmax_grad(const float *y, const float *dy, const float *dlse, float *out, int64_t rows, int64_t n, int threads) {
+    bw_args a = {.a = y, .b = dy, .c = dlse, .out = out, .m = rows, .n = n};
     cq_parallel_for(rows, team(rows * n, threads), softmax_grad_range, &a);
 }
 

@@ -173,6 +173,35 @@ final class VJPFiniteDifferenceTests: XCTestCase {
         try check("softmax", shapes: [[3, 6]], build: { g, v, _ in try g.softmax(try g.scale(v[0], by: 2)) }, reference: reference)
     }
 
+    func testSoftmaxLogSumExp() throws {
+        // y = probs·cᵀ + lse: both results of one softmax step carry a gradient.
+        func reference(_ v: [[Double]]) -> [Double] {
+            var out: [Double] = []
+            for r in 0..<3 {
+                let row: [Double] = Array(v[0][r * 6..<(r + 1) * 6])
+                let mx: Double = row.max()!
+                let e: [Double] = row.map { exp($0 - mx) }
+                let s: Double = e.reduce(0, +)
+                var dot: Double = 0
+                for j in 0..<6 { dot += e[j] / s * v[1][j] }
+                out.append(dot + log(s) + mx)
+            }
+            return out
+        }
+        try check("softmax+lse", shapes: [[3, 6], [1, 6]], build: { g, v, _ in
+            let (probs, lse) = try g.softmaxWithLogSumExp(v[0])
+            return try g.add(try g.reshape(try g.matmul(probs, v[1]), to: [3]), lse)
+        }, reference: reference)
+        func lseOnly(_ v: [[Double]]) -> [Double] {
+            (0..<3).map { r -> Double in
+                let row: [Double] = Array(v[0][r * 6..<(r + 1) * 6])
+                let mx: Double = row.max()!
+                return log(row.map { exp($0 - mx) }.reduce(0, +)) + mx
+            }
+        }
+        try check("lse only", shapes: [[3, 6]], build: { g, v, _ in try g.softmaxWithLogSumExp(v[0]).logSumExp }, reference: lseOnly)
+    }
+
     func testRMSNorm() throws {
         let eps: Float = 1e-5
         func reference(_ x: [[Double]]) -> [Double] {

@@ -157,8 +157,9 @@ void cq_matmul_tn(const float *dy, const float *x, int64_t M, int64_t N, int64_t
 void cq_sum_rows(const float *x, int64_t rows, int64_t n, float *out, int threads);
 /// out = dy·f'(x); kind 0 silu, 1 gelu (erf form), 2 relu.
 void cq_activation_grad(int kind, const float *x, const float *dy, float *out, int64_t n, int threads);
-/// dx = y·(dy − Σ_j dy·y) per row, y the softmax output.
-void cq_softmax_grad(const float *y, const float *dy, float *out, int64_t rows, int64_t n, int threads);
+/// dx = y·(dy − Σ_j dy·y + dlse[i]) per row, y the softmax output; dlse (the cotangent of the
+/// row's log-sum-exp) may be NULL.
+void cq_softmax_grad(const float *y, const float *dy, const float *dlse, float *out, int64_t rows, int64_t n, int threads);
 /// RMSNorm's input gradient.
 void cq_rmsnorm_grad_x(const float *x, const float *weight, const float *dy, float eps, float *dx, int64_t rows, int64_t n,
                        int threads);

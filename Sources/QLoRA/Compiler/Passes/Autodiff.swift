@@ -37,11 +37,21 @@ enum Autodiff {
         var d = Differentiator(graph: g, active: active)
         var contributions: [Int: [Int]] = [:]
         contributions[loss] = [try d.emit(Op(FillOp(value: 1, shape: g.nodes[loss].type.shape)), [], label: "grad.seed")]
+        // Cotangents of a node's results after the first (read through `result` nodes), by producer.
+        var extraCotangents: [Int: [Int: Int]] = [:]
         for id in stride(from: loss, through: 0, by: -1) where active[id] {
             let node = d.graph.nodes[id]
-            guard !node.op.isLeaf, let parts = contributions[id] else { continue }
-            let cotangent = try d.sum(parts, label: "grad.\(node.label)")
+            if let r = node.op.as(ResultOp.self) {
+                if let parts = contributions[id] { extraCotangents[node.operands[0], default: [:]][r.index] = try d.sum(parts, label: "grad.\(node.label)") }
+                continue
+            }
+            let extras = extraCotangents[id] ?? [:]
+            guard !node.op.isLeaf, contributions[id] != nil || !extras.isEmpty else { continue }
+            let cotangent = try contributions[id].map { try d.sum($0, label: "grad.\(node.label)") }
+                ?? d.emit(Op(FillOp(value: 0, shape: node.type.shape)), [], label: "grad.\(node.label)")
+            d.resultCotangents = [nil] + (0..<node.extraResults.count).map { extras[$0 + 1] }
             let grads = try node.op.definition.vjp(node, cotangent: cotangent, into: &d)
+            d.resultCotangents = [nil]
             for (k, grad) in grads.enumerated() {
                 guard let grad, active[node.operands[k]] else { continue }
                 contributions[node.operands[k], default: []].append(grad)
@@ -90,6 +100,12 @@ struct Differentiator {
     var graph: IRGraph
     /// Per forward node: whether a gradient must flow to it.
     let active: [Bool]
+    /// While a vjp runs: the cotangents of the node's results after the first (index k for result
+    /// k, nil where none flows; index 0 is unused: that one is the `cotangent` argument).
+    var resultCotangents: [Int?] = [nil]
+
+    /// The cotangent of result k (k ≥ 1) of the node whose vjp runs, if one flows.
+    func resultCotangent(_ k: Int) -> Int? { k < resultCotangents.count ? resultCotangents[k] : nil }
 
     /// Whether operand `k` of `node` needs a gradient.
     func wants(_ node: Node, _ k: Int) -> Bool { active[node.operands[k]] }

@@ -128,29 +128,37 @@ struct ActivationGradKernel: StepKernel {
     }
 }
 
-/// Softmax's input gradient from its output y and dY: y·(dY − Σ dY·y) per row.
+/// Softmax's input gradient from its output y and dY: y·(dY − Σ dY·y) per row; with a third
+/// operand, the cotangent of each row's log-sum-exp [rows], y·(dY − Σ dY·y + dLSE).
 struct SoftmaxGradOp: OpDefinition {
     var name: String { "softmax_grad" }
     var mayReuseOperand: Int? { 1 }
 
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
-        try site.arity(2)
+        guard operands.count == 2 || operands.count == 3 else { throw site.invalid("expects 2 or 3 operands, got \(operands.count)") }
         let y = try site.f32(0, "output"), dy = try site.f32(1, "cotangent")
         guard site.same(y, dy), !y.isEmpty else { throw site.mismatch("cotangent", expected: y, actual: dy) }
+        if operands.count == 3 {
+            let lse = try site.f32(2, "log-sum-exp cotangent")
+            guard site.same(lse, Array(y.dropLast())) else { throw site.mismatch("log-sum-exp cotangent", expected: Array(y.dropLast()), actual: lse) }
+        }
         return ValueType(shape: y, element: .float32)
     }
 
     func lower(_ input: LoweringInput) -> LoweredStep? {
         let n = input.node.type.shape.last!
-        return input.elementwise(SoftmaxGradKernel(rows: input.count / n, width: n), flopsPerElement: 4)
+        return input.elementwise(SoftmaxGradKernel(rows: input.count / n, width: n, withLogSumExp: input.operands.count == 3), flopsPerElement: 4)
     }
 }
 
 struct SoftmaxGradKernel: StepKernel {
     var rows: Int, width: Int
+    var withLogSumExp: Bool
     var name: String { "softmax_grad" }
     func workSplit(threads: Int) -> String { "\(rows) rows over up to \(threads) \(threadWord(threads))" }
-    func run(_ io: KernelIO) { cq_softmax_grad(io.f32(0), io.f32(1), io.out, Int64(rows), Int64(width), io.threads) }
+    func run(_ io: KernelIO) {
+        cq_softmax_grad(io.f32(0), io.f32(1), withLogSumExp ? io.f32(2) : nil, io.out, Int64(rows), Int64(width), io.threads)
+    }
 }
 
 /// RMSNorm's input gradient: operands [x, weight, dY]; or (`normalizedOnly`) x / rms(x), the

@@ -59,9 +59,10 @@ extension Graph {
 }
 
 extension SoftmaxOp {
-    /// dx = y·(g − Σ g·y) per row, from the node's own output y. (A gradient reaching the
-    /// log-sum-exp result is not supported yet: `result` nodes have no vjp.)
+    /// dx = y·(g − Σ g·y) per row, from the node's own output y; a cotangent reaching the
+    /// log-sum-exp result (∂lse/∂x = y) adds y·g_lse.
     func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
-        [try d.emit(Op(SoftmaxGradOp()), [node.id, cotangent], label: "grad.\(node.label)")]
+        let lse = d.resultCotangent(1).map { [$0] } ?? []
+        return [try d.emit(Op(SoftmaxGradOp()), [node.id, cotangent] + lse, label: "grad.\(node.label)")]
     }
 }
