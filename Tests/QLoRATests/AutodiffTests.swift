@@ -74,6 +74,9 @@ final class AutodiffReferenceTests: XCTestCase {
         try g.backward(from: loss, inputGradients: ["dx": xv])
         let plan = try g.compile(CompileOptions(threads: 1))
         XCTAssertTrue(plan.steps.contains { $0.kernel.name == "matmul_nn(4-bit on-the-fly)" })
+        // The forward is still fused (the base linear; the LoRA branch's x·Aᵀ is kept for the backward).
+        XCTAssertTrue(plan.steps.contains { $0.kernel.name.hasPrefix("fused_qlora_linear") }, plan.summary)
+        XCTAssertFalse(plan.steps.contains { $0.kernel.name == "dequantize" }, plan.summary)
         // No node computes a [out, in] gradient: the frozen weight gets none.
         XCTAssertFalse(plan.ir.nodes.contains { !$0.op.isLeaf && $0.type.shape == [100, 70] })
     }

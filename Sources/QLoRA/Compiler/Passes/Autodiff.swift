@@ -1,3 +1,5 @@
+import Foundation
+
 /// Pass 1b (before dead code and fusion): reverse-mode differentiation of the recorded graph.
 ///
 /// From the scalar loss named by the graph's `BackwardRequest`, walks the nodes backwards and
@@ -115,6 +117,10 @@ struct Differentiator {
     /// Records `op` over `operands` (type rule checked) and returns its id.
     @discardableResult
     mutating func emit(_ op: Op, _ operands: [Int], label: String = "") throws -> Int {
+        // "grad.\(label)" of an unlabelled node reads "grad".
+        var label = label
+        while label.contains("..") { label = label.replacingOccurrences(of: "..", with: ".") }
+        if label.hasSuffix(".") { label.removeLast() }
         let (type, extras) = try op.resultTypes(operands.map { graph.nodes[$0].type },
                                                 operandExtras: operands.map { graph.nodes[$0].extraResults }, label: label)
         let id = graph.nodes.count
