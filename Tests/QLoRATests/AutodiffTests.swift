@@ -226,6 +226,42 @@ final class VJPFiniteDifferenceTests: XCTestCase {
                   reference: { x in ids.flatMap { id in (0..<3).map { x[0][Int(id) * 3 + $0] } } })
     }
 
+    func testCrossEntropy() throws {
+        // Four rows, one ignored (-100): the loss is the mean over the other three.
+        let labels: [Int32] = [2, -100, 0, 4]
+        let g = Graph()
+        let logits = g.input("logits", shape: [4, 5]), ids = g.input("labels", shape: [4], element: .int32)
+        let loss = try g.crossEntropy(try g.scale(logits, by: 2), labels: ids)
+        g.output("loss", loss)
+        try g.backward(from: loss, inputGradients: ["dlogits": logits])
+        var rng = SeededRandom(seed: 13)
+        let x = rng.floats(20)
+        let out = try g.compile(CompileOptions(threads: 2)).run(["logits": try Tensor(shape: [4, 5], scalars: x)],
+                                                               ids: ["labels": try IntTensor(shape: [4], scalars: labels)])
+        func lossD(_ v: [Double]) -> Double {
+            var total = 0.0, rows = 0.0
+            for (i, l) in labels.enumerated() where l != -100 {
+                let row = (0..<5).map { 2 * v[i * 5 + $0] }
+                let mx = row.max()!
+                total += log(row.map { exp($0 - mx) }.reduce(0, +)) + mx - row[Int(l)]
+                rows += 1
+            }
+            return total / rows
+        }
+        let xd = x.map(Double.init)
+        XCTAssertEqual(Double(out["loss"]!.scalars[0]), lossD(xd), accuracy: 1e-5)
+        var fd = [Float]()
+        for j in xd.indices {
+            var p = xd, m = xd
+            p[j] += 1e-6; m[j] -= 1e-6
+            fd.append(Float((lossD(p) - lossD(m)) / 2e-6))
+        }
+        assertClose(out["dlogits"]!.scalars, fd, relative: 1e-3, "cross_entropy d/dlogits")
+        // A label outside the classes fails the run.
+        XCTAssertThrowsError(try g.compile().run(["logits": try Tensor(shape: [4, 5], scalars: x)],
+                                                 ids: ["labels": try IntTensor(shape: [4], scalars: [0, 5, 1, 1])]))
+    }
+
     func testLossTargetGradientAndMSE() throws {
         // Gradient through the target operand of a second loss term: (a − b)² with both inputs.
         try check("mse inner", shapes: [[4], [4]], build: { g, v, _ in

@@ -171,6 +171,11 @@ void cq_embedding_grad(const int32_t *ids, int64_t count, const float *dy, int64
 float cq_mse(const float *y, const float *t, int64_t n);
 /// out = (2/n)·(y − t)·g[0].
 void cq_mse_grad(const float *y, const float *t, const float *g, float *out, int64_t n, int threads);
+/// Mean over rows of log Σ exp(logits[i]) − logits[i, labels[i]] (rows labelled -100 skipped), as
+/// torch's cross_entropy; returns -1, or the first row whose label is outside 0..<n.
+int64_t cq_cross_entropy(const float *logits, const int32_t *labels, int64_t rows, int64_t n, float *loss);
+/// Its gradient: (softmax − onehot)·g[0]/counted rows, zero rows for ignored labels.
+void cq_cross_entropy_grad(const float *logits, const int32_t *labels, const float *g, float *out, int64_t rows, int64_t n, int threads);
 void cq_fill(float value, float *out, int64_t n);
 void cq_copy(const float *src, float *out, int64_t n);
 
