@@ -144,6 +144,48 @@ int64_t cq_embedding(const int32_t *ids, int64_t count, const float *table, int6
 /// The same over a bfloat16 table (raw 16-bit patterns); rows are widened exactly to f32.
 int64_t cq_embedding_bf16(const int32_t *ids, int64_t count, const uint16_t *table, int64_t vocab, int64_t dim, float *out, int threads);
 
+
+// ---- backward.c: what reverse mode needs (fixed reduction orders, split over outputs) ------
+/// dx = dy·W' for dy [M, N] and the 4-bit weight W' [N, K], decoding weight rows on the fly
+/// (never a full f32 copy of W').
+void cq_matmul_nn_q4(const float *dy, int64_t M, const cq_qweight *w, float *dx, int threads);
+/// dx = dy·W for dy [M, N], W [N, K].
+void cq_matmul_nn(const float *dy, int64_t M, const float *w, int64_t N, int64_t K, float *dx, int threads);
+/// dw = dyᵀ·x for dy [M, N], x [M, K]: [N, K].
+void cq_matmul_tn(const float *dy, const float *x, int64_t M, int64_t N, int64_t K, float *dw, int threads);
+/// out[j] = Σ_i x[i, j] (rows in order).
+void cq_sum_rows(const float *x, int64_t rows, int64_t n, float *out, int threads);
+/// out = dy·f'(x); kind 0 silu, 1 gelu (erf form), 2 relu.
+void cq_activation_grad(int kind, const float *x, const float *dy, float *out, int64_t n, int threads);
+/// dx = y·(dy − Σ_j dy·y + dlse[i]) per row, y the softmax output; dlse (the cotangent of the
+/// row's log-sum-exp) may be NULL.
+void cq_softmax_grad(const float *y, const float *dy, const float *dlse, float *out, int64_t rows, int64_t n, int threads);
+/// RMSNorm's input gradient.
+void cq_rmsnorm_grad_x(const float *x, const float *weight, const float *dy, float eps, float *dx, int64_t rows, int64_t n,
+                       int threads);
+/// x / sqrt(mean(x²) + eps) per row (RMSNorm without its weight).
+void cq_rmsnorm_hat(const float *x, float eps, float *out, int64_t rows, int64_t n, int threads);
+/// Table gradient [vocab, dim]: rows of dy added at their ids, ids in order (ids outside are skipped).
+void cq_embedding_grad(const int32_t *ids, int64_t count, const float *dy, int64_t vocab, int64_t dim, float *out, int threads);
+/// mean((y − t)²) over n values.
+float cq_mse(const float *y, const float *t, int64_t n);
+/// out = (2/n)·(y − t)·g[0].
+void cq_mse_grad(const float *y, const float *t, const float *g, float *out, int64_t n, int threads);
+/// Mean over rows of log Σ exp(logits[i]) − logits[i, labels[i]] (rows labelled -100 skipped), as
+/// torch's cross_entropy; returns -1, or the first row whose label is outside 0..<n.
+int64_t cq_cross_entropy(const float *logits, const int32_t *labels, int64_t rows, int64_t n, float *loss);
+/// Its gradient: (softmax − onehot)·g[0]/counted rows, zero rows for ignored labels.
+void cq_cross_entropy_grad(const float *logits, const int32_t *labels, const float *g, float *out, int64_t rows, int64_t n, int threads);
+void cq_fill(float value, float *out, int64_t n);
+void cq_copy(const float *src, float *out, int64_t n);
+
+// ---- optimizer.c: steps over a flat parameter buffer ------------------------------------
+/// buf = momentum·buf + g; p −= lr·buf (momentum 0: p −= lr·g, buf unused and may be NULL).
+void cq_sgd_step(float *p, const float *g, float *buf, int64_t n, float lr, float momentum, int threads);
+/// One torch.optim.AdamW step; step[0] is the step count, incremented first.
+void cq_adamw_step(float *p, const float *g, float *m, float *v, float *step, int64_t n, float lr, float beta1, float beta2,
+                   float eps, float weight_decay, int threads);
+
 #ifdef __cplusplus
 }
 #endif

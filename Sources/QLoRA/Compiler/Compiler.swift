@@ -17,11 +17,12 @@ enum Compiler {
         try optimizeWithDecisions(recorded, options: options).graph
     }
 
-    /// verify → dead code → fusion → dead code → mode lowering → dead code.
+    /// verify → autodiff → dead code → fusion → dead code → mode lowering → dead code.
     private static func optimizeWithDecisions(_ recorded: IRGraph, options: CompileOptions)
         throws -> (graph: IRGraph, decisions: [ModeLowering.Decision]) {
         var g = recorded
         try VerifyPass.run(g)
+        g = try Autodiff.run(g)
         g = DeadCodeElimination.run(g)
         if options.fusion { g = DeadCodeElimination.run(FusionPass.run(g)) }
         let lowered = ModeLowering.run(g, mode: options.mode, model: CostModel.default(threads: options.threads))

@@ -46,6 +46,13 @@ public final class Graph: @unchecked Sendable {
         ir.outputs.append((name, value.id))
     }
 
+    /// Records the backward request (at most one per graph).
+    func setBackward(_ request: BackwardRequest) throws {
+        lock.lock(); defer { lock.unlock() }
+        guard ir.backward == nil else { throw QLoraError.invalidArgument("backward: the graph already has a backward request") }
+        ir.backward = request
+    }
+
     /// A full-precision parameter node reading `storage` at run time.
     public func parameter(_ storage: ParameterStorage) -> Value {
         leaf(.parameter(storage), ValueType(shape: storage.shape, element: storage.element), label: storage.name)

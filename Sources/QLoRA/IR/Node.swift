@@ -43,6 +43,8 @@ struct IRGraph: Sendable {
     var nodes: [Node] = []
     var inputs: [(name: String, node: Int)] = []
     var outputs: [(name: String, node: Int)] = []
+    /// What the autodiff pass is asked to add (recorded by `Graph.backward`); nil for inference.
+    var backward: BackwardRequest?
 
     /// How many times each node is used as an operand or output.
     func useCounts() -> [Int] {

@@ -33,6 +33,10 @@ protocol OpDefinition: Sendable {
     /// The op with its symbolic dimensions replaced by `sizes` (only ops whose attributes hold
     /// dimensions, like reshape, need to implement it).
     func bindingSizes(_ sizes: [String: Int], partially: Bool) throws -> any OpDefinition
+    /// Reverse mode (the autodiff pass): given `cotangent`, the node (in `d`'s graph) holding
+    /// ∂loss/∂result, records the steps computing ∂loss/∂operand for each operand `d.wants`, and
+    /// returns their node ids (nil for operands that need none).
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?]
 }
 
 extension OpDefinition {
@@ -46,6 +50,9 @@ extension OpDefinition {
     var updatesOperand: Int? { nil }
     var mayReuseOperand: Int? { nil }
     func bindingSizes(_ sizes: [String: Int], partially: Bool) throws -> any OpDefinition { self }
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        throw QLoraError.invalidArgument("\(name) '\(node.label)': no gradient flows through this op")
+    }
 }
 
 /// The data a leaf node stands for. Leaves are never executed; the memory planner gives each kind

@@ -17,6 +17,10 @@ public final class ParameterStore: @unchecked Sendable {
     public let count: Int
     let values: AlignedBuffer
     let gradientValues: AlignedBuffer
+    /// The whole flat parameter buffer as one state (what an optimizer step updates in place).
+    let flatParameterState: StateStorage
+    /// The whole flat gradient buffer as one state (what an optimizer step reads).
+    let flatGradientState: StateStorage
 
     /// Throws for a parameter listed twice, one another store already holds, or one not trainable.
     public init(gathering parameters: [ParameterStorage]) throws {
@@ -40,6 +44,8 @@ public final class ParameterStore: @unchecked Sendable {
         gradients = zip(parameters, offsets).map { p, offset in
             StateStorage(name: "\(p.name).grad", shape: p.shape, region: FloatRegion(in: gradientValues, at: offset))
         }
+        flatParameterState = StateStorage(name: "parameters", shape: [max(next, 1)], region: FloatRegion(in: values, at: 0))
+        flatGradientState = StateStorage(name: "gradients", shape: [max(next, 1)], region: FloatRegion(in: gradientValues, at: 0))
         for (p, offset) in zip(parameters, offsets) { p.move(to: FloatRegion(in: values, at: offset)) }
     }
 

@@ -170,3 +170,45 @@ extension Graph {
     public func gelu(_ a: Value, label: String = "") throws -> Value { try record(.gelu, [a], label) }
     public func relu(_ a: Value, label: String = "") throws -> Value { try record(.relu, [a], label) }
 }
+
+// MARK: - Vector-Jacobian products
+
+extension AddOp {
+    /// da = g; db = g, or Σ over rows of g for a broadcast row.
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        let bShape = d.type(node.operands[1]).shape
+        var db: Int?
+        if d.wants(node, 1) {
+            db = bShape == node.type.shape ? cotangent : try d.emit(Op(SumRowsOp()), [cotangent], label: "grad.\(node.label).row")
+        }
+        return [d.wants(node, 0) ? cotangent : nil, db]
+    }
+}
+
+extension MulOp {
+    /// mul: da = g·b, db = g·a. silu_mul (silu(a)·b): da = g·b·silu'(a), db = g·silu(a).
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        let a = node.operands[0], b = node.operands[1], label = "grad.\(node.label)"
+        if siluGate {
+            let da = d.wants(node, 0)
+                ? try d.emit(Op(ActivationGradOp(function: .silu)), [a, try d.emit(.mul, [cotangent, b], label: label)], label: label) : nil
+            let db = d.wants(node, 1) ? try d.emit(.mul, [cotangent, try d.emit(.silu, [a], label: label)], label: label) : nil
+            return [da, db]
+        }
+        return [d.wants(node, 0) ? try d.emit(.mul, [cotangent, b], label: label) : nil,
+                d.wants(node, 1) ? try d.emit(.mul, [cotangent, a], label: label) : nil]
+    }
+}
+
+extension ScaleOp {
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        [try d.emit(.scale(factor), [cotangent], label: "grad.\(node.label)")]
+    }
+}
+
+extension ActivationOp {
+    /// g·f'(x), with gelu in its exact erf form: f'(x) = Φ(x) + x·φ(x).
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        [try d.emit(Op(ActivationGradOp(function: function)), [node.operands[0], cotangent], label: "grad.\(node.label)")]
+    }
+}

@@ -49,3 +49,13 @@ extension Graph {
         try record(Op(EmbeddingOp()), [ids, table], label)
     }
 }
+
+extension EmbeddingOp {
+    /// The table's gradient: the cotangent rows scatter-added at their ids (ids in order); ids get none.
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        guard d.wants(node, 1) else { return [nil, nil] }
+        let table = d.type(node.operands[1])
+        guard table.element == .float32 else { throw QLoraError.invalidArgument("embedding '\(node.label)': a bf16 table cannot be trained") }
+        return [nil, try d.emit(Op(EmbeddingGradOp(vocab: table.shape[0])), [node.operands[0], cotangent], label: "grad.\(node.label)")]
+    }
+}

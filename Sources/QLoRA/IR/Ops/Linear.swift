@@ -168,3 +168,33 @@ extension Graph {
     /// x·Wᵀ for x [..., K] and W [N, K].
     public func matmul(_ x: Value, _ w: Value, label: String = "") throws -> Value { try record(.matmul, [x, w], label) }
 }
+
+// MARK: - Vector-Jacobian products
+
+extension DequantizeOp {
+    /// The 4-bit weight is frozen: no gradient.
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] { [nil] }
+}
+
+extension MatmulOp {
+    /// y = x·Wᵀ: dx = dy·W (through the 4-bit weight on the fly when W = dequantize(W4), never an
+    /// f32 copy), dW = dyᵀ·x.
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        let x = node.operands[0], w = node.operands[1]
+        var dx: Int?, dw: Int?
+        if d.wants(node, 0) {
+            let wNode = d.graph.nodes[w]
+            let weight = wNode.op.is(DequantizeOp.self) ? wNode.operands[0] : w
+            dx = try d.emit(Op(MatmulNNOp()), [cotangent, weight], label: "grad.\(node.label).x")
+        }
+        if d.wants(node, 1) { dw = try d.emit(Op(MatmulTNOp()), [cotangent, x], label: "grad.\(node.label).w") }
+        return [dx, dw]
+    }
+}
+
+extension FusedLinearOp {
+    /// Fusion runs after autodiff, so a recorded graph never holds this node.
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        throw QLoraError.invalidArgument("fused_qlora_linear '\(node.label)': differentiate the recorded graph (fusion runs after autodiff)")
+    }
+}

@@ -38,3 +38,17 @@ extension Graph {
         try record(.rmsNorm(eps: eps), [x, weight], label)
     }
 }
+
+extension RMSNormOp {
+    /// dx = inv·(g·w) − x·inv³/n·Σ(g·w·x) per row; dw = Σ over rows of g·x·inv.
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        let x = node.operands[0], w = node.operands[1], label = "grad.\(node.label)"
+        let dx = d.wants(node, 0) ? try d.emit(Op(RMSNormGradOp(eps: eps)), [x, w, cotangent], label: label) : nil
+        var dw: Int?
+        if d.wants(node, 1) {
+            let normalized = try d.emit(Op(RMSNormGradOp(eps: eps, normalizedOnly: true)), [x], label: label)
+            dw = try d.emit(Op(SumRowsOp()), [try d.emit(.mul, [cotangent, normalized], label: label)], label: "\(label).weight")
+        }
+        return [dx, dw]
+    }
+}

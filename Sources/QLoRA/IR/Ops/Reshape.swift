@@ -31,3 +31,10 @@ extension Op {
 extension Graph {
     public func reshape(_ a: Value, to shape: [Int], label: String = "") throws -> Value { try record(.reshape(shape), [a], label) }
 }
+
+extension ReshapeOp {
+    /// The cotangent seen with the operand's shape.
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        [try d.reshaped(cotangent, to: d.type(node.operands[0]).shape, label: "grad.\(node.label)")]
+    }
+}

@@ -57,3 +57,12 @@ extension Graph {
         return (results[0], results[1])
     }
 }
+
+extension SoftmaxOp {
+    /// dx = y·(g − Σ g·y) per row, from the node's own output y; a cotangent reaching the
+    /// log-sum-exp result (∂lse/∂x = y) adds y·g_lse.
+    func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        let lse = d.resultCotangent(1).map { [$0] } ?? []
+        return [try d.emit(Op(SoftmaxGradOp()), [node.id, cotangent] + lse, label: "grad.\(node.label)")]
+    }
+}
