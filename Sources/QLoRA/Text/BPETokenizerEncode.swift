@@ -1,0 +1,75 @@
+extension BPETokenizer {
+    /// The ids of `text`. Added tokens in the text are always matched (unless
+    /// `splitSpecialTokens`, which treats special ones as text, like transformers'
+    /// `split_special_tokens=True`); `addSpecialTokens` puts the configured BOS/EOS around them
+    /// (tokenizer_config's add_bos_token / add_eos_token, else the post_processor's template).
+    public func encode(_ text: String, addSpecialTokens: Bool = false, splitSpecialTokens: Bool = false) -> [Int] {
+        var ids: [UInt32] = []
+        encodeRaw(text, splitSpecialTokens: splitSpecialTokens, into: &ids)
+        var out: [Int] = []
+        out.reserveCapacity(ids.count + prefixIds.count + suffixIds.count)
+        if addSpecialTokens { out.append(contentsOf: prefixIds) }
+        for id in ids { out.append(Int(id)) }
+        if addSpecialTokens { out.append(contentsOf: suffixIds) }
+        return out
+    }
+
+    /// `encode` into 32-bit ids appended to `ids`, without special tokens around them.
+    public func encodeRaw(_ text: String, splitSpecialTokens: Bool = false, into ids: inout [UInt32]) {
+        var text = text
+        text.withUTF8 { b in
+            var encoder = PieceEncoder(model: model)
+            for (range, addedId) in added.split(b, skipSpecial: splitSpecialTokens) {
+                if let id = addedId { ids.append(UInt32(id)); continue }
+                if preTokenizer.addsPrefixSpace && b[range.lowerBound] != 0x20 {
+                    // Only ByteLevel(add_prefix_space: true) gets here: a space goes before the segment.
+                    var copy: [UInt8] = [0x20]
+                    copy.append(contentsOf: b[range])
+                    copy.withUnsafeBufferPointer { c in
+                        for piece in preTokenizer.apply(c, [0..<c.count]) { encoder.encode(c, piece, into: &ids) }
+                    }
+                    continue
+                }
+                for piece in preTokenizer.apply(b, [range]) { encoder.encode(b, piece, into: &ids) }
+            }
+        }
+    }
+}
+
+/// BPE of pieces with a cache of the pieces already seen in this call (words repeat a lot).
+struct PieceEncoder {
+    let model: BPEModel
+    var cache: [ArraySlice<UInt8>: Range<Int>] = [:]
+    var cached: [UInt32] = []
+    var sym: [UInt32] = []
+    var ranks: [UInt64] = []
+    static let maxCacheEntries = 1 << 16
+    static let maxCachedLength = 64
+
+    init(model: BPEModel) { self.model = model }
+
+    mutating func encode(_ b: UnsafeBufferPointer<UInt8>, _ piece: Range<Int>, into ids: inout [UInt32]) {
+        let n = piece.count
+        if n == 0 { return }
+        if n == 1 {
+            let t = model.byteToken[Int(b[piece.lowerBound])]
+            if t != UInt32.max { ids.append(t) } else { model.encode(b, piece.lowerBound, piece.upperBound, into: &ids, scratch: &sym, ranks: &ranks) }
+            return
+        }
+        if n > PieceEncoder.maxCachedLength {
+            model.encode(b, piece.lowerBound, piece.upperBound, into: &ids, scratch: &sym, ranks: &ranks)
+            return
+        }
+        let key = ArraySlice(UnsafeBufferPointer(rebasing: b[piece]))
+        if let r = cache[key] {
+            ids.append(contentsOf: cached[r])
+            return
+        }
+        let start = ids.count
+        model.encode(b, piece.lowerBound, piece.upperBound, into: &ids, scratch: &sym, ranks: &ranks)
+        if cache.count >= PieceEncoder.maxCacheEntries { cache.removeAll(keepingCapacity: true); cached.removeAll(keepingCapacity: true) }
+        let c0 = cached.count
+        cached.append(contentsOf: ids[start...])
+        cache[key] = c0..<cached.count
+    }
+}
