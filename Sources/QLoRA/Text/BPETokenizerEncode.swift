@@ -21,12 +21,9 @@ extension BPETokenizer {
             var encoder = PieceEncoder(model: model)
             for (range, addedId) in added.split(b, skipSpecial: splitSpecialTokens) {
                 if let id = addedId { ids.append(UInt32(id)); continue }
-                if preTokenizer.addsPrefixSpace && b[range.lowerBound] != 0x20 {
-                    // Only ByteLevel(add_prefix_space: true) gets here: a space goes before the segment.
-                    var copy: [UInt8] = [0x20]
-                    copy.append(contentsOf: b[range])
-                    copy.withUnsafeBufferPointer { c in
-                        for piece in preTokenizer.apply(c, [0..<c.count]) { encoder.encode(c, piece, into: &ids) }
+                if preTokenizer.addsPrefixSpace {
+                    for piece in preTokenizer.applyOwned([Array(b[range])]) {
+                        piece.withUnsafeBufferPointer { c in encoder.encode(c, 0..<c.count, into: &ids) }
                     }
                     continue
                 }

@@ -67,6 +67,28 @@ public indirect enum PreTokenizer: Equatable, Sendable {
         }
     }
 
+    /// The slow path for pre-tokenizers with ByteLevel(add_prefix_space: true), which puts a
+    /// space before every piece (of the steps before it) that does not start with one, so
+    /// pieces become new byte strings.
+    func applyOwned(_ pieces: [[UInt8]]) -> [[UInt8]] {
+        func cut(_ piece: [UInt8], _ step: PreTokenizer) -> [[UInt8]] {
+            piece.withUnsafeBufferPointer { b in step.apply(b, [0..<b.count]).map { Array(b[$0]) } }
+        }
+        switch self {
+        case let .sequence(steps):
+            var p = pieces
+            for s in steps { p = s.applyOwned(p) }
+            return p
+        case let .byteLevel(addPrefixSpace, useRegex):
+            return pieces.flatMap { piece -> [[UInt8]] in
+                let q = addPrefixSpace && piece.first != 0x20 ? [0x20] + piece : piece
+                return cut(q, .byteLevel(addPrefixSpace: false, useRegex: useRegex))
+            }
+        default:
+            return pieces.flatMap { cut($0, self) }
+        }
+    }
+
     static func split(_ b: UnsafeBufferPointer<UInt8>, _ pieces: [Range<Int>], _ pattern: SplitPattern,
                       _ behavior: SplitBehavior, _ invert: Bool) -> [Range<Int>] {
         var out: [Range<Int>] = []
@@ -111,8 +133,8 @@ public indirect enum PreTokenizer: Equatable, Sendable {
                     if isMatch { flush(); pending = r }
                     else if let p = pending { pending = p.lowerBound..<r.upperBound; flush() }
                     else { out.append(r) }
-                case .contiguous:
-                    if isMatch && pendingIsMatch, let p = pending { pending = p.lowerBound..<r.upperBound }
+                case .contiguous:  // consecutive parts of the same kind join (as in tokenizers)
+                    if isMatch == pendingIsMatch, let p = pending { pending = p.lowerBound..<r.upperBound }
                     else { flush(); pending = r; pendingIsMatch = isMatch }
                 }
             }

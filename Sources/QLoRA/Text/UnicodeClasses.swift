@@ -28,11 +28,16 @@ enum UnicodeClass {
         v < 0x10000 ? bmp[Int(v)] : compute(v)
     }
 
-    /// Rust's `char::is_alphanumeric` (Alphabetic or a number), for added tokens' `single_word`.
+    /// A `\w` character as the Rust regex crate reads it (Alphabetic, marks, decimal digits,
+    /// connector punctuation, Join_Control): added tokens' `single_word` test.
     static func isWordCharacter(_ v: UInt32) -> Bool {
-        if v == 0x5F { return true }
         guard let s = Unicode.Scalar(v) else { return false }
-        return s.properties.isAlphabetic || of(v) == number
+        let p = s.properties
+        if p.isAlphabetic || p.isJoinControl { return true }
+        switch p.generalCategory {
+        case .nonspacingMark, .spacingMark, .enclosingMark, .decimalNumber, .connectorPunctuation: return true
+        default: return false
+        }
     }
 }
 
