@@ -73,7 +73,7 @@ enum TokenizerBench {
         }
         let encode = times.sorted()[2]
         // Per-line encode: many short calls (each with a fresh word cache), like a dataset of examples.
-        let lines = text.split(separator: "\n").map(String.init)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         t0 = Date()
         var lineTokens = 0
         for l in lines { lineTokens += tokenizer.encode(l).count }
