@@ -36,11 +36,9 @@ extension BPETokenizer {
 /// BPE of pieces with a cache of the pieces already seen in this call (words repeat a lot).
 struct PieceEncoder {
     let model: BPEModel
-    var cache: [ArraySlice<UInt8>: Range<Int>] = [:]
-    var cached: [UInt32] = []
+    var cache = PieceCache()
     var sym: [UInt32] = []
     var ranks: [UInt64] = []
-    static let maxCacheEntries = 1 << 16
     static let maxCachedLength = 64
 
     init(model: BPEModel) { self.model = model }
@@ -57,16 +55,13 @@ struct PieceEncoder {
             model.encode(b, piece.lowerBound, piece.upperBound, into: &ids, scratch: &sym, ranks: &ranks)
             return
         }
-        let key = ArraySlice(UnsafeBufferPointer(rebasing: b[piece]))
-        if let r = cache[key] {
-            ids.append(contentsOf: cached[r])
+        let h = PieceCache.hash(b, piece)
+        if let r = cache.find(b, piece, hash: h) {
+            ids.append(contentsOf: cache.ids[r])
             return
         }
         let start = ids.count
         model.encode(b, piece.lowerBound, piece.upperBound, into: &ids, scratch: &sym, ranks: &ranks)
-        if cache.count >= PieceEncoder.maxCacheEntries { cache.removeAll(keepingCapacity: true); cached.removeAll(keepingCapacity: true) }
-        let c0 = cached.count
-        cached.append(contentsOf: ids[start...])
-        cache[key] = c0..<cached.count
+        cache.insert(b, piece, hash: h, result: ids[start...])
     }
 }
