@@ -146,4 +146,29 @@ final class TokenizerTests: XCTestCase {
         var d = t.makeStreamingDecoder()
         XCTAssertThrowsError(try d.push(1 << 20))
     }
+
+    /// Long pieces merge with a heap; it gives what the rescanning loop gives, and a 300 KB
+    /// single piece (a run of letters) encodes in well under a second and round-trips.
+    func testHeapMergeEqualsScanMergeOnLongPieces() throws {
+        let t = try smol()
+        var rng = SplitMix64(seed: 7)
+        for n in [49, 64, 200, 1000] {
+            for _ in 0..<20 {
+                let text = TokenizerTests.randomText(&rng, length: n).unicodeScalars.filter { $0.properties.isAlphabetic }
+                var bytes = Array(String(String.UnicodeScalarView(text)).utf8)
+                if bytes.count < 2 { bytes = Array("abababab".utf8) }
+                let sym = bytes.map { t.model.byteToken[Int($0)] }.filter { $0 != UInt32.max }
+                var a = sym, b = sym
+                var ranks: [UInt64] = []
+                t.model.mergeByScan(&a, &ranks)
+                t.model.mergeWithHeap(&b)
+                XCTAssertEqual(a, b, "\(bytes.count) bytes")
+            }
+        }
+        let long = String(repeating: "tokenization", count: 25_000)
+        let start = Date()
+        let ids = t.encode(long)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 5)
+        XCTAssertEqual(try t.decode(ids), long)
+    }
 }

@@ -38,6 +38,13 @@ struct BPEModel: Sendable {
     func merge(_ sym: inout [UInt32], _ ranks: inout [UInt64]) {
         let n = sym.count
         if n < 2 { return }
+        if n > BPEModel.heapMergeThreshold { mergeWithHeap(&sym) } else { mergeByScan(&sym, &ranks) }
+    }
+
+    /// The merge loop by rescanning the pair ranks: fastest for short pieces, O(n²).
+    func mergeByScan(_ sym: inout [UInt32], _ ranks: inout [UInt64]) {
+        let n = sym.count
+        if n < 2 { return }
         ranks.removeAll(keepingCapacity: true)
         for k in 0..<(n - 1) { ranks.append(merges.lookup(sym[k], sym[k + 1])) }
         while true {
