@@ -28,6 +28,7 @@ let package = Package(
                           path: "Sources/qlora"),
         .executableTarget(name: "qlora-bench", dependencies: ["QLoRA", "CQLoRAKernels", "COpenBLAS"],
                           path: "Benchmarks/Sources"),
-        .testTarget(name: "QLoRATests", dependencies: ["QLoRA", "CQLoRAKernels"], path: "Tests/QLoRATests"),
+        .testTarget(name: "QLoRATests", dependencies: ["QLoRA", "CQLoRAKernels"], path: "Tests/QLoRATests",
+                    exclude: ["Fixtures"]),  // test data read by path (Fixtures/tokenizer_cases.json)
     ]
 )

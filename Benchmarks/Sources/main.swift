@@ -16,8 +16,19 @@ let threads = (option("--threads") ?? "1,\(min(2, Runtime.defaultThreads))")
     .split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
 let threadCounts = Array(Set(threads)).sorted()
 if args.contains("--help") || threadCounts.isEmpty {
-    print("usage: qlora-bench [--quick] [--graph-only] [--threads 1,2] [--output results.md]")
+    print("usage: qlora-bench [--quick] [--graph-only] [--threads 1,2] [--output results.md]\n"
+          + "       qlora-bench --tokenizer [--tokenizer-json path] [--mb 4] [--corpus-out text.txt] [--ids-out ids.u32]")
     exit(threadCounts.isEmpty ? 1 : 0)
+}
+
+if args.contains("--tokenizer") {
+    do {
+        try TokenizerBench.run(args: args, option: option)
+        exit(0)
+    } catch {
+        print("error: \(error)")
+        exit(1)
+    }
 }
 
 if let probe = option("--memory-probe") {
