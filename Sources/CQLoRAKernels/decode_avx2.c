@@ -21,12 +21,7 @@ AVX2 static inline __attribute__((always_inline)) __m128i nibbles(__m128i bytes)
 AVX2 static inline __attribute__((always_inline)) void span(const uint8_t *packed, const float *code, int64_t e,
                                                             int64_t count, float a, float *out) {
     if (count <= 0) return;
-    if (e & 1) {
-        *out++ = code[packed[e >> 1] & 0x0F] * a;
-        e++;
-        count--;
-    }
-    const uint8_t *p = packed + (e >> 1);
+    const uint8_t *p = cq_span_start(packed, code, a, &e, &count, &out);
     const __m256 s = _mm256_set1_ps(a);
     const __m256 lo = _mm256_mul_ps(_mm256_loadu_ps(code), s), hi = _mm256_mul_ps(_mm256_loadu_ps(code + 8), s);
     int64_t i = 0;

@@ -19,12 +19,7 @@ AVX512 static inline __attribute__((always_inline)) void lookup32(__m128i bytes,
 AVX512 static inline __attribute__((always_inline)) void span(const uint8_t *packed, const float *code, int64_t e,
                                                               int64_t count, float a, float *out) {
     if (count <= 0) return;
-    if (e & 1) {
-        *out++ = code[packed[e >> 1] & 0x0F] * a;
-        e++;
-        count--;
-    }
-    const uint8_t *p = packed + (e >> 1);
+    const uint8_t *p = cq_span_start(packed, code, a, &e, &count, &out);
     const __m512 tbl = _mm512_mul_ps(_mm512_loadu_ps(code), _mm512_set1_ps(a));
     __m512 v0, v1;
     int64_t i = 0;

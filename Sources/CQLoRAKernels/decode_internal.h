@@ -11,6 +11,20 @@
 typedef void (*cq_span_fn)(const uint8_t *packed, const float *code, int64_t e, int64_t count, float a,
                            float *out);
 
+/// The start of a span (elements [e, e + count) at block scale a): a span that starts on a low
+/// nibble decodes that one element here, so the ISA's loop starts on a whole byte. Returns the
+/// span's first byte; e, count and out are advanced past the element.
+static inline __attribute__((always_inline)) const uint8_t *cq_span_start(const uint8_t *packed, const float *code,
+                                                                         float a, int64_t *e, int64_t *count,
+                                                                         float **out) {
+    if (*e & 1) {
+        *(*out)++ = code[packed[*e >> 1] & 0x0F] * a;
+        (*e)++;
+        (*count)--;
+    }
+    return packed + (*e >> 1);
+}
+
 /// Flat elements [e0, e0 + count) of w into out[0, count). The block scale is walked with a
 /// cursor (no division per block). Instantiated once per ISA with a constant span, which inlines.
 static inline __attribute__((always_inline)) void cq_decode_blocks(const cq_qweight *w, int64_t e0, int64_t count,

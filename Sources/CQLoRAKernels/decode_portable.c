@@ -5,12 +5,7 @@
 static inline __attribute__((always_inline)) void span(const uint8_t *packed, const float *code, int64_t e,
                                                        int64_t count, float a, float *out) {
     if (count <= 0) return;
-    if (e & 1) { // starts on a low nibble
-        *out++ = code[packed[e >> 1] & 0x0F] * a;
-        e++;
-        count--;
-    }
-    const uint8_t *p = packed + (e >> 1);
+    const uint8_t *p = cq_span_start(packed, code, a, &e, &count, &out);
     int64_t i = 0;
     for (; i + 2 <= count; i += 2) {
         const uint8_t byte = p[i >> 1];
