@@ -58,7 +58,7 @@ struct TrainCommand: ParsableCommand {
     var rank: Int?
 
     @Option(help: "LoRA alpha of new adapters (default 16; scaling alpha / r).")
-    var alpha: Float?
+    var alpha: Double?
 
     @Flag(help: "rsLoRA scaling alpha / √r for new adapters.")
     var rslora = false
@@ -164,7 +164,7 @@ struct TrainCommand: ParsableCommand {
             fresh.useRSLoRA = start.config.useRSLoRA
         } else {
             fresh.rank = rank ?? fresh.rank
-            fresh.alpha = alpha ?? fresh.alpha
+            fresh.alpha = alpha.map(Float.init) ?? fresh.alpha
             fresh.useRSLoRA = rslora
         }
         try fresh.validate()
@@ -239,7 +239,7 @@ struct TrainCommand: ParsableCommand {
         } else {
             var targets: [String] = []
             for m in modules where !targets.contains(Self.leafName(m)) { targets.append(Self.leafName(m)) }
-            config = LoraAdapterConfig(r: fresh.rank, loraAlpha: Double(fresh.alpha), useRSLoRA: fresh.useRSLoRA, targetModules: targets)
+            config = LoraAdapterConfig(r: fresh.rank, loraAlpha: alpha ?? Double(fresh.alpha), useRSLoRA: fresh.useRSLoRA, targetModules: targets)
         }
         var tensors: [String: (a: Tensor, b: Tensor)] = [:]
         for m in modules { tensors[m] = loaded.layers[m]!.loraWeights }

@@ -114,7 +114,7 @@ final class TrainCommandTests: XCTestCase {
         let start = try adapter("start", r: 4, alpha: 8, a: a0, b: b0)
         let out = path("one-step")
         _ = try ok(["train", Self.graph, "--weights", weights, "--data", data, "--steps", "1", "--optimizer", "sgd", "--lr", "0.1",
-                    "--adapter", start, "--threads", "1", "--out", out])
+                    "--adapter", start, "--threads", "1", "--log-json", path("one.jsonl"), "--out", out])
         // The library's gradient at the start adapter (same loading path, no optimizer).
         let def = try GraphDefinition.load(url: URL(fileURLWithPath: Self.graph))
         let loaded = try def.load(weights: try CheckpointWeights(url: URL(fileURLWithPath: weights)),
@@ -130,6 +130,12 @@ final class TrainCommandTests: XCTestCase {
         let gA = store.gradients[0].tensor.scalars, gB = store.gradients[1].tensor.scalars
         XCTAssert(gA.contains { $0 != 0 } && gB.contains { $0 != 0 })
         let lr: Float = 0.1
+        // grad_norm is the global L2 norm of these gradients.
+        let line = try String(contentsOfFile: path("one.jsonl"), encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(line.count, 1)
+        let logged = try JSONSerialization.jsonObject(with: Data(line[0].utf8)) as! [String: Any]
+        let norm = (gA + gB).reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+        XCTAssertEqual(logged["grad_norm"] as! Double, norm, accuracy: 1e-12 * max(1, norm))
         let trained = try LoraAdapter(directory: URL(fileURLWithPath: out)).modules["proj"]!
         assertBitIdentical(trained.a.scalars, zip(a0, gA).map { $0 - lr * $1 }, "A - lr·grad_A")
         assertBitIdentical(trained.b.scalars, zip(b0, gB).map { $0 - lr * $1 }, "B - lr·grad_B")
@@ -152,6 +158,9 @@ final class TrainCommandTests: XCTestCase {
         try CLIRunner.assertUserError(base + ["--data", data, "--steps", "2", "--lr", "0.1", "--weight-decay", "0.1"], ["--weight-decay", "sgd"])
         try CLIRunner.assertUserError(["train", Self.graph, "--weights", weights, "--optimizer", "sgd", "--data", data, "--steps", "2", "--lr", "0.1",
                                        "--out", "/nonexistent/dir/out"], ["/nonexistent/dir/out", "does not exist"])
+        try CLIRunner.assertUserError(base + ["--data", data, "--steps", "2", "--lr", "0.1", "--adapter", out, "--rank", "4"], ["--adapter", "--rank"])
+        try CLIRunner.assertUserError(["train", Self.graph, "--weights", weights, "--optimizer", "adamw", "--data", data, "--steps", "2", "--lr", "0.1",
+                                       "--momentum", "0.9", "--out", out], ["--momentum", "adamw"])
         let file = try write("file.safetensors", ["x": x])
         try CLIRunner.assertUserError(["train", Self.graph, "--weights", weights, "--optimizer", "sgd", "--data", data, "--steps", "2", "--lr", "0.1",
                                        "--out", file], [file, "not a directory"])
