@@ -107,6 +107,30 @@ final class TrainCommandTests: XCTestCase {
         }
     }
 
+    /// Three linears (llama-mlp) over the bitsandbytes 4-bit reference checkpoint, the target from
+    /// the reference PEFT adapter: AdamW from fresh adapters learns it, and every module is saved.
+    func testLlamaMLPOverTheFourBitCheckpoint() throws {
+        let interop = Reference.url("interop")
+        let bnb = interop.appendingPathComponent("model_bnb4bit/model.safetensors").path
+        let mlp = Reference.projectRoot.appendingPathComponent("Graphs/llama-mlp.json").path
+        let x2 = try Reference.tensor("interop/expected/x2d.f32", shape: [3, 64])
+        let y = path("y-mlp.safetensors")
+        _ = try ok(["run", mlp, "--weights", bnb, "--adapter", interop.appendingPathComponent("adapter").path,
+                    "--input", try write("x-mlp.safetensors", ["x": x2]), "--output", y])
+        let data = try write("mlp.safetensors", ["x": x2, "target": try SafeTensorsFile(url: URL(fileURLWithPath: y)).tensor("y")])
+        let out = path("mlp-out"), log = path("mlp.jsonl")
+        _ = try ok(["train", mlp, "--weights", bnb, "--data", data, "--loss", "mse", "--steps", "40", "--optimizer", "adamw", "--lr", "0.01",
+                    "--rank", "8", "--alpha", "16", "--threads", "2", "--log-json", log, "--out", out])
+        let losses = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map {
+            (try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["loss"] as! Double
+        }
+        XCTAssertEqual(losses.count, 40)
+        XCTAssertLessThan(losses.last!, 0.1 * losses[0], "\(losses[0]) → \(losses.last!)")
+        let trained = try LoraAdapter(directory: URL(fileURLWithPath: out))
+        XCTAssertEqual(trained.modules.keys.sorted(), ["model.layers.0.mlp.down_proj", "model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"])
+        XCTAssertEqual(trained.config.targetModules, ["down_proj", "gate_proj", "up_proj"])
+    }
+
     func testOneSGDStepFromAKnownAdapterIsAMinusLrGrad() throws {
         let data = try teacherData()
         var rng = SeededRandom(seed: 21)
