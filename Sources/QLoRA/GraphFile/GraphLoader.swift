@@ -8,11 +8,14 @@ public struct GraphLoadOptions: Sendable {
     public var adapter: LoraAdapter?
     /// Seed of the fresh A initialisation, so repeated loads give identical plans.
     public var seed: UInt64 = 0
+    /// Rank, alpha and rsLoRA of the layers the adapter does not cover (nil: `QLoraConfig()`'s).
+    public var freshLora: QLoraConfig?
 
-    public init(inputShapes: [String: [Int]] = [:], adapter: LoraAdapter? = nil, seed: UInt64 = 0) {
+    public init(inputShapes: [String: [Int]] = [:], adapter: LoraAdapter? = nil, seed: UInt64 = 0, freshLora: QLoraConfig? = nil) {
         self.inputShapes = inputShapes
         self.adapter = adapter
         self.seed = seed
+        self.freshLora = freshLora
     }
 }
 
@@ -99,7 +102,7 @@ extension GraphDefinition {
                     }
                     let layer = try layers[module] ?? makeLayer(module, inFeatures: weights == nil ? size(inDim, ".inputs[0]") : 0,
                                                                  outFeatures: weights == nil ? size(out!.ir, ".out", sources: "--weights") : 0, bias: rule,
-                                                                 weights: weights, lora: lora[module], seed: options.seed &+ UInt64(layers.count),
+                                                                 weights: weights, lora: lora[module], fresh: options.freshLora, seed: options.seed &+ UInt64(layers.count),
                                                                  neededBy: neededBy)
                     layers[module] = layer
                     y = try layer(xs[0])

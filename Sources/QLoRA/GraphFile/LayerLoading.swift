@@ -2,8 +2,8 @@ extension GraphDefinition {
     /// The QuantizedLinear of checkpoint module `module`: its weight (and bias, per `rule`) from
     /// `weights`, or zero weights of the given size; the adapter's A/B when it has the module.
     func makeLayer(_ module: String, inFeatures: Int, outFeatures: Int, bias rule: BiasRule, weights: CheckpointWeights?,
-                   lora: LoraModuleWeights?, seed: UInt64, neededBy: String) throws -> QuantizedLinear {
-        var config = QLoraConfig()
+                   lora: LoraModuleWeights?, fresh: QLoraConfig? = nil, seed: UInt64, neededBy: String) throws -> QuantizedLinear {
+        var config = fresh ?? QLoraConfig()
         if let lora { config = try GraphDefinition.config(for: lora) }
         let layer: QuantizedLinear
         if let weights {

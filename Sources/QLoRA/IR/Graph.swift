@@ -46,6 +46,13 @@ public final class Graph: @unchecked Sendable {
         ir.outputs.append((name, value.id))
     }
 
+    /// The value marked as output `name` (the last one so named), or nil.
+    public func output(named name: String) -> Value? {
+        lock.lock(); defer { lock.unlock() }
+        guard let o = ir.outputs.last(where: { $0.name == name }) else { return nil }
+        return Value(graph: self, id: o.node, type: ir.nodes[o.node].type)
+    }
+
     /// Records the backward request (at most one per graph).
     func setBackward(_ request: BackwardRequest) throws {
         lock.lock(); defer { lock.unlock() }

@@ -1,0 +1,193 @@
+import Foundation
+import XCTest
+@testable import QLoRA
+
+/// `qlora train` run as a subprocess on Graphs/quantized-linear.json over an f32 checkpoint
+/// written here (quantized at load): the loss falls, --log-json has one line per step, the saved
+/// PEFT adapter loads and `qlora run --adapter` reproduces the library forward, one SGD step
+/// equals A − lr·grad bit for bit, and bad inputs are one `error:` line.
+final class TrainCommandTests: XCTestCase {
+    static let graph = Reference.projectRoot.appendingPathComponent("Graphs/quantized-linear.json").path
+    let inF = 32, outF = 24, m = 16
+
+    var tmp: URL!
+    var weights = ""
+    var x = Tensor.zeros(shape: [1])
+
+    override func setUpWithError() throws {
+        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("qlora-train-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        var rng = SeededRandom(seed: 3)
+        weights = try write("w.safetensors", ["proj.weight": try Tensor(shape: [outF, inF], scalars: rng.floats(outF * inF, scale: 0.2))])
+        x = try Tensor(shape: [m, inF], scalars: rng.floats(m * inF))
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: tmp) }
+
+    func path(_ name: String) -> String { tmp.appendingPathComponent(name).path }
+
+    func write(_ name: String, _ tensors: [String: Tensor]) throws -> String {
+        let w = try SafeTensorsWriter(url: tmp.appendingPathComponent(name))
+        for (k, t) in tensors { try w.add(k, tensor: t) }
+        try w.commit()
+        return path(name)
+    }
+
+    func ok(_ args: [String], file: StaticString = #filePath, line: UInt = #line) throws -> CLIRunner.Result {
+        let r = try CLIRunner.run(args)
+        XCTAssertEqual(r.status, 0, "qlora \(args.joined(separator: " ")): \(r.stderr)", file: file, line: line)
+        return r
+    }
+
+    /// A PEFT adapter directory for module "proj".
+    func adapter(_ name: String, r: Int, alpha: Double, a: [Float], b: [Float]) throws -> String {
+        let config = LoraAdapterConfig(r: r, loraAlpha: alpha, targetModules: ["proj"])
+        try LoraAdapter(config: config, weights: ["proj": (try Tensor(shape: [r, inF], scalars: a), try Tensor(shape: [outF, r], scalars: b))])
+            .write(to: tmp.appendingPathComponent(name))
+        return path(name)
+    }
+
+    /// Data whose target is the output of a rank-2 teacher adapter (scaling 1).
+    func teacherData() throws -> String {
+        var rng = SeededRandom(seed: 9)
+        let teacher = try adapter("teacher", r: 2, alpha: 2, a: rng.floats(2 * inF, scale: 0.5), b: rng.floats(outF * 2, scale: 0.5))
+        let input = try write("x.safetensors", ["x": x])
+        let y = path("y.safetensors")
+        _ = try ok(["run", Self.graph, "--weights", weights, "--adapter", teacher, "--input", input, "--output", y])
+        let target = try SafeTensorsFile(url: URL(fileURLWithPath: y)).tensor("y")
+        return try write("data.safetensors", ["x": x, "target": target])
+    }
+
+    /// The library's forward of the graph with `adapter` on `x`.
+    func libraryForward(adapter: LoraAdapter) throws -> Tensor {
+        let def = try GraphDefinition.load(url: URL(fileURLWithPath: Self.graph))
+        let loaded = try def.load(weights: try CheckpointWeights(url: URL(fileURLWithPath: weights)),
+                                  options: GraphLoadOptions(inputShapes: ["x": x.shape], adapter: adapter))
+        return try loaded.graph.compile(CompileOptions(threads: 2)).run(["x": x])["y"]!
+    }
+
+    func testSGDAndAdamWLearnTheTeacherAndTheAdapterRunsBack() throws {
+        let data = try teacherData()
+        for (name, options) in [("sgd", ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9"]),
+                                ("adamw", ["--optimizer", "adamw", "--lr", "0.01", "--weight-decay", "0"])] {
+            let out = path("out-\(name)"), log = path("log-\(name).jsonl"), steps = 200
+            let r = try ok(["train", Self.graph, "--weights", weights, "--data", data, "--loss", "mse", "--steps", "\(steps)",
+                            "--rank", "4", "--alpha", "8", "--seed", "5", "--threads", "2", "--log-json", log, "--out", out] + options)
+            XCTAssert(r.stderr.contains("step 1/\(steps) loss"), r.stderr)
+            XCTAssert(r.stdout.contains("wrote \(out)"), r.stdout)
+            // One well-formed JSON object per step.
+            let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+            XCTAssertEqual(lines.count, steps, name)
+            var losses: [Double] = []
+            for (i, line) in lines.enumerated() {
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                XCTAssertEqual(object["step"] as? Int, i + 1)
+                for key in ["loss", "lr", "grad_norm", "tokens_per_s"] { XCTAssertNotNil(object[key] as? Double, "\(name) \(key) in \(line)") }
+                XCTAssertEqual(object["lr"] as! Double, name == "sgd" ? 0.05 : 0.01, accuracy: 1e-7)
+                XCTAssertGreaterThanOrEqual(object["grad_norm"] as! Double, 0)
+                losses.append(object["loss"] as! Double)
+            }
+            XCTAssertGreaterThan(losses[0], 0)
+            XCTAssertLessThan(losses.last!, 0.1 * losses[0], "\(name): \(losses[0]) → \(losses.last!)")
+            // The adapter loads, and `qlora run --adapter` gives the library's forward with it.
+            let trained = try LoraAdapter(directory: URL(fileURLWithPath: out))
+            XCTAssertEqual(trained.config.r, 4)
+            XCTAssertEqual(trained.config.loraAlpha, 8)
+            XCTAssertEqual(trained.modules["proj"]?.a.shape, [4, inF])
+            XCTAssertEqual(trained.modules["proj"]?.b.shape, [outF, 4])
+            let keys = try SafeTensorsFile(url: URL(fileURLWithPath: out).appendingPathComponent("adapter_model.safetensors")).names.sorted()
+            XCTAssertEqual(keys, ["base_model.model.proj.lora_A.weight", "base_model.model.proj.lora_B.weight"])
+            let y = path("y-\(name).safetensors")
+            _ = try ok(["run", Self.graph, "--weights", weights, "--adapter", out, "--input", try write("x-\(name).safetensors", ["x": x]),
+                        "--output", y, "--threads", "2"])
+            let expected = try libraryForward(adapter: trained)
+            assertBitIdentical(try SafeTensorsFile(url: URL(fileURLWithPath: y)).tensor("y").scalars, expected.scalars, "\(name): run --adapter OUT vs library")
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
+            XCTAssertEqual(leftovers, ["adapter_config.json", "adapter_model.safetensors"], "no temporary files")
+        }
+    }
+
+    /// Three linears (llama-mlp) over the bitsandbytes 4-bit reference checkpoint, the target from
+    /// the reference PEFT adapter: AdamW from fresh adapters learns it, and every module is saved.
+    func testLlamaMLPOverTheFourBitCheckpoint() throws {
+        let interop = Reference.url("interop")
+        let bnb = interop.appendingPathComponent("model_bnb4bit/model.safetensors").path
+        let mlp = Reference.projectRoot.appendingPathComponent("Graphs/llama-mlp.json").path
+        let x2 = try Reference.tensor("interop/expected/x2d.f32", shape: [3, 64])
+        let y = path("y-mlp.safetensors")
+        _ = try ok(["run", mlp, "--weights", bnb, "--adapter", interop.appendingPathComponent("adapter").path,
+                    "--input", try write("x-mlp.safetensors", ["x": x2]), "--output", y])
+        let data = try write("mlp.safetensors", ["x": x2, "target": try SafeTensorsFile(url: URL(fileURLWithPath: y)).tensor("y")])
+        let out = path("mlp-out"), log = path("mlp.jsonl")
+        _ = try ok(["train", mlp, "--weights", bnb, "--data", data, "--loss", "mse", "--steps", "40", "--optimizer", "adamw", "--lr", "0.01",
+                    "--rank", "8", "--alpha", "16", "--threads", "2", "--log-json", log, "--out", out])
+        let losses = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map {
+            (try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any])["loss"] as! Double
+        }
+        XCTAssertEqual(losses.count, 40)
+        XCTAssertLessThan(losses.last!, 0.1 * losses[0], "\(losses[0]) → \(losses.last!)")
+        let trained = try LoraAdapter(directory: URL(fileURLWithPath: out))
+        XCTAssertEqual(trained.modules.keys.sorted(), ["model.layers.0.mlp.down_proj", "model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"])
+        XCTAssertEqual(trained.config.targetModules, ["down_proj", "gate_proj", "up_proj"])
+    }
+
+    func testOneSGDStepFromAKnownAdapterIsAMinusLrGrad() throws {
+        let data = try teacherData()
+        var rng = SeededRandom(seed: 21)
+        let a0 = rng.floats(4 * inF, scale: 0.3), b0 = rng.floats(outF * 4, scale: 0.3)
+        let start = try adapter("start", r: 4, alpha: 8, a: a0, b: b0)
+        let out = path("one-step")
+        _ = try ok(["train", Self.graph, "--weights", weights, "--data", data, "--steps", "1", "--optimizer", "sgd", "--lr", "0.1",
+                    "--adapter", start, "--threads", "1", "--log-json", path("one.jsonl"), "--out", out])
+        // The library's gradient at the start adapter (same loading path, no optimizer).
+        let def = try GraphDefinition.load(url: URL(fileURLWithPath: Self.graph))
+        let loaded = try def.load(weights: try CheckpointWeights(url: URL(fileURLWithPath: weights)),
+                                  options: GraphLoadOptions(inputShapes: ["x": x.shape], adapter: try LoraAdapter(directory: URL(fileURLWithPath: start))))
+        let layer = loaded.layers["proj"]!
+        let store = try ParameterStore(gathering: layer.trainableParameters)
+        let g = loaded.graph
+        let target = try SafeTensorsFile(url: URL(fileURLWithPath: data)).tensor("target")
+        let loss = try g.mseLoss(g.output(named: "y")!, target: g.input("target", shape: target.shape))
+        g.output("loss", loss)
+        try g.backward(from: loss, parameters: store)
+        _ = try g.compile(CompileOptions(threads: 1)).run(["x": x, "target": target])
+        let gA = store.gradients[0].tensor.scalars, gB = store.gradients[1].tensor.scalars
+        XCTAssert(gA.contains { $0 != 0 } && gB.contains { $0 != 0 })
+        let lr: Float = 0.1
+        // grad_norm is the global L2 norm of these gradients.
+        let line = try String(contentsOfFile: path("one.jsonl"), encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(line.count, 1)
+        let logged = try JSONSerialization.jsonObject(with: Data(line[0].utf8)) as! [String: Any]
+        let norm = (gA + gB).reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+        XCTAssertEqual(logged["grad_norm"] as! Double, norm, accuracy: 1e-12 * max(1, norm))
+        let trained = try LoraAdapter(directory: URL(fileURLWithPath: out)).modules["proj"]!
+        assertBitIdentical(trained.a.scalars, zip(a0, gA).map { $0 - lr * $1 }, "A - lr·grad_A")
+        assertBitIdentical(trained.b.scalars, zip(b0, gB).map { $0 - lr * $1 }, "B - lr·grad_B")
+    }
+
+    func testBadInputsAreOneErrorLine() throws {
+        let data = try teacherData()
+        let out = path("out")
+        let base = ["train", Self.graph, "--weights", weights, "--optimizer", "sgd", "--out", out]
+        let noTarget = try write("no-target.safetensors", ["x": x])
+        let noX = try write("no-x.safetensors", ["target": Tensor.zeros(shape: [m, outF])])
+        let badTarget = try write("bad-target.safetensors", ["x": x, "target": Tensor.zeros(shape: [m, outF + 1])])
+        try CLIRunner.assertUserError(base + ["--data", noTarget, "--steps", "2", "--lr", "0.1"], ["no-target.safetensors", "target"])
+        try CLIRunner.assertUserError(base + ["--data", noX, "--steps", "2", "--lr", "0.1"], ["no-x.safetensors", "'x'"])
+        try CLIRunner.assertUserError(base + ["--data", badTarget, "--steps", "2", "--lr", "0.1"], ["target", "[16, 25]", "[16, 24]"])
+        try CLIRunner.assertUserError(base + ["--data", data, "--steps", "2", "--lr", "nan"], ["--lr", "nan"])
+        try CLIRunner.assertUserError(base + ["--data", data, "--steps", "2", "--lr", "inf"], ["--lr", "inf"])
+        try CLIRunner.assertUserError(base + ["--data", data, "--steps", "0", "--lr", "0.1"], ["--steps", "0"])
+        try CLIRunner.assertUserError(base + ["--data", data, "--steps=-3", "--lr", "0.1"], ["--steps", "-3"])
+        try CLIRunner.assertUserError(base + ["--data", data, "--steps", "2", "--lr", "0.1", "--weight-decay", "0.1"], ["--weight-decay", "sgd"])
+        try CLIRunner.assertUserError(["train", Self.graph, "--weights", weights, "--optimizer", "sgd", "--data", data, "--steps", "2", "--lr", "0.1",
+                                       "--out", "/nonexistent/dir/out"], ["/nonexistent/dir/out", "does not exist"])
+        try CLIRunner.assertUserError(base + ["--data", data, "--steps", "2", "--lr", "0.1", "--adapter", out, "--rank", "4"], ["--adapter", "--rank"])
+        try CLIRunner.assertUserError(["train", Self.graph, "--weights", weights, "--optimizer", "adamw", "--data", data, "--steps", "2", "--lr", "0.1",
+                                       "--momentum", "0.9", "--out", out], ["--momentum", "adamw"])
+        let file = try write("file.safetensors", ["x": x])
+        try CLIRunner.assertUserError(["train", Self.graph, "--weights", weights, "--optimizer", "sgd", "--data", data, "--steps", "2", "--lr", "0.1",
+                                       "--out", file], [file, "not a directory"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out), "no output after a failed train")
+    }
+}
