@@ -5,23 +5,8 @@ import XCTest
 /// grad_x), fused and unfused, 1 and 2 threads (bitwise equal).
 final class AutodiffReferenceTests: XCTestCase {
     func loadCase(_ name: String) throws -> (layer: QuantizedLinear, files: [String: [String: Any]]) {
-        let manifest = try Reference.manifest()
-        let c = (manifest["lora_cases"] as! [String: [String: Any]])[name]!
-        let weights = manifest["weights"] as! [String: [String: Any]]
-        let files = c["files"] as! [String: [String: Any]]
-        let wFile = (weights[c["weight"] as! String]!["files"] as! [String: [String: Any]])["W"]!
-        var config = QLoraConfig()
-        config.rank = c["r"] as! Int
-        config.alpha = Float(c["alpha"] as! Double)
-        config.useRSLoRA = c["use_rslora"] as? Bool ?? false
-        config.quantType = QuantType(rawValue: c["quant_type"] as! String)!
-        config.blockSize = c["blocksize"] as! Int
-        config.doubleQuant = c["double_quant"] as! Bool
-        func load(_ key: String) throws -> Tensor { try Reference.tensor(files[key]!["file"] as! String, shape: files[key]!["shape"] as! [Int]) }
-        let w = try Reference.tensor(wFile["file"] as! String, shape: wFile["shape"] as! [Int])
-        let layer = try QuantizedLinear(weight: w, bias: (c["bias"] as! Bool) ? try load("bias") : nil, config: config, name: name, seed: 1)
-        try layer.setLoraWeights(a: load("A"), b: load("B"))
-        return (layer, files)
+        let c = try LoraReferenceCase(name)
+        return (c.layer, c.files)
     }
 
     func testGradientsMatchReference() throws {

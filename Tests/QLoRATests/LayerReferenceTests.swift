@@ -11,33 +11,13 @@ final class LayerReferenceTests: XCTestCase {
     }
 
     func loadCases() throws -> [Case] {
-        let manifest = try Reference.manifest()
-        let cases = manifest["lora_cases"] as! [String: [String: Any]]
-        let weights = manifest["weights"] as! [String: [String: Any]]
-        return try cases.keys.sorted().map { name in
-            let c = cases[name]!
-            let files = c["files"] as! [String: [String: Any]]
-            func load(_ key: String) throws -> Tensor {
-                try Reference.tensor(files[key]!["file"] as! String, shape: files[key]!["shape"] as! [Int])
-            }
-            let wCase = weights[c["weight"] as! String]!
-            let wFile = (wCase["files"] as! [String: [String: Any]])["W"]!
-            var config = QLoraConfig()
-            config.rank = c["r"] as! Int
-            config.alpha = Float(c["alpha"] as! Double)
-            config.useRSLoRA = c["use_rslora"] as? Bool ?? false
-            config.quantType = QuantType(rawValue: c["quant_type"] as! String)!
-            config.blockSize = c["blocksize"] as! Int
-            config.doubleQuant = c["double_quant"] as! Bool
-            let w = try Reference.tensor(wFile["file"] as! String, shape: wFile["shape"] as! [Int])
-            let bias = (c["bias"] as! Bool) ? try load("bias") : nil
-            let layer = try QuantizedLinear(weight: w, bias: bias, config: config, name: name, seed: 1)
-            try layer.setLoraWeights(a: load("A"), b: load("B"))
+        try LoraReferenceCase.names().map { name in
+            let c = try LoraReferenceCase(name)
             // The base weight the layer uses is the reference's, bit for bit (the double-quant offset is
             // torch's float32 mean of the absmax).
-            assertBitIdentical(layer.quantizedWeight.dequantize().scalars, try load("W_dequant").scalars, "\(name) W_dequant")
-            XCTAssertEqual(layer.scaling, Float(c["scaling"] as! Double))
-            return Case(name: name, layer: layer, files: files)
+            assertBitIdentical(c.layer.quantizedWeight.dequantize().scalars, try c.tensor("W_dequant").scalars, "\(name) W_dequant")
+            XCTAssertEqual(c.layer.scaling, Float(c.entry["scaling"] as! Double))
+            return Case(name: name, layer: c.layer, files: c.files)
         }
     }
 
