@@ -1,0 +1,117 @@
+"""SmolLM2-135M peers on CPU: transformers (f32 weights dequantized from the GGUF), transformers +
+bitsandbytes NF4 + PEFT for a training step, and llama.cpp (llama-cpp-python) on the same GGUF.
+
+  python smollm2_peer.py --gguf models/SmolLM2-135M-Instruct.Q4_1.gguf --threads 2 [--json OUT]
+
+Measured (median of --runs after a warm-up):
+  hf-prefill      forward of one 128-token sequence, no grad           -> tokens/s
+  hf-decode       greedy decode with the KV cache, 32 new tokens        -> tokens/s
+  bnb-train       NF4 (block 64, double quant) base + PEFT LoRA r=16 on all 7 projections,
+                  sequence 256, batch 1: forward + causal-LM loss + backward + AdamW step -> tokens/s
+  llamacpp-prefill / llamacpp-decode   llama.cpp on the GGUF as shipped (Q4_1), same token counts
+"""
+import argparse, json, os, statistics, sys, time
+
+import torch
+
+
+def median_s(fn, runs):
+    fn()
+    xs = []
+    for _ in range(runs):
+        t0 = time.perf_counter(); fn(); xs.append(time.perf_counter() - t0)
+    return statistics.median(xs)
+
+
+def hf_model(gguf):
+    from transformers import AutoModelForCausalLM
+    d, f = os.path.split(os.path.abspath(gguf))
+    return AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+
+
+def to_nf4(model):
+    import bitsandbytes as bnb
+    for name, mod in list(model.named_modules()):
+        for child_name, child in list(mod.named_children()):
+            if isinstance(child, torch.nn.Linear) and child_name.endswith("_proj"):
+                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                      compute_dtype=torch.float32, compress_statistics=True, quant_type="nf4",
+                                      quant_storage=torch.uint8)
+                q.weight = bnb.nn.Params4bit(child.weight.data.clone(), requires_grad=False, quant_type="nf4",
+                                             blocksize=64, compress_statistics=True)
+                if child.bias is not None:
+                    q.bias = torch.nn.Parameter(child.bias.data.clone(), requires_grad=False)
+                setattr(mod, child_name, q.to("cpu"))
+    return model
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--gguf", required=True)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--skip", default="", help="comma list of cases to skip")
+    p.add_argument("--json", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    skip = set(filter(None, a.skip.split(",")))
+    res = {"threads": a.threads, "torch": torch.__version__}
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, 49152, (1, 128), generator=g)
+    if "hf" not in skip:
+        m = hf_model(a.gguf)
+        with torch.no_grad():
+            t = median_s(lambda: m(prompt), a.runs)
+            res["hf-prefill"] = 128 / t
+            short = prompt[:, :16]
+            def dec():
+                m.generate(short, max_new_tokens=32, min_new_tokens=32, do_sample=False)
+            t = median_s(dec, max(1, a.runs // 2))
+            t_pre = median_s(lambda: m(short), a.runs)
+            res["hf-decode"] = 32 / max(t - t_pre, 1e-9)
+        del m
+    if "bnb" not in skip:
+        from peft import LoraConfig, get_peft_model
+        import bitsandbytes, peft
+        res["bitsandbytes"], res["peft"] = bitsandbytes.__version__, peft.__version__
+        m = to_nf4(hf_model(a.gguf))
+        m = get_peft_model(m, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=[
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+        m.train()
+        opt = torch.optim.AdamW([q for q in m.parameters() if q.requires_grad], lr=1e-4)
+        ids = torch.randint(0, 49152, (1, 256), generator=g)
+        def step():
+            loss = m(input_ids=ids, labels=ids).loss
+            loss.backward(); opt.step(); opt.zero_grad()
+        res["bnb-train"] = 256 / median_s(step, max(1, a.runs // 2))
+        del m
+    if "llamacpp" not in skip:
+        try:
+            from llama_cpp import Llama
+            import llama_cpp
+            res["llama_cpp_python"] = llama_cpp.__version__
+            llm = Llama(model_path=a.gguf, n_threads=a.threads, n_threads_batch=a.threads, n_ctx=512,
+                        n_batch=512, verbose=False)
+            toks = prompt[0].tolist()
+            def pre():
+                llm.reset(); llm.eval(toks)
+            res["llamacpp-prefill"] = 128 / median_s(pre, a.runs)
+            def dec():
+                llm.reset(); llm.eval(toks[:16])
+                for i in range(32):
+                    llm.eval([toks[16 + i]])
+            t = median_s(dec, max(1, a.runs // 2))
+            t_pre = median_s(lambda: (llm.reset(), llm.eval(toks[:16])), a.runs)
+            res["llamacpp-decode"] = 32 / max(t - t_pre, 1e-9)
+        except ImportError:
+            res["llamacpp"] = "llama-cpp-python not installed"
+    line = json.dumps(res)
+    print(line)
+    if a.json:
+        with open(a.json + ".tmp", "w") as f:
+            f.write(line + "\n")
+        os.replace(a.json + ".tmp", a.json)
+
+
+if __name__ == "__main__":
+    main()
