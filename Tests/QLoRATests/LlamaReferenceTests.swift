@@ -8,7 +8,10 @@ import XCTest
 final class LlamaReferenceTests: XCTestCase {
     static let dir = "interop/causal_lm"
 
-    func inputIds() throws -> IntTensor {
+    func inputIds() throws -> IntTensor { try Self.inputIds() }
+
+    /// input_ids.i64 [2, 7] as int32.
+    static func inputIds() throws -> IntTensor {
         let d = try Reference.data("\(Self.dir)/input_ids.i64")
         let ids = d.withUnsafeBytes { raw in (0..<(d.count / 8)).map { Int32(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))) } }
         return try IntTensor(shape: [2, 7], scalars: ids)

@@ -98,29 +98,57 @@ public struct LlamaCheckpoint: Sendable {
         .missingTensor(file: path, name: name, neededBy: neededBy, suggestions: NameSuggestions.near(name, in: names))
     }
 
-    /// A full-precision tensor as f32 (a 4-bit parameter is dequantized), checked against `shape`.
-    public func tensor(_ name: String, shape: [Int], neededBy: String) throws -> Tensor {
+    /// The logical shape of a tensor (a 4-bit parameter's quant-state shape), without reading it.
+    public func shape(_ name: String, neededBy: String) throws -> [Int] {
         guard contains(name) else { throw missing(name, neededBy: neededBy) }
-        let t: Tensor
         switch source {
-        case let .safetensors(shards, shardOf): t = try shards[shardOf[name]!].tensor(name, threads: quantization.threads)
-        case let .gguf(w): t = try w.tensor(name, threads: quantization.threads)
+        case let .safetensors(shards, shardOf):
+            let shard = shards[shardOf[name]!]
+            return shard.isQuantized(name) ? try shard.quantState(name).shape : try shard.file.info(name).shape
+        case let .gguf(w): return try w.file.info(LlamaGGUFNames.ggufName(forHF: name)!).shape
         }
+    }
+
+    /// A full-precision tensor as f32 (a 4-bit parameter is dequantized).
+    public func tensor(_ name: String, neededBy: String) throws -> Tensor {
+        guard contains(name) else { throw missing(name, neededBy: neededBy) }
+        switch source {
+        case let .safetensors(shards, shardOf): return try shards[shardOf[name]!].tensor(name, threads: quantization.threads)
+        case let .gguf(w): return try w.tensor(name, threads: quantization.threads)
+        }
+    }
+
+    /// The same, checked against the shape the config needs.
+    public func tensor(_ name: String, shape: [Int], neededBy: String) throws -> Tensor {
+        let t = try tensor(name, neededBy: neededBy)
         try check(name, t.shape, shape)
         return t
     }
 
     /// A linear weight [out, in] as 4-bit: a bitsandbytes parameter as stored, else quantized now.
-    public func quantizedWeight(_ name: String, shape: [Int], neededBy: String) throws -> QuantizedTensor {
+    public func quantizedWeight(_ name: String, neededBy: String) throws -> QuantizedTensor {
         guard contains(name) else { throw missing(name, neededBy: neededBy) }
         if case let .safetensors(shards, shardOf) = source, shards[shardOf[name]!].isQuantized(name) {
-            let q = try shards[shardOf[name]!].quantized(name)
-            try check(name, q.shape, shape)
-            return q
+            return try shards[shardOf[name]!].quantized(name)
         }
-        let t = try tensor(name, shape: shape, neededBy: neededBy)
+        let t = try tensor(name, neededBy: neededBy)
+        guard t.rank == 2 else {
+            throw QLoraError.malformedFile(file: path, field: name, reason: "a linear weight must be [out, in], got \(t.shape)")
+        }
         return try QuantizedTensor.quantize(t, quantType: quantization.quantType, blockSize: quantization.blockSize,
                                             doubleQuant: quantization.doubleQuant, name: name, threads: quantization.threads)
+    }
+
+    /// The same, checked against the shape the config needs.
+    public func quantizedWeight(_ name: String, shape: [Int], neededBy: String) throws -> QuantizedTensor {
+        try check(name, try self.shape(name, neededBy: neededBy), shape)
+        return try quantizedWeight(name, neededBy: neededBy)
+    }
+
+    /// The named dimensions Graphs/llama.json uses, from the config.
+    public var graphDims: [String: Int] {
+        ["layers": config.layers, "hidden": config.hiddenSize, "intermediate": config.intermediateSize, "heads": config.heads,
+         "kv_heads": config.kvHeads, "head_dim": config.headDim, "vocab": config.vocabSize]
     }
 
     private func check(_ name: String, _ actual: [Int], _ expected: [Int]) throws {
