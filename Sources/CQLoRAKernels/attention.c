@@ -19,6 +19,7 @@ typedef struct {
     float *out, *lse_out, *dq, *dk, *dv, *delta;
     int64_t batch, sq, skv, heads, kv_heads, d;
     float scale;
+    int64_t kv_cap;   // rows per batch entry in k/v (>= skv: a KV cache's capacity)
 } attn_args;
 
 static inline float dot(const float *a, const float *b, int64_t n) {
@@ -35,7 +36,7 @@ static void forward_range(void *p, int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; u++) {
         const int64_t b = u / (a->heads * tiles), h = (u / tiles) % a->heads, t = u % tiles;
         const int64_t i0 = t * QT, n = a->sq - i0 < QT ? a->sq - i0 : QT, kvh = h / group;
-        const float *kb = a->k + b * a->skv * kw + kvh * d, *vb = a->v + b * a->skv * kw + kvh * d;
+        const float *kb = a->k + b * a->kv_cap * kw + kvh * d, *vb = a->v + b * a->kv_cap * kw + kvh * d;
         for (int64_t r = 0; r < n; r++) { m[r] = -INFINITY; l[r] = 0.0f; memset(acc[r], 0, sizeof(float) * d); }
         const int64_t last = off + i0 + n - 1;  // the tile's last query sees keys 0...last
         for (int64_t j0 = 0; j0 <= last; j0 += KB) {
@@ -80,9 +81,15 @@ static int threads_for(int64_t work, int threads) { return work > 32768 ? thread
 void cq_attention(const float *q, const float *k, const float *v, float *out, float *lse,
                   int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads, int64_t kv_heads, int64_t head_dim,
                   float scale, int threads) {
-    attn_args a = {q, k, v, NULL, NULL, NULL, out, lse, NULL, NULL, NULL, NULL, batch, seq_q, seq_kv, heads, kv_heads, head_dim, scale};
+    cq_attention_cached(q, k, v, out, lse, batch, seq_q, seq_kv, seq_kv, heads, kv_heads, head_dim, scale, threads);
+}
+
+void cq_attention_cached(const float *q, const float *k, const float *v, float *out, float *lse,
+                         int64_t batch, int64_t seq_q, int64_t kv_len, int64_t kv_cap, int64_t heads, int64_t kv_heads,
+                         int64_t head_dim, float scale, int threads) {
+    attn_args a = {q, k, v, NULL, NULL, NULL, out, lse, NULL, NULL, NULL, NULL, batch, seq_q, kv_len, heads, kv_heads, head_dim, scale, kv_cap};
     const int64_t units = batch * heads * ((seq_q + QT - 1) / QT);
-    cq_parallel_for(units, threads_for(batch * heads * seq_q * seq_kv * head_dim, threads), forward_range, &a);
+    cq_parallel_for(units, threads_for(batch * heads * seq_q * kv_len * head_dim, threads), forward_range, &a);
 }
 
 // delta[b, h, i] = Σ_e dout·out over the head's row (the softmax backward's row term).
@@ -158,7 +165,7 @@ void cq_attention_grad(const float *q, const float *k, const float *v, const flo
                        float *dq, float *dk, float *dv, void *scratch,
                        int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads, int64_t kv_heads, int64_t head_dim,
                        float scale, int threads) {
-    attn_args a = {q, k, v, out, lse, dout, NULL, NULL, dq, dk, dv, (float *)scratch, batch, seq_q, seq_kv, heads, kv_heads, head_dim, scale};
+    attn_args a = {q, k, v, out, lse, dout, NULL, NULL, dq, dk, dv, (float *)scratch, batch, seq_q, seq_kv, heads, kv_heads, head_dim, scale, seq_kv};
     const int t = threads_for(batch * heads * seq_q * seq_kv * head_dim, threads);
     cq_parallel_for(batch * heads * seq_q, t, delta_range, &a);
     cq_parallel_for(batch * heads * seq_q, t, dq_range, &a);

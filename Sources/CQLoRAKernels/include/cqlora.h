@@ -200,6 +200,11 @@ void cq_rope(const float *x, float *out, int64_t rows, int64_t seq, int64_t head
 void cq_attention(const float *q, const float *k, const float *v, float *out, float *lse,
                   int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads, int64_t kv_heads, int64_t head_dim,
                   float scale, int threads);
+/// cq_attention over a KV cache: k/v hold kv_cap rows per batch entry of which the first kv_len
+/// (>= seq_q) are live; the queries are positions kv_len − seq_q ... kv_len − 1.
+void cq_attention_cached(const float *q, const float *k, const float *v, float *out, float *lse,
+                         int64_t batch, int64_t seq_q, int64_t kv_len, int64_t kv_cap, int64_t heads, int64_t kv_heads,
+                         int64_t head_dim, float scale, int threads);
 /// Scratch of cq_attention_grad (each query row's Σ dout·out).
 int64_t cq_attention_grad_scratch_bytes(int64_t batch, int64_t seq_q, int64_t heads);
 /// dq, dk, dv of cq_attention from its inputs, output, lse and dout (scores recomputed).

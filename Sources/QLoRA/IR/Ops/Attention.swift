@@ -36,9 +36,14 @@ struct AttentionOp: OpDefinition {
         return (q[0], q[1], k[1])
     }
 
+    /// With a 4th operand, int32 [1] `kv_length`, k and v are a KV cache [batch, capacity, ·] whose
+    /// first kv_length rows are live (read at run time; queries are the last seq of them).
     func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
-        try site.arity(3)
-        _ = try Self.check(operands, heads: heads, kvHeads: kvHeads, headDim: headDim, site)
+        guard operands.count == 3 || operands.count == 4 else { throw site.invalid("expects 3 or 4 operands (q, k, v, kv_length?), got \(operands.count)") }
+        _ = try Self.check(Array(operands.prefix(3)), heads: heads, kvHeads: kvHeads, headDim: headDim, site)
+        if operands.count == 4 {
+            guard operands[3].element == .int32, operands[3].count == 1 else { throw site.invalid("kv_length must be one int32, got \(operands[3])") }
+        }
         return ValueType(shape: operands[0].shape, element: .float32)
     }
 
@@ -49,13 +54,15 @@ struct AttentionOp: OpDefinition {
 
     func lower(_ input: LoweringInput) -> LoweredStep? {
         let q = input.shape(0), k = input.shape(1)
-        let kernel = AttentionKernel(batch: q[0], seq: q[1], kvSeq: k[1], heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale)
+        let kernel = AttentionKernel(batch: q[0], seq: q[1], kvSeq: k[1], heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale,
+                                     cached: input.operands.count == 4, label: input.node.label)
         let pairs = q[0] * heads * q[1] * (k[1] - q[1]) + q[0] * heads * q[1] * (q[1] + 1) / 2
         return LoweredStep(kernel: kernel, flops: 4 * pairs * headDim,
                            bytesMoved: 4 * (2 * input.operands[0].type.count + 2 * input.operands[1].type.count + q[0] * heads * q[1]))
     }
 
     func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
+        if node.operands.count == 4 { throw QLoraError.invalidArgument("attention '\(node.label)': attention over a KV cache is inference only") }
         if d.resultCotangent(1) != nil {
             throw QLoraError.invalidArgument("attention '\(node.label)': no gradient flows through its log-sum-exp result")
         }
@@ -72,13 +79,23 @@ struct AttentionOp: OpDefinition {
 struct AttentionKernel: StepKernel {
     var batch: Int, seq: Int, kvSeq: Int, heads: Int, kvHeads: Int, headDim: Int
     var scale: Float
-    var name: String { "attention(causal, online softmax)" }
+    /// kvSeq is a cache's capacity and operand 3 the live length.
+    var cached = false
+    var label = ""
+    var name: String { cached ? "attention(causal, online softmax, KV cache)" : "attention(causal, online softmax)" }
     func workSplit(threads: Int) -> String {
         "\(batch * heads * ((seq + 15) / 16)) (batch, head, 16-query tile) units over up to \(threads) \(threadWord(threads)), keys in order"
     }
-    func run(_ io: KernelIO) {
-        cq_attention(io.f32(0), io.f32(1), io.f32(2), io.out, io.result(1), Int64(batch), Int64(seq), Int64(kvSeq),
-                     Int64(heads), Int64(kvHeads), Int64(headDim), scale, io.threads)
+    func run(_ io: KernelIO) throws {
+        var length = kvSeq
+        if cached {
+            length = Int(io.int32(3)[0])
+            guard length >= seq, length <= kvSeq else {
+                throw QLoraError.invalidArgument("attention '\(label)': kv_length \(length) must be from \(seq) (the queries) to the cache's \(kvSeq) positions")
+            }
+        }
+        cq_attention_cached(io.f32(0), io.f32(1), io.f32(2), io.out, io.result(1), Int64(batch), Int64(seq), Int64(length), Int64(kvSeq),
+                            Int64(heads), Int64(kvHeads), Int64(headDim), scale, io.threads)
     }
 }
 
@@ -130,9 +147,11 @@ extension Graph {
     /// Causal grouped-query attention (one fused step): q [batch, seq, heads·headDim], k and v
     /// [batch, kvSeq, kvHeads·headDim] (kvSeq ≥ seq: the queries are the last seq positions).
     /// `scale` defaults to headDim^-0.5, applied after the dot product.
+    /// With `kvLength` (int32 [1]), k and v are a KV cache [batch, capacity, kvHeads·headDim] of
+    /// which the first kvLength rows are live at run time.
     public func attention(q: Value, k: Value, v: Value, heads: Int, kvHeads: Int, headDim: Int, scale: Float? = nil,
-                          label: String = "") throws -> Value {
+                          kvLength: Value? = nil, label: String = "") throws -> Value {
         let op = AttentionOp(heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale ?? Float(1 / Double(headDim).squareRoot()))
-        return try recordResults(Op(op), [q, k, v], label)[0]
+        return try recordResults(Op(op), [q, k, v] + (kvLength.map { [$0] } ?? []), label)[0]
     }
 }

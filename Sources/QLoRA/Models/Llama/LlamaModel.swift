@@ -103,7 +103,10 @@ public final class LlamaModel: @unchecked Sendable {
     }
 
     /// Records the model over int32 `inputIds` [batch, seq] (positions `positionOffset + t`).
-    public func record(inputIds ids: Value, positionOffset: Int = 0) throws -> Outputs {
+    /// With `cache`, the positions, the cache write position and the live length are int32
+    /// inputs read at run time, each layer's k/v rows are written into the cache's state and the
+    /// attention reads the cache (`LlamaGenerator` drives this).
+    public func record(inputIds ids: Value, positionOffset: Int = 0, cache: LlamaKVCache.Inputs? = nil) throws -> Outputs {
         let g = ids.graph, c = config
         guard ids.type.element == .int32, ids.shape.count == 2 else {
             throw QLoraError.shapeMismatch(context: "Llama input_ids (int32 [batch, seq])", expected: [1, 1], actual: ids.shape)
@@ -115,10 +118,16 @@ public final class LlamaModel: @unchecked Sendable {
             let p = "model.layers.\(i)"
             let n = try g.rmsNorm(h, weight: g.parameter(l.inputNorm), eps: c.rmsNormEps, label: "\(p).input_layernorm")
             let q = try g.rope(try l.q(n), heads: c.heads, headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling,
-                               offset: positionOffset, label: "\(p).self_attn.rope_q")
-            let k = try g.rope(try l.k(n), heads: c.kvHeads, headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling,
-                               offset: positionOffset, label: "\(p).self_attn.rope_k")
-            let a = try g.attention(q: q, k: k, v: try l.v(n), heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, label: "\(p).self_attn")
+                               offset: positionOffset, positions: cache?.positions, label: "\(p).self_attn.rope_q")
+            var k = try g.rope(try l.k(n), heads: c.kvHeads, headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling,
+                               offset: positionOffset, positions: cache?.positions, label: "\(p).self_attn.rope_k")
+            var v = try l.v(n)
+            if let cache {
+                k = try g.kvWrite(g.state(cache.cache.keys[i]), k, at: cache.writeAt, label: "\(p).self_attn.k_cache")
+                v = try g.kvWrite(g.state(cache.cache.values[i]), v, at: cache.writeAt, label: "\(p).self_attn.v_cache")
+            }
+            let a = try g.attention(q: q, k: k, v: v, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
+                                    kvLength: cache?.kvLength, label: "\(p).self_attn")
             h = try g.add(h, try l.o(a), label: "\(p).attn_residual")
             let n2 = try g.rmsNorm(h, weight: g.parameter(l.postAttentionNorm), eps: c.rmsNormEps, label: "\(p).post_attention_layernorm")
             let act = try g.mul(try g.silu(try l.gate(n2), label: "\(p).mlp.act"), try l.up(n2), label: "\(p).mlp.inner")
