@@ -63,6 +63,9 @@ public final class LlamaGenerator: @unchecked Sendable {
             throw QLoraError.invalidArgument("prompt token \(bad) is outside the vocabulary (0..<\(model.config.vocabSize))")
         }
         cache.reset()
+        // Compile both plans first, so the rates measure running, not compiling.
+        _ = try plan(seq: prompt.count)
+        if maxNewTokens > 1 { _ = try plan(seq: 1) }
         var sampler = sampler
         var tokens: [Int32] = []
         let t0 = Date()
