@@ -40,6 +40,34 @@ final class LlamaGenerationTests: XCTestCase {
         XCTAssertThrowsError(try generator.feed([Int32](repeating: 1, count: 10))) { e in XCTAssert("\(e)".contains("KV cache holds 24"), "\(e)") }
     }
 
+    /// The cache ops check their run-time positions: a write past the capacity or a live length
+    /// outside [queries, capacity] fails the run instead of touching memory out of bounds.
+    func testCacheOpsRejectRunTimePositionsOutOfRange() throws {
+        let cacheK = try StateStorage(name: "k", shape: [1, 4, 8]), cacheV = try StateStorage(name: "v", shape: [1, 4, 8])
+        let g = Graph()
+        let q = g.input("q", shape: [1, 2, 8]), kv = g.input("kv", shape: [1, 2, 8])
+        let at = g.input("at", shape: [1], element: .int32), length = g.input("length", shape: [1], element: .int32)
+        let k = try g.kvWrite(g.state(cacheK), kv, at: at), v = try g.kvWrite(g.state(cacheV), kv, at: at)
+        g.output("o", try g.attention(q: q, k: k, v: v, heads: 2, kvHeads: 2, headDim: 4, kvLength: length))
+        let plan = try g.compile()
+        var rng = SeededRandom(seed: 11)
+        let feeds = ["q": try Tensor(shape: [1, 2, 8], scalars: rng.floats(16)), "kv": try Tensor(shape: [1, 2, 8], scalars: rng.floats(16))]
+        func run(_ a: Int32, _ l: Int32) throws -> [Float] {
+            try plan.run(feeds, ids: ["at": IntTensor(shape: [1], scalars: [a]), "length": IntTensor(shape: [1], scalars: [l])])["o"]!.scalars
+        }
+        // Written at 2..<4, read with length 4: the same as plain attention over [zeros(2), kv] rows.
+        let cached = try run(2, 4)
+        XCTAssertEqual(Array(cacheK.tensor.scalars[16...]), feeds["kv"]!.scalars)
+        let g2 = Graph()
+        let q2 = g2.input("q", shape: [1, 2, 8]), k2 = g2.input("k", shape: [1, 4, 8])
+        g2.output("o", try g2.attention(q: q2, k: k2, v: k2, heads: 2, kvHeads: 2, headDim: 4))
+        let full = try Tensor(shape: [1, 4, 8], scalars: [Float](repeating: 0, count: 16) + feeds["kv"]!.scalars)
+        assertBitIdentical(cached, try g2.compile().run(["q": feeds["q"]!, "k": full])["o"]!.scalars, "cache vs plain attention")
+        XCTAssertThrowsError(try run(3, 4)) { e in XCTAssert("\(e)".contains("outside the cache's 4 positions"), "\(e)") }
+        XCTAssertThrowsError(try run(0, 5)) { e in XCTAssert("\(e)".contains("kv_length 5"), "\(e)") }
+        XCTAssertThrowsError(try run(0, 1)) { e in XCTAssert("\(e)".contains("kv_length 1"), "\(e)") }
+    }
+
     func testSamplingIsSeededAndRestricted() throws {
         let logits: [Float] = [0.1, 2.0, -1.0, 1.9, 0.5]
         var greedy = TokenSampler.greedy
