@@ -36,11 +36,16 @@ struct GraphOptions: ParsableArguments {
     }
 
     /// Parses the graph file and loads it over `weights` (nil: zero weights shaped by the dims).
-    func load(weights: String?, extraDims: [String: Int] = [:], threads: Int,
+    /// With `model` (a model directory or GGUF file), the model's config gives every dimension and
+    /// constant (Graphs/llama.json); `weights` and `model` are exclusive.
+    func load(weights: String?, model: String? = nil, extraDims: [String: Int] = [:], threads: Int,
               options: GraphLoadOptions = GraphLoadOptions()) throws -> LoadedGraph {
-        let dims = try dimValues().merging(extraDims) { _, new in new }
+        if weights != nil, model != nil { throw QLoraError.invalidArgument("--weights and --model are exclusive: give one") }
+        let q = try quantization.options(threads: threads)
+        let llama = try model.map { try LlamaCheckpoint(url: URL(fileURLWithPath: $0), quantization: q) }
+        let dims = (llama?.graphDims ?? [:]).merging(try dimValues()) { _, new in new }.merging(extraDims) { _, new in new }
         let def = try GraphDefinition.load(url: URL(fileURLWithPath: graph), dims: dims)
-        let source = try weights.map { try CheckpointWeights(url: URL(fileURLWithPath: $0), quantization: quantization.options(threads: threads)) }
+        let source: (any GraphWeightSource)? = try llama ?? weights.map { try CheckpointWeights(url: URL(fileURLWithPath: $0), quantization: q) }
         let loaded = try def.load(weights: source, options: options)
         for note in loaded.notes { FileHandle.standardError.write(Data("note: \(note)\n".utf8)) }
         return loaded

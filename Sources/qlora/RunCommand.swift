@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import QLoRA
 
-/// `qlora run GRAPH --weights W --input X --output Y`: one forward pass, inputs and outputs by name.
+/// `qlora run GRAPH --weights W|--model M --input X --output Y`: one forward pass, inputs and outputs by name.
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
@@ -17,7 +17,10 @@ struct RunCommand: ParsableCommand {
     @OptionGroup var graphOptions: GraphOptions
 
     @Option(help: "The safetensors checkpoint (bitsandbytes 4-bit, or f32/f16/bf16 quantized at load).")
-    var weights: String
+    var weights: String?
+
+    @Option(help: "A whole model: a Hugging Face directory (config.json + safetensors, float or bitsandbytes 4-bit) or a llama GGUF file; its config sizes the graph (Graphs/llama.json).")
+    var model: String?
 
     @Option(help: "A PEFT LoRA adapter directory (adapter_model.safetensors + adapter_config.json).")
     var adapter: String?
@@ -44,24 +47,28 @@ struct RunCommand: ParsableCommand {
         do {
             let threads = try threadCount(threads)
             let out = try OutputFile(output, force: force)
-            let def = try GraphDefinition.load(url: URL(fileURLWithPath: graphOptions.graph), dims: graphOptions.dimValues())
+            let modelDims = try model.map { try LlamaCheckpoint(url: URL(fileURLWithPath: $0)).graphDims } ?? [:]
+            let def = try GraphDefinition.load(url: URL(fileURLWithPath: graphOptions.graph),
+                                               dims: modelDims.merging(try graphOptions.dimValues()) { _, new in new })
             let inputFile = try SafeTensorsFile(url: URL(fileURLWithPath: input))
-            var feeds: [String: Tensor] = [:]
+            var feeds: [String: Tensor] = [:], ids: [String: IntTensor] = [:]
             for i in def.inputs {
                 guard inputFile.contains(i.name) else {
                     throw QLoraError.missingTensor(file: input, name: i.name, neededBy: "input '\(i.name)' \(i.shape) of the graph \(def.name)",
                                                    suggestions: inputFile.names.count == 1 ? inputFile.names : [])
                 }
-                feeds[i.name] = try inputFile.tensor(i.name)
+                if i.element == .int32 { ids[i.name] = try inputFile.intTensor(i.name) } else { feeds[i.name] = try inputFile.tensor(i.name) }
             }
-            for name in inputFile.names where feeds[name] == nil {
+            for name in inputFile.names where feeds[name] == nil && ids[name] == nil {
                 FileHandle.standardError.write(Data("note: \(input) has tensor '\(name)', which is not an input of \(def.name); ignored\n".utf8))
             }
             let adapterWeights = try adapter.map { try LoraAdapter(directory: URL(fileURLWithPath: $0)) }
-            let loaded = try graphOptions.load(weights: weights, threads: threads,
-                                               options: GraphLoadOptions(inputShapes: feeds.mapValues(\.shape), adapter: adapterWeights))
+            guard weights != nil || model != nil else { throw QLoraError.invalidArgument("give the weights: --weights FILE or --model DIR|FILE.gguf") }
+            let inputShapes = feeds.mapValues(\.shape).merging(ids.mapValues(\.shape)) { a, _ in a }
+            let loaded = try graphOptions.load(weights: weights, model: model, threads: threads,
+                                               options: GraphLoadOptions(inputShapes: inputShapes, adapter: adapterWeights))
             let plan = try loaded.graph.compile(CompileOptions(mode: mode, threads: threads, computeType: computeType))
-            let results = try plan.run(feeds)
+            let results = try plan.run(feeds, ids: ids)
             let writer = try SafeTensorsWriter(url: URL(fileURLWithPath: output), metadata: ["format": "pt"])
             for o in def.outputs { try writer.add(o.name, tensor: results[o.name]!) }
             try writer.commit()

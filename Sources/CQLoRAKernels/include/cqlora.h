@@ -186,6 +186,33 @@ void cq_sgd_step(float *p, const float *g, float *buf, int64_t n, float lr, floa
 void cq_adamw_step(float *p, const float *g, float *m, float *v, float *step, int64_t n, float lr, float beta1, float beta2,
                    float eps, float weight_decay, int threads);
 
+// ---- rope.c ---------------------------------------------------------------------------
+/// Half-split (rotate_half) rotary embedding of rows [rows, heads·head_dim]: pair (i, i + d/2) of
+/// each head rotated by p·inv_freq[i], p = positions[row] or offset + row % seq (positions NULL);
+/// inverse != 0 rotates by −angle (the vjp). out may alias x.
+void cq_rope(const float *x, float *out, int64_t rows, int64_t seq, int64_t heads, int64_t head_dim,
+             const float *inv_freq, const int32_t *positions, int64_t offset, int inverse, int threads);
+
+// ---- attention.c ----------------------------------------------------------------------
+/// Causal grouped-query attention with an online softmax (no [seq, seq] matrix): q/out
+/// [batch, seq_q, heads·d], k/v [batch, seq_kv, kv_heads·d] (seq_kv >= seq_q; the queries are the
+/// last seq_q positions), lse [batch, heads, seq_q]; score = (q·k)·scale. head_dim <= 256.
+void cq_attention(const float *q, const float *k, const float *v, float *out, float *lse,
+                  int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                  float scale, int threads);
+/// cq_attention over a KV cache: k/v hold kv_cap rows per batch entry of which the first kv_len
+/// (>= seq_q) are live; the queries are positions kv_len − seq_q ... kv_len − 1.
+void cq_attention_cached(const float *q, const float *k, const float *v, float *out, float *lse,
+                         int64_t batch, int64_t seq_q, int64_t kv_len, int64_t kv_cap, int64_t heads, int64_t kv_heads,
+                         int64_t head_dim, float scale, int threads);
+/// Scratch of cq_attention_grad (each query row's Σ dout·out).
+int64_t cq_attention_grad_scratch_bytes(int64_t batch, int64_t seq_q, int64_t heads);
+/// dq, dk, dv of cq_attention from its inputs, output, lse and dout (scores recomputed).
+void cq_attention_grad(const float *q, const float *k, const float *v, const float *out, const float *lse, const float *dout,
+                       float *dq, float *dk, float *dv, void *scratch,
+                       int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                       float scale, int threads);
+
 #ifdef __cplusplus
 }
 #endif

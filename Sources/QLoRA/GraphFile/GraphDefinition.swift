@@ -34,6 +34,22 @@ public struct GraphDefinition: Sendable, Equatable {
         public var name: String
         public var shape: Shape
         public var path: String
+        /// float32 (default) or int32 (token ids, labels: `"dtype": "int32"`).
+        public var element: ElementType = .float32
+    }
+
+    /// A number an op attribute gives directly, or names from the model's config (`--model`):
+    /// `rms_norm_eps`, or `rope_theta` (which brings the model's RoPE scaling along).
+    public enum Constant: Sendable, Equatable, CustomStringConvertible {
+        case value(Float)
+        case model(String)
+
+        public var description: String {
+            switch self {
+            case let .value(v): return "\(v)"
+            case let .model(name): return name
+            }
+        }
     }
 
     public struct Output: Sendable, Equatable {
@@ -48,7 +64,16 @@ public struct GraphDefinition: Sendable, Equatable {
         /// `out` is its output features when the graph names them (needed without weights).
         case linear(module: String, out: Dim?, bias: BiasRule)
         /// RMSNorm whose weight is the checkpoint tensor `weight`.
-        case rmsNorm(weight: String, eps: Float)
+        case rmsNorm(weight: String, eps: Constant)
+        /// Rows of the f32 table `weight` [vocab, dim] for int32 ids.
+        case embedding(weight: String)
+        /// x·Wᵀ with the full-precision checkpoint tensor `weight` [out, in], or `fallback` when the
+        /// checkpoint has no `weight` (a lm_head tied to the embeddings).
+        case dense(weight: String, fallback: String?)
+        /// RoPE (half-split) over [..., seq, heads·head_dim].
+        case rope(heads: Dim, headDim: Dim, theta: Constant)
+        /// Causal grouped-query attention of q, k, v (one fused step).
+        case attention(heads: Dim, kvHeads: Dim, headDim: Dim)
         /// A new shape for the value, in declared (possibly named) dimensions.
         case reshape(Shape)
         /// An IR op spelled by its definition (add, mul, silu, scale, ...): its name and the
@@ -59,6 +84,10 @@ public struct GraphDefinition: Sendable, Equatable {
             switch self {
             case .linear: return "linear"
             case .rmsNorm: return "rms_norm"
+            case .embedding: return "embedding"
+            case .dense: return "dense"
+            case .rope: return "rope"
+            case .attention: return "attention"
             case .reshape: return "reshape"
             case let .primitive(name, _): return name
             }
@@ -66,6 +95,7 @@ public struct GraphDefinition: Sendable, Equatable {
 
         var arity: Int {
             if case let .primitive(name, _) = self { return OpRegistry.graphFileOp(name)?.arity ?? 1 }
+            if case .attention = self { return 3 }
             return 1
         }
     }

@@ -54,6 +54,17 @@ struct GraphFileParser {
         return Float(d)
     }
 
+    /// A positive number, or one of `names` (a constant of the model's config).
+    func constant(_ v: JSONValue?, _ path: String, names: [String]) throws -> GraphDefinition.Constant {
+        if case let .string(s)? = v {
+            guard names.contains(s) else { throw bad(path, "expected a number or \(names.map { "\"\($0)\"" }.joined(separator: " or ")), got \"\(s)\"") }
+            return .model(s)
+        }
+        let x = try float(v, path)
+        guard x > 0 else { throw bad(path, "must be > 0, got \(x)") }
+        return .value(x)
+    }
+
     func array(_ v: JSONValue?, _ path: String) throws -> [JSONValue] {
         guard case let .array(items)? = v else { throw bad(path, "expected an array, got \(v?.kind ?? "nothing")") }
         return items
@@ -124,9 +135,14 @@ struct GraphFileParser {
         var inputs: [GraphDefinition.Input] = []
         for (i, item) in try array(root["inputs"], "$.inputs").enumerated() {
             let path = "$.inputs[\(i)]"
-            let o = try object(item, path, allowed: ["name", "shape"], required: ["name", "shape"])
-            let input = GraphDefinition.Input(name: try string(o["name"], "\(path).name"), shape: try shape(o["shape"], "\(path).shape"),
+            let o = try object(item, path, allowed: ["name", "shape", "dtype"], required: ["name", "shape"])
+            var input = GraphDefinition.Input(name: try string(o["name"], "\(path).name"), shape: try shape(o["shape"], "\(path).shape"),
                                               path: path)
+            if o["dtype"] != nil {
+                let t = try string(o["dtype"], "\(path).dtype")
+                guard t == "float32" || t == "int32" else { throw bad("\(path).dtype", "expected \"float32\" or \"int32\", got \"\(t)\"") }
+                input.element = t == "int32" ? .int32 : .float32
+            }
             if inputs.contains(where: { $0.name == input.name }) { throw bad("\(path).name", "input \"\(input.name)\" declared twice") }
             inputs.append(input)
         }
@@ -206,15 +222,29 @@ struct GraphFileParser {
             kind = .linear(module: module, out: out, bias: rule)
         case "rms_norm":
             try obj(["weight", "eps"], ["weight"])
-            let eps = v["eps"] == nil ? Float(1e-6) : try float(v["eps"], at(".eps"))
-            guard eps > 0 else { throw bad(at(".eps"), "must be > 0, got \(eps)") }
+            let eps = v["eps"] == nil ? .value(1e-6) : try constant(v["eps"], at(".eps"), names: ["rms_norm_eps"])
             kind = .rmsNorm(weight: substitute(try string(v["weight"], at(".weight"))), eps: eps)
+        case "embedding":
+            try obj(["weight"], ["weight"])
+            kind = .embedding(weight: substitute(try string(v["weight"], at(".weight"))))
+        case "dense":
+            try obj(["weight", "fallback"], ["weight"])
+            kind = .dense(weight: substitute(try string(v["weight"], at(".weight"))),
+                          fallback: try v["fallback"].map { substitute(try string($0, at(".fallback"))) })
+        case "rope":
+            try obj(["heads", "head_dim", "theta"], ["heads", "head_dim", "theta"])
+            kind = .rope(heads: try dim(v["heads"]!, at(".heads")), headDim: try dim(v["head_dim"]!, at(".head_dim")),
+                         theta: try constant(v["theta"], at(".theta"), names: ["rope_theta"]))
+        case "attention":
+            try obj(["heads", "kv_heads", "head_dim"], ["heads", "kv_heads", "head_dim"])
+            kind = .attention(heads: try dim(v["heads"]!, at(".heads")), kvHeads: try dim(v["kv_heads"]!, at(".kv_heads")),
+                              headDim: try dim(v["head_dim"]!, at(".head_dim")))
         case "reshape":
             try obj(["shape"], ["shape"])
             kind = .reshape(try shape(v["shape"], at(".shape")))
         default:
             guard let spelling = OpRegistry.graphFileOp(kindName) else {
-                let known = ["linear"] + OpRegistry.graphFileOps.map(\.name) + ["rms_norm", "reshape"]
+                let known = ["linear"] + OpRegistry.graphFileOps.map(\.name) + ["rms_norm", "reshape", "embedding", "dense", "rope", "attention"]
                 throw bad(at(".op"), "unknown op \"\(kindName)\" (known: \(known.joined(separator: ", ")), or a repeat block)")
             }
             try obj(spelling.keys, spelling.required)

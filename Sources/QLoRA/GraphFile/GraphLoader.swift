@@ -38,9 +38,24 @@ extension GraphDefinition {
     /// order) by `dims`/`--dim`, the actual inputs' shapes and the weights the ops read: the type
     /// rules bind a symbol when it meets a size, as for any recorded graph. Reads the weights the ops
     /// name (or makes zero weights when `weights` is nil, shapes then coming from `dims`).
-    public func load(weights: CheckpointWeights?, options: GraphLoadOptions = GraphLoadOptions()) throws -> LoadedGraph {
+    public func load(weights: (any GraphWeightSource)?, options: GraphLoadOptions = GraphLoadOptions()) throws -> LoadedGraph {
         let g = Graph()
         for (name, size) in self.dims { _ = g.bindDimension(SymbolicDimension.named(name), size, source: "--dim or the graph's dims") }
+        if let model = weights as? LlamaCheckpoint {
+            for (name, size) in model.graphDims.sorted(by: { $0.key < $1.key }) {
+                if let disagreement = g.bindDimension(SymbolicDimension.named(name), size, source: "the config of \(model.path)") {
+                    throw mismatch("$.dims.\(name)", disagreement)
+                }
+            }
+        }
+        /// Full-precision checkpoint tensors as parameters, one storage per tensor (a tied lm_head shares the table).
+        var parameters: [String: ParameterStorage] = [:]
+        func parameter(_ name: String, weights: any GraphWeightSource, neededBy: String) throws -> ParameterStorage {
+            if let p = parameters[name] { return p }
+            let p = try ParameterStorage(name: name, tensor: weights.tensor(name, neededBy: neededBy), trainable: false)
+            parameters[name] = p
+            return p
+        }
         let batch = try bindInputs(options.inputShapes, g)
         for name in options.inputShapes.keys.sorted() where !inputs.contains(where: { $0.name == name }) {
             throw QLoraError.invalidArgument("the graph \(file) has no input '\(name)' (inputs: \(inputs.map(\.name).joined(separator: ", ")))")
@@ -52,7 +67,7 @@ extension GraphDefinition {
         // Each value's shape as the file declares it, for messages ("[..., hidden=64]").
         var declared: [String: Shape] = [:]
         for input in inputs {
-            values[input.name] = g.input(input.name, shape: irShape(input.shape))
+            values[input.name] = g.input(input.name, shape: irShape(input.shape), element: input.element)
             declared[input.name] = input.shape
         }
         var layers: [String: QuantizedLinear] = [:]
@@ -75,6 +90,17 @@ extension GraphDefinition {
                     throw mismatch(at(field), "dimension '\(name)' has no value: pass \(sources) or --dim \(name)=N")
                 }
                 return n
+            }
+            /// An attribute's number: given, or a constant of the model's config.
+            func constant(_ c: Constant, _ field: String) throws -> Float {
+                switch c {
+                case let .value(v): return v
+                case let .model(name):
+                    guard let config = weights?.modelConfig else {
+                        throw mismatch(at(field), "\"\(name)\" is a constant of the model's config.json / GGUF metadata: load the graph with --model")
+                    }
+                    return name == "rms_norm_eps" ? config.rmsNormEps : config.ropeTheta
+                }
             }
             /// "[..., hidden=64]": a declared shape with the sizes its names have so far.
             func show(_ s: Shape) -> String {
@@ -124,7 +150,8 @@ extension GraphDefinition {
                 case let .reshape(target):
                     y = try g.reshape(xs[0], to: irShape(target), label: op.output)
                     declared[op.output] = target
-                case let .rmsNorm(weight, eps):
+                case let .rmsNorm(weight, epsConstant):
+                    let eps = try constant(epsConstant, ".eps")
                     let width = xs[0].shape.last!
                     let w: Tensor
                     if let weights {
@@ -135,8 +162,40 @@ extension GraphDefinition {
                         let n = try size(width, ".inputs[0]")
                         w = try Tensor(shape: [n], scalars: [Float](repeating: 1, count: n))
                     }
-                    let p = try ParameterStorage(name: weight, tensor: w, trainable: false)
+                    let p = try parameters[weight] ?? ParameterStorage(name: weight, tensor: w, trainable: false)
+                    parameters[weight] = p
                     y = try g.rmsNorm(xs[0], weight: g.parameter(p), eps: eps, label: op.output)
+                    declared[op.output] = declared[op.inputs[0]]
+                case let .embedding(weight):
+                    guard let weights else { throw mismatch(at(".weight"), "an embedding reads its table from --weights or --model") }
+                    let table = try parameter(weight, weights: weights, neededBy: neededBy)
+                    guard table.shape.count == 2 else { throw mismatch(at(".weight"), "\(weight) in \(weights.path) has shape \(table.shape), expected [vocab, dim]") }
+                    y = try g.embedding(xs[0], table: g.parameter(table), label: op.output)
+                    let ids = declared[op.inputs[0]]!
+                    declared[op.output] = Shape(batch: ids.batch, dims: ids.dims + [.fixed(table.shape[1])])
+                case let .dense(weight, fallback):
+                    guard let weights else { throw mismatch(at(".weight"), "a dense op reads its weight from --weights or --model") }
+                    // A model's config decides tying (transformers uses the embeddings when tied, even if lm_head.weight is saved).
+                    let candidates = weights.modelConfig.map { $0.tieWordEmbeddings ? [fallback ?? weight] : [weight] } ?? [weight, fallback].compactMap { $0 }
+                    guard let name = candidates.first(where: weights.contains) else { throw weights.missingTensor(candidates[0], neededBy: neededBy) }
+                    let w = try parameter(name, weights: weights, neededBy: neededBy)
+                    guard w.shape.count == 2 else { throw mismatch(at(".weight"), "\(name) in \(weights.path) has shape \(w.shape), expected [out, in]") }
+                    try bind(xs[0].shape.last!, w.shape[1], ".inputs[0]", "\(name) \(w.shape) [out, in] in \(weights.path)")
+                    y = try g.matmul(xs[0], g.parameter(w), label: op.output)
+                    let x = declared[op.inputs[0]]!
+                    declared[op.output] = Shape(batch: x.batch, dims: x.dims.dropLast() + [.fixed(w.shape[0])])
+                case let .rope(heads, headDim, theta):
+                    let sources = "--model or --dim"
+                    let value = try constant(theta, ".theta")
+                    let scaling = theta == .model("rope_theta") ? weights?.modelConfig?.ropeScaling ?? .none : .none
+                    y = try g.rope(xs[0], heads: try size(heads.ir, ".heads", sources: sources), headDim: try size(headDim.ir, ".head_dim", sources: sources),
+                                   theta: value, scaling: scaling, label: op.output)
+                    declared[op.output] = declared[op.inputs[0]]
+                case let .attention(heads, kvHeads, headDim):
+                    let sources = "--model or --dim"
+                    y = try g.attention(q: xs[0], k: xs[1], v: xs[2], heads: try size(heads.ir, ".heads", sources: sources),
+                                        kvHeads: try size(kvHeads.ir, ".kv_heads", sources: sources),
+                                        headDim: try size(headDim.ir, ".head_dim", sources: sources), label: op.output)
                     declared[op.output] = declared[op.inputs[0]]
                 }
             } catch let e as QLoraError {

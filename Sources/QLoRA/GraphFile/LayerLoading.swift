@@ -1,7 +1,7 @@
 extension GraphDefinition {
     /// The QuantizedLinear of checkpoint module `module`: its weight (and bias, per `rule`) from
     /// `weights`, or zero weights of the given size; the adapter's A/B when it has the module.
-    func makeLayer(_ module: String, inFeatures: Int, outFeatures: Int, bias rule: BiasRule, weights: CheckpointWeights?,
+    func makeLayer(_ module: String, inFeatures: Int, outFeatures: Int, bias rule: BiasRule, weights: (any GraphWeightSource)?,
                    lora: LoraModuleWeights?, fresh: QLoraConfig? = nil, seed: UInt64, neededBy: String) throws -> QuantizedLinear {
         var config = fresh ?? QLoraConfig()
         if let lora { config = try GraphDefinition.config(for: lora) }
@@ -9,7 +9,7 @@ extension GraphDefinition {
         if let weights {
             let weight = try weights.quantizedWeight("\(module).weight", neededBy: neededBy)
             let biasName = "\(module).bias"
-            if rule == .required, !weights.contains(biasName) { throw weights.missing(biasName, neededBy: neededBy) }
+            if rule == .required, !weights.contains(biasName) { throw weights.missingTensor(biasName, neededBy: neededBy) }
             let bias = rule != .none && weights.contains(biasName) ? try weights.tensor(biasName, neededBy: neededBy) : nil
             if let bias, bias.shape != [weight.shape[0]] {
                 throw QLoraError.malformedFile(file: weights.path, field: biasName,

@@ -135,3 +135,28 @@ public struct SafeTensorsFile: Sendable {
         return String(decoding: printable, as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n").replacingOccurrences(of: "\"", with: "\\\"")
     }
 }
+
+extension SafeTensorsFile {
+    /// An integer tensor (I32, or I64 whose values fit in Int32) as an `IntTensor`: token ids, labels.
+    public func intTensor(_ name: String) throws -> IntTensor {
+        let info = try info(name)
+        let raw = try rawData(name)
+        let n = info.elementCount
+        var values = [Int32](repeating: 0, count: n)
+        switch info.dtype {
+        case .i32:
+            raw.withUnsafeBytes { b in for i in 0..<n { values[i] = Int32(littleEndian: b.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)) } }
+        case .i64:
+            for i in 0..<n {
+                let v = raw.withUnsafeBytes { Int64(littleEndian: $0.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)) }
+                guard let w = Int32(exactly: v) else {
+                    throw QLoraError.malformedFile(file: path, field: name, reason: "value \(v) at flat index \(i) does not fit in int32")
+                }
+                values[i] = w
+            }
+        default:
+            throw QLoraError.malformedFile(file: path, field: "\(name).dtype", reason: "expected I32 or I64 (token ids), got \(info.dtype.rawValue)")
+        }
+        return try IntTensor(shape: info.shape, scalars: values)
+    }
+}

@@ -48,8 +48,10 @@ public final class QuantizedLinear: @unchecked Sendable {
 
     /// A layer over an already-quantized weight (e.g. read from a bitsandbytes checkpoint). The
     /// weight keeps its own quant type and block size; `config` supplies the LoRA settings.
+    /// `lora: false` gives a frozen base layer (no adapter recorded, nothing to train), as PEFT
+    /// leaves the modules outside `target_modules`.
     public init(quantizedWeight: QuantizedTensor, bias: Tensor? = nil, config: QLoraConfig = QLoraConfig(),
-                name: String = "linear", seed: UInt64? = nil) throws {
+                name: String = "linear", seed: UInt64? = nil, lora: Bool = true) throws {
         try config.validate()
         guard quantizedWeight.shape.count == 2 else {
             throw QLoraError.shapeMismatch(context: "\(name).weight [out, in]", expected: [0, 0], actual: quantizedWeight.shape)
@@ -60,6 +62,7 @@ public final class QuantizedLinear: @unchecked Sendable {
         }
         self.config = config
         self.name = name
+        hasLora = lora
         inFeatures = inF
         outFeatures = out
         weightStorage = QuantizedWeightStorage(name: "\(name).weight", weight: quantizedWeight)
@@ -72,7 +75,10 @@ public final class QuantizedLinear: @unchecked Sendable {
 
     /// The tensors training updates: LoRA A and B (gather several layers' into one
     /// `ParameterStore` for a flat parameter and gradient buffer).
-    public var trainableParameters: [ParameterStorage] { [loraA, loraB] }
+    public var trainableParameters: [ParameterStorage] { hasLora ? [loraA, loraB] : [] }
+
+    /// False for a frozen base layer (`lora: false`): it records x·Wᵀ + bias only.
+    public let hasLora: Bool
 
     /// The adapters (A [r, in], B [out, r]).
     public var loraWeights: (a: Tensor, b: Tensor) { (loraA.tensor, loraB.tensor) }
@@ -96,7 +102,7 @@ public final class QuantizedLinear: @unchecked Sendable {
     public var scaling: Float { config.scaling }
 
     /// r · (in + out): the LoRA parameters (the base weight and bias are frozen).
-    public var numTrainableParameters: Int { config.rank * (inFeatures + outFeatures) }
+    public var numTrainableParameters: Int { hasLora ? config.rank * (inFeatures + outFeatures) : 0 }
 
     /// Packed weight + quant statistics + LoRA A and B + bias, plus the f32 cache while caching is on.
     public var memoryBytes: Int {
@@ -137,7 +143,8 @@ public final class QuantizedLinear: @unchecked Sendable {
             throw QLoraError.shapeMismatch(context: "\(name) input [..., in]", expected: Array(x.shape.dropLast()) + [inFeatures], actual: x.shape)
         }
         let w = g.quantizedWeight(weightStorage)
-        let base = try g.matmul(x, try g.dequantize(w, label: "\(name).dequantize"), label: "\(name).base")
+        let base = try g.matmul(x, try g.dequantize(w, label: "\(name).dequantize"), label: hasLora ? "\(name).base" : name)
+        guard hasLora else { return try biasStorage.map { try g.add(base, g.parameter($0), label: "\(name).bias") } ?? base }
         let xa = try g.matmul(x, g.parameter(loraA), label: "\(name).lora_A")
         let xab = try g.matmul(xa, g.parameter(loraB), label: "\(name).lora_B")
         let lora = try g.scale(xab, by: scaling, label: "\(name).scaling")
