@@ -9,7 +9,7 @@ struct TokenizeCommand: ParsableCommand {
         abstract: "Tokenize text from stdin (or, with --chat, render and tokenize a conversation).",
         discussion: """
             PATH is a tokenizer.json, a directory holding one (with tokenizer_config.json for the chat template \
-            and special tokens), or a GGUF file. Prints {"ids": [...], "tokens": [...]}; special tokens written \
+            and special tokens), a GGUF file, or a SentencePiece tokenizer.model (Llama-2, Mistral; no --chat). Prints {"ids": [...], "tokens": [...]}; special tokens written \
             in the text are matched, none are added. With --chat, stdin is a JSON array of {"role", "content"} \
             messages, rendered by the tokenizer's chat template; the output adds "text" (the rendered template) \
             and "labels" (the id where the token is trained, -100 elsewhere: a token is trained when its \
@@ -19,7 +19,7 @@ struct TokenizeCommand: ParsableCommand {
                 | qlora tokenize --tokenizer tokenizer.json --chat
             """)
 
-    @Option(help: "A tokenizer.json, a directory holding one, or a GGUF file.")
+    @Option(help: "A tokenizer.json, a directory holding one, a GGUF file, or a SentencePiece tokenizer.model.")
     var tokenizer: String
 
     @Flag(help: "stdin is a JSON array of {\"role\", \"content\"} messages rendered with the chat template.")
@@ -34,9 +34,16 @@ struct TokenizeCommand: ParsableCommand {
     func run() throws {
         do {
             if addGenerationPrompt && !chat { throw QLoraError.invalidArgument("--add-generation-prompt needs --chat") }
-            let t = try BPETokenizer.load(path: tokenizer)
             let input = FileHandle.standardInput.readDataToEndOfFile()
             guard let text = String(data: input, encoding: .utf8) else { throw QLoraError.invalidArgument("stdin is not valid UTF-8") }
+            if let sp = try TokenizeCommand.sentencePiece(tokenizer) {
+                if chat { throw QLoraError.unsupported("--chat with a SentencePiece tokenizer (\(tokenizer)); chat templates work with byte-level BPE tokenizers") }
+                let ids = sp.encode(text)
+                try write([("ids", .array(ids.map { .int($0) })), ("tokens", .array(ids.map { .string(sp.token(of: $0) ?? "") }))], ids: ids,
+                          tokens: ids.map { sp.token(of: $0) ?? "" })
+                return
+            }
+            let t = try BPETokenizer.load(path: tokenizer)
             var members: [(key: String, value: JSONValue)]
             let ids: [Int]
             if chat {
@@ -51,16 +58,37 @@ struct TokenizeCommand: ParsableCommand {
             }
             let tokens = ids.map { t.token(of: $0) ?? "" }
             members[1].value = .array(tokens.map { .string($0) })
-            switch format {
-            case .json:
-                FileHandle.standardOutput.write(Data((JSONValue.object(members).pythonDumps() + "\n").utf8))
-            case .text:
-                let lines = zip(ids, tokens).map { "\($0)\t\($1)\n" }.joined()
-                FileHandle.standardOutput.write(Data(lines.utf8))
-            }
+            try write(members, ids: ids, tokens: tokens)
         } catch {
             throw fail(error)
         }
+    }
+
+    func write(_ members: [(key: String, value: JSONValue)], ids: [Int], tokens: [String]) throws {
+        switch format {
+        case .json:
+            FileHandle.standardOutput.write(Data((JSONValue.object(members).pythonDumps() + "\n").utf8))
+        case .text:
+            let lines = zip(ids, tokens).map { "\($0)\t\($1)\n" }.joined()
+            FileHandle.standardOutput.write(Data(lines.utf8))
+        }
+    }
+
+    /// A SentencePiece tokenizer when PATH is a SentencePiece model (a protobuf starting with a
+    /// piece, field 1) or a GGUF whose tokenizer.ggml.model is "llama"; nil otherwise.
+    static func sentencePiece(_ path: String) throws -> SentencePieceTokenizer? {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
+              let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        let magic = [UInt8](handle.readData(ofLength: 4))
+        try? handle.close()
+        if magic == Array("GGUF".utf8) {
+            let md = try GGUFFile(url: URL(fileURLWithPath: path)).metadata
+            guard md["tokenizer.ggml.model"]?.stringValue == "llama" else { return nil }
+            return try SentencePieceTokenizer(ggufMetadata: md)
+        }
+        if magic.first == 0x0A { return try SentencePieceTokenizer.load(model: path) }
+        return nil
     }
 
     /// The messages of a `--chat` input: a JSON array of objects with string "role" and "content".

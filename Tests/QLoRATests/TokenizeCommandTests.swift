@@ -4,7 +4,7 @@ import XCTest
 
 /// `qlora tokenize` end to end (the flags of issue 11): plain text and --chat on SmolLM2's
 /// tokenizer.json, its directory and the GGUF, against the shared reference encodings and
-/// conversations; user errors are one line.
+/// conversations, and a SentencePiece model against sentencepiece's ids; user errors are one line.
 final class TokenizeCommandTests: XCTestCase {
     static let tokenizerJSON = Reference.url("smollm2/tokenizer/tokenizer.json").path
     static let tokenizerDir = Reference.url("smollm2/tokenizer").path
@@ -94,5 +94,17 @@ final class TokenizeCommandTests: XCTestCase {
         try expect(["--tokenizer", tj, "--format", "xml"], stdin: "x", ["xml"])
         try expect(["--tokenizer", Reference.url("smollm2/manifest.json").deletingLastPathComponent().appendingPathComponent("lora").path],
                    stdin: "x", ["without a tokenizer.json"])
+    }
+}
+
+extension TokenizeCommandTests {
+    func testSentencePieceModel() throws {
+        let model = SentencePieceTests.dir.appendingPathComponent("tokenizer.model.v1").path
+        let v = try output(["--tokenizer", model], stdin: "  two  spaces ")
+        XCTAssertEqual(ints(v["ids"]), [259, 989, 28705, 10599, 28705])  // sentencepiece's ids (cases.json)
+        XCTAssertEqual(v["tokens"], .array(["\u{2581}\u{2581}", "\u{2581}two", "\u{2581}", "\u{2581}spaces", "\u{2581}"].map { .string($0) }))
+        let r = try run(["--tokenizer", model, "--chat"], stdin: "[]")
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains("SentencePiece"), r.stderr)
     }
 }
