@@ -166,5 +166,20 @@ final class ChatTemplateTests: XCTestCase {
         expect("{% for x in [1] recursive %}{% endfor %}", ["recursive"])
         expect("{{ [1].append(2) }}", ["append"])
         expect("{% endfor %}", ["endfor"])
+        // Hostile templates are errors, not crashes or unbounded allocations.
+        expect(String(repeating: "{% if true %}", count: 5000), ["nested more than 200"])
+        expect("{{ " + String(repeating: "(", count: 5000) + "1" + String(repeating: ")", count: 5000) + " }}", ["nested more than 200"])
+        expect("{{ " + String(repeating: "not ", count: 5000) + "x }}", ["nested more than 200"])
+        expect("{{ " + String(repeating: "-", count: 5000) + "1 }}", ["nested more than 200"])
+        expect("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", ["macro 'f'", "100 deep"])
+        expect("{{ 'ab' * 1000000000000 }}", ["'*'"])
+        expect("{% for i in range(10000000000000) %}{% endfor %}", ["range()"])
+        expect("{% for i in range(-9223372036854775807, 9223372036854775807) %}{% endfor %}", ["range()"])
+        expect("{{ (-9223372036854775807 - 1) // -1 }}", ["overflow"])
+        expect("{{ -(-9223372036854775807 - 1) }}", ["overflow"])
+        expect("{{ 9223372036854775807 + 1 }}", ["overflow", "'+'"])
+        expect("{{ 3 ** 100 }}", ["overflow", "'**'"])
+        XCTAssertEqual(try render("{{ 1e300 | int }} {{ 1 ** 100000000000 }} {{ -9223372036854775807 - 1 }} {{ (-1) ** 3 }} {{ 2 ** 62 }}"),
+                       "0 1 -9223372036854775808 -1 4611686018427387904")
     }
 }

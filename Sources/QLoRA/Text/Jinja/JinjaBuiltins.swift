@@ -104,8 +104,8 @@ enum JinjaBuiltins {
             switch v {
             case .int: return v
             case .bool(let b): return .int(b ? 1 : 0)
-            case .float(let d): return .int(Int(d.rounded(.towardZero)))
-            case .string(let s): return .int(Int(s.trimmingCharacters(in: .whitespaces)) ?? Int(Double(s) ?? 0))
+            case .float(let d): return .int(Int(exactly: d.rounded(.towardZero)) ?? 0)
+            case .string(let s): return .int(Int(s.trimmingCharacters(in: .whitespaces)) ?? Int(exactly: (Double(s) ?? 0).rounded(.towardZero)) ?? 0)
             default: return .int(0)
             }
         case "float":
@@ -115,7 +115,9 @@ enum JinjaBuiltins {
             }
         case "abs":
             switch v {
-            case .int(let i): return .int(abs(i))
+            case .int(let i):
+                guard let a = Int(exactly: i.magnitude) else { throw error(pos, "abs(\(i)) does not fit in 64 bits") }
+                return .int(a)
             case .float(let d): return .float(abs(d))
             default: throw error(pos, "'abs' of \(v.typeName)")
             }
@@ -265,6 +267,9 @@ enum JinjaBuiltins {
             default: throw error(pos, "range() takes 1 to 3 arguments")
             }
             guard step != 0 else { throw error(pos, "range() step must not be zero") }
+            let span = step > 0 ? Double(hi) - Double(lo) : Double(lo) - Double(hi)
+            let count = max(0, (span / Double(step).magnitude).rounded(.up))
+            guard count <= Double(JinjaInterpreter.maxSize) else { throw error(pos, "range() of \(count) numbers is over the limit \(JinjaInterpreter.maxSize)") }
             return .list(stride(from: lo, to: hi, by: step).map { .int($0) })
         case "strftime_now":
             let format = try str(args.first, "strftime_now", pos)

@@ -10,6 +10,10 @@ struct JinjaInterpreter {
 
     enum Flow { case normal, breakLoop, continueLoop }
 
+    /// The largest string, list or range a template may build (a hostile template cannot make
+    /// the renderer allocate without bound this way).
+    static let maxSize = 50_000_000
+
     init(globals: [String: JinjaValue]) { scopes = [globals] }
 
     func error(_ pos: JinjaPosition, _ what: String) -> QLoraError { .invalidArgument("chat template \(pos): \(what)") }
@@ -168,7 +172,9 @@ struct JinjaInterpreter {
         case .not(let x): return .bool(!(try eval(x).truthy))
         case let .negate(x, pos):
             switch try eval(x) {
-            case .int(let i): return .int(-i)
+            case .int(let i):
+                guard i != Int.min else { throw error(pos, "integer overflow in '-'") }
+                return .int(-i)
             case .float(let d): return .float(-d)
             case .bool(let b): return .int(b ? -1 : 0)
             case let v: throw error(pos, "cannot negate \(v.typeName)")
@@ -239,8 +245,12 @@ struct JinjaInterpreter {
         switch (op, a, b) {
         case let ("+", .string(x), .string(y)): return .string(x + y)
         case let ("+", .list(x), .list(y)): return .list(x + y)
-        case let ("*", .string(x), .int(n)), let ("*", .int(n), .string(x)): return .string(String(repeating: x, count: max(n, 0)))
-        case let ("*", .list(x), .int(n)), let ("*", .int(n), .list(x)): return .list(Array([[JinjaValue]](repeating: x, count: max(n, 0)).joined()))
+        case let ("*", .string(x), .int(n)), let ("*", .int(n), .string(x)):
+            guard n <= 0 || x.utf8.count <= JinjaInterpreter.maxSize / n else { throw error(pos, "'*' would make a string over \(JinjaInterpreter.maxSize) bytes") }
+            return .string(String(repeating: x, count: max(n, 0)))
+        case let ("*", .list(x), .int(n)), let ("*", .int(n), .list(x)):
+            guard n <= 0 || x.count <= JinjaInterpreter.maxSize / n else { throw error(pos, "'*' would make a list over \(JinjaInterpreter.maxSize) items") }
+            return .list(Array([[JinjaValue]](repeating: x, count: max(n, 0)).joined()))
         case ("%", .string, _): throw unsupported(pos, "'%' string formatting")
         default: break
         }
@@ -252,16 +262,29 @@ struct JinjaInterpreter {
         }
         if let i = isInt(a), let j = isInt(b) {
             switch op {
-            case "+": return .int(i &+ j)
-            case "-": return .int(i &- j)
-            case "*": return .int(i &* j)
+            case "+", "-", "*":
+                // Python's integers do not overflow; ours are 64-bit: an error rather than a wrong value.
+                let (r, overflow) = op == "+" ? i.addingReportingOverflow(j) : op == "-" ? i.subtractingReportingOverflow(j) : i.multipliedReportingOverflow(by: j)
+                guard !overflow else { throw error(pos, "integer overflow in '\(op)'") }
+                return .int(r)
             case "//", "%":
                 guard j != 0 else { throw error(pos, "integer division or modulo by zero") }
+                guard !(i == Int.min && j == -1) else { throw error(pos, "integer overflow in '\(op)'") }
                 var q = i / j
                 if (i % j != 0) && ((i < 0) != (j < 0)) { q -= 1 }  // Python floors
                 return op == "//" ? .int(q) : .int(i - q * j)
             case "**":
-                if j >= 0 { var r = 1; for _ in 0..<j { r = r &* i }; return .int(r) }
+                if j >= 0 {
+                    if i == 0 || i == 1 { return .int(j == 0 ? 1 : i) }
+                    if i == -1 { return .int(j % 2 == 0 ? 1 : -1) }
+                    var r = 1
+                    for _ in 0..<j {  // |i| >= 2: at most 63 steps before overflow
+                        let (m, overflow) = r.multipliedReportingOverflow(by: i)
+                        guard !overflow else { throw error(pos, "integer overflow in '**'") }
+                        r = m
+                    }
+                    return .int(r)
+                }
                 return .float(pow(Double(i), Double(j)))
             default: break
             }
@@ -356,6 +379,7 @@ struct JinjaInterpreter {
             if let object = bound { return try JinjaBuiltins.method(name, object, args, kwargs, pos) }
             return try JinjaBuiltins.global(name, args, kwargs, pos)
         case let .macro(name, parameters, body):
+            guard scopes.count < 100 else { throw error(pos, "macro '\(name)': calls nested more than 100 deep") }
             guard args.count <= parameters.count else { throw error(pos, "macro '\(name)' takes \(parameters.count) arguments, got \(args.count)") }
             var scope: [String: JinjaValue] = [:]
             for (k, p) in parameters.enumerated() {

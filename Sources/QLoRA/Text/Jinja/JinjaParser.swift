@@ -5,6 +5,14 @@
 struct JinjaParser {
     let tokens: [(JinjaToken, JinjaPosition)]
     var k = 0
+    /// Nesting of statements and expressions, bounded so a hostile template cannot exhaust the stack.
+    var depth = 0
+    static let maxDepth = 200
+
+    mutating func enter() throws {
+        depth += 1
+        guard depth <= JinjaParser.maxDepth else { throw error(pos, "nested more than \(JinjaParser.maxDepth) levels deep") }
+    }
 
     static func parse(_ source: String) throws -> [JinjaNode] {
         var p = JinjaParser(tokens: try JinjaLexer.tokenize(source))
@@ -87,6 +95,8 @@ struct JinjaParser {
     }
 
     mutating func statement(_ keyword: String, _ at: JinjaPosition) throws -> JinjaNode {
+        try enter()
+        defer { depth -= 1 }
         switch keyword {
         case "if":
             var branches: [(JinjaExpr, [JinjaNode])] = []
@@ -190,6 +200,8 @@ struct JinjaParser {
     }
 
     mutating func expression() throws -> JinjaExpr {
+        try enter()
+        defer { depth -= 1 }
         let value = try orExpr()
         if accept(.name("if")) {
             let cond = try orExpr()
@@ -215,7 +227,12 @@ struct JinjaParser {
     }
 
     mutating func notExpr() throws -> JinjaExpr {
-        if current == .name("not") { k += 1; return .not(try notExpr()) }
+        if current == .name("not") {
+            try enter()
+            defer { depth -= 1 }
+            k += 1
+            return .not(try notExpr())
+        }
         return try compare()
     }
 
@@ -273,6 +290,8 @@ struct JinjaParser {
 
     mutating func unary(withFilters: Bool = true) throws -> JinjaExpr {
         let at = pos
+        try enter()
+        defer { depth -= 1 }
         var node: JinjaExpr
         if accept(.op("-")) { node = .negate(try unary(withFilters: false), at) }
         else if accept(.op("+")) { node = try unary(withFilters: false) }
