@@ -21,6 +21,8 @@ public struct BPETokenizer: Sendable {
     public let bosTokenId: Int?
     public let eosTokenId: Int?
     public let padTokenId: Int?
+    /// The Jinja chat template (tokenizer_config.json `chat_template`, GGUF `tokenizer.chat_template`).
+    public let chatTemplate: String?
 
     /// Number of ids (the largest id + 1).
     public var vocabularySize: Int { tokenStrings.count }
@@ -147,69 +149,37 @@ public struct BPETokenizer: Sendable {
             }
         }
 
-        // id tables
-        let count = maxId + 1
-        var strings = [String?](repeating: nil, count: count)
-        for (token, id) in idsByToken { strings[id] = token }
-        var special = [Bool](repeating: false, count: count)
-        for t in addedTokens where t.special { special[t.id] = true }
-        var flat: [UInt8] = []
-        var offsets = [Int](repeating: 0, count: count + 1)
-        var byteToken = [UInt32](repeating: UInt32.max, count: 256)
-        var vocabByBytes: [[UInt8]: UInt32] = [:]
-        for id in 0..<count {
-            offsets[id] = flat.count
-            guard let s = strings[id] else { continue }
-            // The ByteLevel decoder: a token whose characters are all in the alphabet stands for
-            // those bytes; any other token for its own UTF-8.
-            if let bytes = ByteLevelAlphabet.bytes(of: s) {
-                flat.append(contentsOf: bytes)
-                if bytes.count == 1 && byteToken[Int(bytes[0])] == UInt32.max { byteToken[Int(bytes[0])] = UInt32(id) }
-                if ignoreMerges { vocabByBytes[bytes] = UInt32(id) }
-            } else {
-                flat.append(contentsOf: s.utf8)
-            }
-        }
-        offsets[count] = flat.count
-
         // merges
-        var table: BPEMergeTable
+        var mergePairs: [(String, String)] = []
         switch m["merges"] {
         case nil, .null?:
-            table = BPEMergeTable(capacity: 0)
+            break
         case .array(let items)?:
-            table = BPEMergeTable(capacity: items.count)
+            mergePairs.reserveCapacity(items.count)
             for (rank, item) in items.enumerated() {
                 let at = "model.merges[\(rank)]"
-                let left: String, right: String
                 switch item {
                 case .string(let s):
                     let parts = s.split(separator: " ", omittingEmptySubsequences: false)
                     guard parts.count == 2 else { throw bad(at, "expected \"left right\", got \(s.debugDescription)") }
-                    left = String(parts[0]); right = String(parts[1])
+                    mergePairs.append((String(parts[0]), String(parts[1])))
                 case .array(let pair):
                     guard pair.count == 2, case .string(let l) = pair[0], case .string(let r) = pair[1] else {
                         throw bad(at, "expected a pair of strings")
                     }
-                    left = l; right = r
+                    mergePairs.append((l, r))
                 default:
                     throw bad(at, "expected a string or a pair of strings, got \(item.kind)")
                 }
-                guard let a = idsByToken[left] else { throw bad(at, "token \(left.debugDescription) is not in the vocabulary") }
-                guard let b = idsByToken[right] else { throw bad(at, "token \(right.debugDescription) is not in the vocabulary") }
-                guard let c = idsByToken[left + right] else {
-                    throw bad(at, "merged token \((left + right).debugDescription) is not in the vocabulary")
-                }
-                table.insert(left: UInt32(a), right: UInt32(b), rank: UInt32(rank), merged: UInt32(c))
             }
         case let other?:
             throw bad("model.merges", "expected an array, got \(other.kind)")
         }
 
-        var unknownId: UInt32? = nil
+        var unknownId: Int? = nil
         if let u = unkToken {
             guard let id = idsByToken[u] else { throw bad("model.unk_token", "'\(u)' is not in the vocabulary") }
-            unknownId = UInt32(id)
+            unknownId = id
         }
 
         // pre_tokenizer
@@ -244,9 +214,9 @@ public struct BPETokenizer: Sendable {
             if case .bool(let b)? = config?[key] { return b }
             return nil
         }
-        bosTokenId = configToken("bos_token")
-        eosTokenId = configToken("eos_token")
-        padTokenId = configToken("pad_token")
+        let bosTokenId = configToken("bos_token")
+        let eosTokenId = configToken("eos_token")
+        let padTokenId = configToken("pad_token")
         var prefix: [Int] = [], suffix: [Int] = []
         let addBos = configFlag("add_bos_token"), addEos = configFlag("add_eos_token")
         if addBos != nil || addEos != nil {
@@ -255,18 +225,86 @@ public struct BPETokenizer: Sendable {
         } else if let pp = root["post_processor"], !pp.isNull {
             (prefix, suffix) = try BPETokenizer.template(pp, idsByToken: idsByToken, file: file)
         }
-        prefixIds = prefix
-        suffixIds = suffix
+        var strings = [String?](repeating: nil, count: maxId + 1)
+        for (token, id) in idsByToken { strings[id] = token }
+        try self.init(parts: BPETokenizerParts(
+            file: file, tokenStrings: strings, idsByToken: idsByToken, addedTokens: addedTokens,
+            merges: mergePairs, mergesField: "model.merges", ignoreMerges: ignoreMerges, fuseUnknown: fuseUnk,
+            unknownId: unknownId, preTokenizer: pre, bosTokenId: bosTokenId, eosTokenId: eosTokenId,
+            padTokenId: padTokenId, prefixIds: prefix, suffixIds: suffix,
+            chatTemplate: try BPETokenizer.chatTemplate(config, file: configFile)))
+    }
 
-        model = BPEModel(byteToken: byteToken, merges: table, vocabByBytes: vocabByBytes, ignoreMerges: ignoreMerges,
-                         unknownId: unknownId, fuseUnknown: fuseUnk)
-        preTokenizer = pre
-        added = AddedTokenMatcher(addedTokens)
+
+    /// Builds the tables from parsed parts (shared by the tokenizer.json and the GGUF loaders).
+    init(parts p: BPETokenizerParts) throws {
+        func bad(_ field: String, _ reason: String) -> QLoraError { .malformedFile(file: p.file, field: field, reason: reason) }
+        let strings = p.tokenStrings
+        let idsByToken = p.idsByToken
+        let count = strings.count
+        var special = [Bool](repeating: false, count: count)
+        for t in p.addedTokens where t.special { special[t.id] = true }
+        var flat: [UInt8] = []
+        var offsets = [Int](repeating: 0, count: count + 1)
+        var byteToken = [UInt32](repeating: UInt32.max, count: 256)
+        var vocabByBytes: [[UInt8]: UInt32] = [:]
+        for id in 0..<count {
+            offsets[id] = flat.count
+            guard let s = strings[id] else { continue }
+            // The ByteLevel decoder: a token whose characters are all in the alphabet stands for
+            // those bytes; any other token for its own UTF-8.
+            if let bytes = ByteLevelAlphabet.bytes(of: s) {
+                flat.append(contentsOf: bytes)
+                if bytes.count == 1 && byteToken[Int(bytes[0])] == UInt32.max { byteToken[Int(bytes[0])] = UInt32(id) }
+                if p.ignoreMerges { vocabByBytes[bytes] = UInt32(id) }
+            } else {
+                flat.append(contentsOf: s.utf8)
+            }
+        }
+        offsets[count] = flat.count
+
+        var table = BPEMergeTable(capacity: p.merges.count)
+        for (rank, (left, right)) in p.merges.enumerated() {
+            let at = "\(p.mergesField)[\(rank)]"
+            guard let a = idsByToken[left] else { throw bad(at, "token \(left.debugDescription) is not in the vocabulary") }
+            guard let b = idsByToken[right] else { throw bad(at, "token \(right.debugDescription) is not in the vocabulary") }
+            guard let c = idsByToken[left + right] else {
+                throw bad(at, "merged token \((left + right).debugDescription) is not in the vocabulary")
+            }
+            table.insert(left: UInt32(a), right: UInt32(b), rank: UInt32(rank), merged: UInt32(c))
+        }
+
+        model = BPEModel(byteToken: byteToken, merges: table, vocabByBytes: vocabByBytes, ignoreMerges: p.ignoreMerges,
+                         unknownId: p.unknownId.map { UInt32($0) }, fuseUnknown: p.fuseUnknown)
+        preTokenizer = p.preTokenizer
+        added = AddedTokenMatcher(p.addedTokens)
         decodedBytes = flat
         self.offsets = offsets
         tokenStrings = strings
         isSpecial = special
         self.idsByToken = idsByToken
+        bosTokenId = p.bosTokenId
+        eosTokenId = p.eosTokenId
+        padTokenId = p.padTokenId
+        prefixIds = p.prefixIds
+        suffixIds = p.suffixIds
+        chatTemplate = p.chatTemplate
+    }
+
+    /// tokenizer_config.json's `chat_template`: a string, or a list of {name, template} whose
+    /// "default" entry is used.
+    static func chatTemplate(_ config: JSONValue?, file: String) throws -> String? {
+        switch config?["chat_template"] {
+        case nil, .null?: return nil
+        case .string(let s)?: return s
+        case .array(let items)?:
+            for item in items {
+                if case .string("default")? = item["name"], case .string(let t)? = item["template"] { return t }
+            }
+            throw QLoraError.malformedFile(file: file, field: "chat_template", reason: "a list of templates without a 'default' entry")
+        case let other?:
+            throw QLoraError.malformedFile(file: file, field: "chat_template", reason: "expected a string, got \(other.kind)")
+        }
     }
 
     /// The tokens a post_processor puts before and after a single sequence.
@@ -311,4 +349,27 @@ public struct BPETokenizer: Sendable {
             throw QLoraError.unsupported("\(file): post_processor.type: post-processor '\(type)' (implemented: TemplateProcessing, ByteLevel, Sequence)")
         }
     }
+}
+
+/// What a byte-level BPE tokenizer is built from, whatever file it came from.
+struct BPETokenizerParts {
+    var file: String
+    /// The token string of each id (nil: unassigned).
+    var tokenStrings: [String?]
+    var idsByToken: [String: Int]
+    var addedTokens: [AddedToken]
+    /// Merges in rank order, as (left, right) token strings.
+    var merges: [(String, String)]
+    /// How errors name the merges, e.g. "model.merges".
+    var mergesField: String
+    var ignoreMerges: Bool
+    var fuseUnknown: Bool
+    var unknownId: Int?
+    var preTokenizer: PreTokenizer
+    var bosTokenId: Int?
+    var eosTokenId: Int?
+    var padTokenId: Int?
+    var prefixIds: [Int]
+    var suffixIds: [Int]
+    var chatTemplate: String?
 }

@@ -1,0 +1,85 @@
+import Foundation
+
+/// A byte-level BPE tokenizer from a GGUF file's `tokenizer.ggml.*` metadata, as llama.cpp builds
+/// it: `tokenizer.ggml.model` "gpt2", the vocabulary by position in `tokens`, merges by rank,
+/// CONTROL (3) and USER_DEFINED (4) tokens matched before the pre-tokenizer (control ones are
+/// special), and llama.cpp's pre-tokenizer for `tokenizer.ggml.pre`. Bytes without a token are
+/// dropped (llama.cpp's BPE has no byte fallback; transformers' conversion drops them too).
+extension BPETokenizer {
+    /// GGUF token types (llama.cpp's llama_token_type).
+    enum GGUFTokenType: Int {
+        case undefined = 0, normal = 1, unknown = 2, control = 3, userDefined = 4, unused = 5, byte = 6
+    }
+
+    public static func load(gguf path: String) throws -> BPETokenizer {
+        try BPETokenizer(ggufMetadata: try GGUFFile(url: URL(fileURLWithPath: path)).metadata)
+    }
+
+    public init(ggufMetadata md: GGUFMetadata) throws {
+        let file = md.path
+        func bad(_ key: String, _ reason: String) -> QLoraError { .malformedFile(file: file, field: "metadata '\(key)'", reason: reason) }
+        let kind = try md.string("tokenizer.ggml.model")
+        guard kind == "gpt2" else {
+            throw QLoraError.unsupported("\(file): metadata 'tokenizer.ggml.model': tokenizer model '\(kind)' (only gpt2 byte-level BPE is implemented)")
+        }
+        let tokens = try md.strings("tokenizer.ggml.tokens")
+        guard !tokens.isEmpty else { throw bad("tokenizer.ggml.tokens", "empty vocabulary") }
+        guard tokens.count < Int(Int32.max) else { throw bad("tokenizer.ggml.tokens", "\(tokens.count) tokens") }
+        var types = [Int](repeating: GGUFTokenType.normal.rawValue, count: tokens.count)
+        if let v = md["tokenizer.ggml.token_type"] {
+            guard case .array(let a) = v, a.count == tokens.count else {
+                throw bad("tokenizer.ggml.token_type", "expected an integer array of \(tokens.count) elements, got \(v.typeName)")
+            }
+            for i in 0..<a.count {
+                guard let t = a[i].intValue, GGUFTokenType(rawValue: t) != nil else {
+                    throw bad("tokenizer.ggml.token_type", "element \(i): \(a[i]) is not a token type 0...6")
+                }
+                types[i] = t
+            }
+        }
+        var idsByToken: [String: Int] = [:]
+        idsByToken.reserveCapacity(tokens.count)
+        var added: [AddedToken] = []
+        for (id, t) in tokens.enumerated() {
+            if idsByToken[t] == nil { idsByToken[t] = id }  // llama.cpp keeps the first of duplicates
+            let type = GGUFTokenType(rawValue: types[id])!
+            if (type == .control || type == .userDefined) && !t.isEmpty {
+                added.append(AddedToken(id: id, content: t, singleWord: false, lstrip: false, rstrip: false,
+                                        normalized: false, special: type == .control))
+            }
+        }
+        var merges: [(String, String)] = []
+        if md["tokenizer.ggml.merges"] != nil {
+            let lines = try md.strings("tokenizer.ggml.merges")
+            merges.reserveCapacity(lines.count)
+            for (k, line) in lines.enumerated() {
+                let parts = line.split(separator: " ", omittingEmptySubsequences: false)
+                guard parts.count == 2 else { throw bad("tokenizer.ggml.merges", "element \(k): expected \"left right\", got \(line.debugDescription)") }
+                merges.append((String(parts[0]), String(parts[1])))
+            }
+        }
+        func tokenId(_ key: String) throws -> Int? {
+            guard md[key] != nil else { return nil }
+            let id = try md.int(key)
+            guard id >= 0 && id < tokens.count else { throw bad(key, "id \(id) is outside the vocabulary 0..<\(tokens.count)") }
+            return id
+        }
+        func flag(_ key: String, _ fallback: Bool) throws -> Bool { md[key] == nil ? fallback : try md.bool(key) }
+        let bos = try tokenId("tokenizer.ggml.bos_token_id")
+        let eos = try tokenId("tokenizer.ggml.eos_token_id")
+        let pad = try tokenId("tokenizer.ggml.padding_token_id")
+        let pre = md["tokenizer.ggml.pre"] == nil ? "default" : try md.string("tokenizer.ggml.pre")
+        let preTokenizer = try PreTokenizer.llamaCpp(pre: pre)
+        // llama.cpp adds BOS for gpt2 vocabularies unless add_bos_token says otherwise.
+        let addBos = try flag("tokenizer.ggml.add_bos_token", true)
+        let addEos = try flag("tokenizer.ggml.add_eos_token", false)
+        var template: String? = nil
+        if md["tokenizer.chat_template"] != nil { template = try md.string("tokenizer.chat_template") }
+        try self.init(parts: BPETokenizerParts(
+            file: file, tokenStrings: tokens.map { Optional($0) }, idsByToken: idsByToken, addedTokens: added,
+            merges: merges, mergesField: "metadata 'tokenizer.ggml.merges'", ignoreMerges: false, fuseUnknown: false,
+            unknownId: nil, preTokenizer: preTokenizer, bosTokenId: bos, eosTokenId: eos, padTokenId: pad,
+            prefixIds: addBos ? bos.map { [$0] } ?? [] : [], suffixIds: addEos ? eos.map { [$0] } ?? [] : [],
+            chatTemplate: template))
+    }
+}
