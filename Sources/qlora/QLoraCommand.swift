@@ -8,7 +8,7 @@ struct QLoraCommand: ParsableCommand {
         commandName: "qlora",
         abstract: "Quantize, inspect and run QLoRA layers on the CPU.",
         version: QLoraCommand.version,
-        subcommands: [QuantizeCommand.self, DequantizeCommand.self, DumpCommand.self, InspectCommand.self, RunCommand.self, TrainCommand.self,
+        subcommands: [QuantizeCommand.self, DequantizeCommand.self, DumpCommand.self, InspectCommand.self, RunCommand.self, TrainCommand.self, MergeCommand.self,
                       PackCommand.self, DemoCommand.self])
 
     static let version = "0.15.0"

@@ -154,12 +154,12 @@ final class TrainCommandTests: XCTestCase {
         let gA = store.gradients[0].tensor.scalars, gB = store.gradients[1].tensor.scalars
         XCTAssert(gA.contains { $0 != 0 } && gB.contains { $0 != 0 })
         let lr: Float = 0.1
-        // grad_norm is the global L2 norm of these gradients.
+        // grad_norm is the global L2 norm of these gradients (a float32 value, as torch's clip_grad_norm_ computes it).
         let line = try String(contentsOfFile: path("one.jsonl"), encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(line.count, 1)
         let logged = try JSONSerialization.jsonObject(with: Data(line[0].utf8)) as! [String: Any]
         let norm = (gA + gB).reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-        XCTAssertEqual(logged["grad_norm"] as! Double, norm, accuracy: 1e-12 * max(1, norm))
+        XCTAssertEqual(logged["grad_norm"] as! Double, norm, accuracy: 3e-7 * max(1, norm))
         let trained = try LoraAdapter(directory: URL(fileURLWithPath: out)).modules["proj"]!
         assertBitIdentical(trained.a.scalars, zip(a0, gA).map { $0 - lr * $1 }, "A - lr·grad_A")
         assertBitIdentical(trained.b.scalars, zip(b0, gB).map { $0 - lr * $1 }, "B - lr·grad_B")
