@@ -5,24 +5,33 @@ import QLoRA
 import Glibc
 #endif
 
-enum TrainLoss: String, ExpressibleByArgument { case mse }
+enum TrainLoss: String, ExpressibleByArgument { case mse, causalLM = "causal-lm" }
 enum TrainOptimizer: String, ExpressibleByArgument { case adamw, sgd }
+extension LearningRateSchedule.Kind: ExpressibleByArgument {}
 
 /// `qlora train GRAPH --weights W --data D --steps N --optimizer adamw|sgd --lr LR --out DIR`:
-/// LoRA adapters on every linear of the graph, trained on one batch with one compiled plan
-/// (forward + mse + backward + optimizer update) run N times; the result is a PEFT adapter directory.
+/// LoRA adapters on the target linears of the graph, trained by the library's `Trainer` over one
+/// compiled plan (forward + mse + backward); the update (clipping, schedule, AdamW/SGD) runs on the
+/// flat parameter buffer after it. The result is a PEFT adapter directory.
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Train LoRA adapters on every linear of a graph (frozen 4-bit weights) and save a PEFT adapter.",
+        abstract: "Train LoRA adapters on the linears of a graph (frozen 4-bit weights) and save a PEFT adapter.",
         discussion: """
-            --data holds the graph's inputs by name plus 'target', shaped like the graph's (single) output; all of it \
-            is one batch. One plan (forward, mse loss, backward, optimizer step) is compiled once and run --steps \
-            times. With --adapter, training starts from that PEFT adapter (its config sets r, alpha and rsLoRA); \
-            otherwise every linear gets a fresh LoRA (A Kaiming-uniform from --seed, B = 0). --out receives \
-            adapter_model.safetensors and adapter_config.json (each written atomically), which `qlora run --adapter` \
-            loads. --log-json writes one JSON object per step: step, loss, lr, grad_norm (global L2 norm of the \
-            gradients before the update), tokens_per_s.
+            --data holds the graph's inputs by name plus 'target', shaped like the graph's (single) output. Without \
+            --batch-size all of it is one batch; with it, every tensor is split along its leading dimension into \
+            batches (shuffled per epoch from --seed; trailing rows that do not fill a batch are left out of that \
+            epoch). Each optimizer step runs --grad-accum micro-batches and combines their gradients so that the step \
+            equals one on a batch that many times larger, clips the global gradient norm (--max-grad-norm, as \
+            torch.nn.utils.clip_grad_norm_), and updates with the scheduled learning rate (--schedule, --warmup: \
+            transformers' get_*_schedule_with_warmup). With --adapter, training starts from that PEFT adapter (its \
+            config sets r, alpha, rsLoRA and the target modules); otherwise the linears matching --target-modules \
+            (PEFT suffix matching; default: all) get a fresh LoRA (A Kaiming-uniform from --seed, B = 0). --dropout \
+            applies LoRA dropout on the adapters' input during training (mask keyed by seed, micro-batch and \
+            element). --out receives adapter_model.safetensors and adapter_config.json (each written atomically); \
+            --checkpoint-every N also writes --out/checkpoint-<step> (adapter, optimizer state, counters), which \
+            --resume continues from with the same bits as an uninterrupted run. --log-json writes one JSON object \
+            per step: step, loss, lr (scheduled), grad_norm (global L2 norm before clipping), tokens_per_s.
             """)
 
     @OptionGroup var graphOptions: GraphOptions
@@ -33,25 +42,40 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "A safetensors file with the graph's inputs by name and 'target' (the graph output's shape).")
     var data: String
 
-    @Option(help: "The loss: mse (mean squared error against 'target').")
+    @Option(help: "The loss: mse (mean squared error against 'target'); causal-lm needs the Llama model builder.")
     var loss: TrainLoss = .mse
 
-    @Option(help: "Optimizer steps (each one run of the training plan over the whole batch).")
+    @Option(help: "Optimizer steps.")
     var steps: Int
 
     @Option(help: "adamw (torch.optim.AdamW, betas 0.9/0.999, eps 1e-8) or sgd (torch.optim.SGD).")
     var optimizer: TrainOptimizer
 
-    @Option(help: "The learning rate (constant).")
-    var lr: Float
+    @Option(help: "The base learning rate (the schedule multiplies it).")
+    var lr: Double
 
     @Option(help: "SGD momentum (default 0: p -= lr·g).")
-    var momentum: Float?
+    var momentum: Double?
 
     @Option(help: "AdamW decoupled weight decay (default 0.01, torch's).")
-    var weightDecay: Float?
+    var weightDecay: Double?
 
-    @Option(help: "Start from this PEFT LoRA adapter directory (its config sets r, alpha, rsLoRA).")
+    @Option(help: "Clip the global gradient norm to this (torch.nn.utils.clip_grad_norm_).")
+    var maxGradNorm: Double?
+
+    @Option(help: "Micro-batches per optimizer step (gradient accumulation).")
+    var gradAccum: Int = 1
+
+    @Option(help: "Learning-rate schedule: constant, linear or cosine (after --warmup linear warm-up steps).")
+    var schedule: LearningRateSchedule.Kind = .constant
+
+    @Option(help: "Linear warm-up steps (from 0 to --lr).")
+    var warmup: Int = 0
+
+    @Option(help: "Rows per batch (split along the leading dimension of every tensor in --data).")
+    var batchSize: Int?
+
+    @Option(help: "Start from this PEFT LoRA adapter directory (its config sets r, alpha, rsLoRA, target modules).")
     var adapter: String?
 
     @Option(help: "LoRA rank of new adapters (default 8).")
@@ -63,7 +87,13 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "rsLoRA scaling alpha / √r for new adapters.")
     var rslora = false
 
-    @Option(help: "Seed of the new adapters' A initialisation.")
+    @Option(help: "LoRA dropout probability on the adapters' input during training (default 0).")
+    var dropout: Float?
+
+    @Option(help: "Comma-separated module names that get new adapters (PEFT suffix matching; default: every linear).")
+    var targetModules: String?
+
+    @Option(help: "Seed of the adapters' initialisation, the dropout masks and the batch order.")
     var seed: UInt64 = 0
 
     @Option(parsing: .unconditional, help: "Worker threads (default: all available cores); results are identical for any count.")
@@ -71,6 +101,12 @@ struct TrainCommand: ParsableCommand {
 
     @Option(help: "Write one JSON object per step to this file (JSON lines).")
     var logJson: String?
+
+    @Option(help: "Write a checkpoint to --out/checkpoint-<step> every N steps.")
+    var checkpointEvery: Int?
+
+    @Option(help: "Continue from a checkpoint directory written by --checkpoint-every.")
+    var resume: String?
 
     @Option(help: "The adapter directory to write (created if missing).")
     var out: String
@@ -89,6 +125,9 @@ struct TrainCommand: ParsableCommand {
     /// Checks the option values before any work is done.
     func validateOptions() throws {
         guard steps > 0 else { throw QLoraError.invalidArgument("--steps must be > 0, got \(steps)") }
+        guard loss == .mse else {
+            throw QLoraError.invalidArgument("--loss causal-lm trains a causal language model, which graph files cannot express yet; use --loss mse")
+        }
         guard lr.isFinite, lr > 0 else { throw QLoraError.invalidArgument("--lr must be a finite number > 0, got \(lr)") }
         if let momentum {
             guard optimizer == .sgd else { throw QLoraError.invalidArgument("--momentum applies to --optimizer sgd, not \(optimizer.rawValue)") }
@@ -98,8 +137,21 @@ struct TrainCommand: ParsableCommand {
             guard optimizer == .adamw else { throw QLoraError.invalidArgument("--weight-decay applies to --optimizer adamw, not \(optimizer.rawValue)") }
             guard weightDecay.isFinite, weightDecay >= 0 else { throw QLoraError.invalidArgument("--weight-decay must be a finite number >= 0, got \(weightDecay)") }
         }
-        if adapter != nil, rank != nil || alpha != nil || rslora {
-            throw QLoraError.invalidArgument("--adapter sets r, alpha and rsLoRA from its config; drop --rank, --alpha and --rslora")
+        if adapter != nil, rank != nil || alpha != nil || rslora || targetModules != nil {
+            throw QLoraError.invalidArgument("--adapter sets r, alpha, rsLoRA and the target modules from its config; drop --rank, --alpha, --rslora and --target-modules")
+        }
+        if let dropout, !(dropout.isFinite && dropout >= 0 && dropout < 1) {
+            throw QLoraError.invalidArgument("--dropout must be in [0, 1), got \(dropout)")
+        }
+        if let maxGradNorm, !(maxGradNorm.isFinite && maxGradNorm > 0) {
+            throw QLoraError.invalidArgument("--max-grad-norm must be a finite number > 0, got \(maxGradNorm)")
+        }
+        guard gradAccum > 0 else { throw QLoraError.invalidArgument("--grad-accum must be > 0, got \(gradAccum)") }
+        guard warmup >= 0, warmup <= steps else { throw QLoraError.invalidArgument("--warmup must be in 0...--steps (\(steps)), got \(warmup)") }
+        if let batchSize, batchSize <= 0 { throw QLoraError.invalidArgument("--batch-size must be > 0, got \(batchSize)") }
+        if let checkpointEvery, checkpointEvery <= 0 { throw QLoraError.invalidArgument("--checkpoint-every must be > 0, got \(checkpointEvery)") }
+        if let targets = targetModuleList, targets.isEmpty || targets.contains(where: \.isEmpty) {
+            throw QLoraError.invalidArgument("--target-modules expects comma-separated module names, got \"\(targetModules ?? "")\"")
         }
         if let rank, rank <= 0 { throw QLoraError.invalidArgument("--rank must be > 0, got \(rank)") }
         if let alpha, !(alpha.isFinite && alpha >= 0) { throw QLoraError.invalidArgument("--alpha must be a finite number >= 0, got \(alpha)") }
@@ -128,6 +180,10 @@ struct TrainCommand: ParsableCommand {
         }
     }
 
+    var targetModuleList: [String]? {
+        targetModules.map { $0.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) } }
+    }
+
     func train() throws {
         try validateOptions()
         let threads = try threadCount(threads)
@@ -139,22 +195,29 @@ struct TrainCommand: ParsableCommand {
         }
         let outputName = def.outputs[0].name
         let dataFile = try SafeTensorsFile(url: URL(fileURLWithPath: data))
-        var feeds: [String: Tensor] = [:]
+        var all: [String: Tensor] = [:]
         for i in def.inputs {
             guard dataFile.contains(i.name) else {
                 throw QLoraError.missingTensor(file: data, name: i.name, neededBy: "input '\(i.name)' \(i.shape) of the graph \(def.name)",
                                                suggestions: [])
             }
-            feeds[i.name] = try dataFile.tensor(i.name)
+            all[i.name] = try dataFile.tensor(i.name)
         }
         guard dataFile.contains("target") else {
             throw QLoraError.missingTensor(file: data, name: "target", neededBy: "the mse loss (shaped like the graph's output '\(outputName)')",
                                            suggestions: [])
         }
-        let target = try dataFile.tensor("target")
-        for name in dataFile.names where feeds[name] == nil && name != "target" {
+        all["target"] = try dataFile.tensor("target")
+        for name in dataFile.names where all[name] == nil {
             FileHandle.standardError.write(Data("note: \(data) has tensor '\(name)', which is not an input of \(def.name) nor 'target'; ignored\n".utf8))
         }
+        let batches = try TensorBatches(all, batchSize: batchSize, lossKey: "target", source: data)
+        if batches.droppedRows > 0 {
+            FileHandle.standardError.write(Data("note: \(batches.rows) rows in batches of \(batches.batchSize): \(batches.droppedRows) rows per epoch are left out (drop_last)\n".utf8))
+        }
+        let first = try batches.batch(0)
+        var feedShapes = first.feeds.mapValues(\.shape)
+        let targetShape = feedShapes.removeValue(forKey: "target")!
 
         let start = try adapter.map { try LoraAdapter(directory: URL(fileURLWithPath: $0)) }
         var fresh = QLoraConfig()
@@ -168,29 +231,62 @@ struct TrainCommand: ParsableCommand {
             fresh.useRSLoRA = rslora
         }
         try fresh.validate()
-        let loaded = try graphOptions.load(weights: weights, threads: threads,
-                                           options: GraphLoadOptions(inputShapes: feeds.mapValues(\.shape), adapter: start, seed: seed, freshLora: fresh))
+        // Which linears train: the adapter config's targets, --target-modules, or every linear.
+        let targets: [String]? = start.flatMap { $0.config.targetModules.isEmpty ? nil : $0.config.targetModules } ?? targetModuleList
+        var loadOptions = GraphLoadOptions(inputShapes: feedShapes, adapter: start, seed: seed, freshLora: fresh)
+        let dropoutContext = try dropout.flatMap { $0 > 0 ? try LoraDropout(probability: $0, seed: seed) : nil }
+        loadOptions.dropout = dropoutContext
+        loadOptions.dropoutTargets = targets
+        let loaded = try graphOptions.load(weights: weights, threads: threads, options: loadOptions)
         let g = loaded.graph
         guard let prediction = g.output(named: outputName) else {
             throw QLoraError.invalidArgument("the graph \(def.name) has no output '\(outputName)'")
         }
-        guard target.shape == prediction.shape else {
-            throw QLoraError.invalidArgument("'target' in \(data) has shape \(target.shape), but the graph's output '\(outputName)' has shape \(prediction.shape)")
+        guard targetShape == prediction.shape else {
+            throw QLoraError.invalidArgument("'target' in \(data) has shape \(targetShape) per batch, but the graph's output '\(outputName)' has shape \(prediction.shape)")
         }
-        let modules = loaded.layers.keys.sorted()
-        guard !modules.isEmpty else { throw QLoraError.invalidArgument("the graph \(def.name) has no linear layer to train") }
+        let linears = loaded.layers.keys.sorted()
+        guard !linears.isEmpty else { throw QLoraError.invalidArgument("the graph \(def.name) has no linear layer to train") }
+        let modules = targets.map { t in linears.filter { LoraAdapterConfig.matches($0, targets: t) } } ?? linears
+        if let targets {
+            for t in targets where !linears.contains(where: { LoraAdapterConfig.matches($0, targets: [t]) }) {
+                throw QLoraError.invalidArgument("target module '\(t)' matches no linear of \(def.name) (linears: \(linears.joined(separator: ", ")))")
+            }
+        }
         let store = try ParameterStore(gathering: modules.flatMap { loaded.layers[$0]!.trainableParameters })
         let method: Optimizer.Method = optimizer == .sgd ? .sgd(learningRate: lr, momentum: momentum ?? 0)
                                                         : .adamW(learningRate: lr, weightDecay: weightDecay ?? 0.01)
         let opt = try Optimizer(method, parameters: store)
-        let lossValue = try g.mseLoss(prediction, target: g.input("target", shape: target.shape), label: "loss")
+        let lossValue = try g.mseLoss(prediction, target: g.input("target", shape: targetShape), label: "loss")
         g.output("loss", lossValue)
-        try g.backward(from: lossValue, optimizer: opt)
+        try g.backward(from: lossValue, parameters: store)
         let plan = try g.compile(CompileOptions(threads: threads))
-        feeds["target"] = target
 
-        let firstShape = loaded.inputs.first?.shape ?? []
-        let tokens = max(1, firstShape.dropLast().reduce(1, *))
+        var options = TrainerOptions(steps: steps)
+        options.gradientAccumulation = gradAccum
+        options.maxGradNorm = maxGradNorm
+        options.schedule = schedule
+        options.warmupSteps = warmup
+        options.seed = seed
+        options.threads = threads
+        options.checkpointEvery = checkpointEvery
+        options.checkpointDirectory = URL(fileURLWithPath: out)
+        options.progress = true
+        let trainer = try Trainer(step: PlanTrainingStep(plan: plan, parameters: store, lossOutput: "loss"), batches: batches,
+                                  optimizer: opt, dropout: dropoutContext, options: options)
+        let config = adapterConfig(start: start, fresh: fresh, modules: modules)
+        let writeAdapter: (URL) throws -> Void = { dir in
+            var tensors: [String: (a: Tensor, b: Tensor)] = [:]
+            for m in modules { tensors[m] = loaded.layers[m]!.loraWeights }
+            try LoraAdapter(config: config, weights: tensors).write(to: dir)
+        }
+        trainer.writeAdapter = writeAdapter
+        if checkpointEvery != nil { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) }
+        if let resume {
+            try trainer.resume(from: URL(fileURLWithPath: resume))
+            FileHandle.standardError.write(Data("resumed from \(resume) at step \(trainer.completedSteps)\n".utf8))
+        }
+
         var log: FileHandle?
         var logTemp: String?
         if let logFile {
@@ -202,55 +298,41 @@ struct TrainCommand: ParsableCommand {
             logTemp = temp
         }
         defer { if let logTemp { try? log?.close(); unlink(logTemp) } }
-        let every = max(1, steps / 20)
-        var first: Float = 0, last: Float = 0
+        var firstLoss: Float?, lastLoss: Float = 0
         let trainStart = DispatchTime.now().uptimeNanoseconds
-        for step in 1...steps {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            let result = try plan.run(feeds)
-            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            let loss = result["loss"]!.scalars[0]
-            var sumSquares = 0.0
-            for v in store.flatGradients { sumSquares += Double(v) * Double(v) }
-            let gradNorm = sumSquares.squareRoot()
-            guard loss.isFinite, gradNorm.isFinite else {
-                throw QLoraError.invalidArgument("training diverged at step \(step): loss \(loss), grad_norm \(gradNorm) (try a smaller --lr than \(lr)); nothing written")
-            }
-            if step == 1 { first = loss }
-            last = loss
-            let tokensPerSecond = seconds > 0 ? Double(tokens) / seconds : 0
-            if step == 1 || step == steps || step % every == 0 {
-                FileHandle.standardError.write(Data("step \(step)/\(steps) loss \(loss) grad_norm \(Float(gradNorm))\n".utf8))
-            }
+        try trainer.run { entry in
+            if firstLoss == nil { firstLoss = entry.loss }
+            lastLoss = entry.loss
             if let log {
-                let line = "{\"step\": \(step), \"loss\": \(loss), \"lr\": \(lr), \"grad_norm\": \(gradNorm), \"tokens_per_s\": \((tokensPerSecond * 10).rounded() / 10)}\n"
+                let line = "{\"step\": \(entry.step), \"loss\": \(entry.loss), \"lr\": \(entry.learningRate), \"grad_norm\": \(entry.gradNorm), \"tokens_per_s\": \((entry.tokensPerSecond * 10).rounded() / 10)}\n"
                 try log.write(contentsOf: Data(line.utf8))
             }
         }
         let totalSeconds = Double(DispatchTime.now().uptimeNanoseconds - trainStart) / 1e9
-
-        // The adapter: every trained module, PEFT's layout and config.
-        var config: LoraAdapterConfig
-        if let start {
-            config = start.config
-            if !config.targetModules.isEmpty {
-                for m in modules where !config.targets(m) { config.targetModules.append(Self.leafName(m)) }
-            }
-        } else {
-            var targets: [String] = []
-            for m in modules where !targets.contains(Self.leafName(m)) { targets.append(Self.leafName(m)) }
-            config = LoraAdapterConfig(r: fresh.rank, loraAlpha: alpha ?? Double(fresh.alpha), useRSLoRA: fresh.useRSLoRA, targetModules: targets)
-        }
-        var tensors: [String: (a: Tensor, b: Tensor)] = [:]
-        for m in modules { tensors[m] = loaded.layers[m]!.loraWeights }
-        try LoraAdapter(config: config, weights: tensors).write(to: URL(fileURLWithPath: out))
+        try writeAdapter(URL(fileURLWithPath: out))
         if let log, let logTemp, let logFile {
             try log.synchronize()
             guard rename(logTemp, logFile.path) == 0 else {
                 throw QLoraError.invalidArgument("--log-json \(logFile.path): cannot rename \(logTemp) to it")
             }
         }
-        print("trained \(modules.count) LoRA module\(modules.count == 1 ? "" : "s") (r = \(config.r)) for \(steps) steps in \(String(format: "%.2f", totalSeconds)) s: loss \(first) → \(last); wrote \(out)")
+        let ran = firstLoss.map { "loss \($0) → \(lastLoss)" } ?? "nothing left to run"
+        print("trained \(modules.count) LoRA module\(modules.count == 1 ? "" : "s") (r = \(config.r)) to step \(trainer.completedSteps) in \(String(format: "%.2f", totalSeconds)) s: \(ran); wrote \(out)")
+    }
+
+    /// The adapter's config: the starting adapter's (with any trained module it missed added to the
+    /// targets), or PEFT's fields for the new adapters.
+    func adapterConfig(start: LoraAdapter?, fresh: QLoraConfig, modules: [String]) -> LoraAdapterConfig {
+        if let start {
+            var config = start.config
+            if !config.targetModules.isEmpty {
+                for m in modules where !config.targets(m) { config.targetModules.append(Self.leafName(m)) }
+            }
+            return config
+        }
+        var targets: [String] = []
+        for m in modules where !targets.contains(Self.leafName(m)) { targets.append(Self.leafName(m)) }
+        return LoraAdapterConfig(r: fresh.rank, loraAlpha: alpha ?? Double(fresh.alpha), useRSLoRA: fresh.useRSLoRA, targetModules: targets)
     }
 
     static func leafName(_ module: String) -> String { module.split(separator: ".").last.map(String.init) ?? module }

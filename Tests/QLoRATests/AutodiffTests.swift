@@ -356,8 +356,8 @@ final class TrainingStepTests: XCTestCase {
         var rng = SeededRandom(seed: 5)
         let p0 = rng.floats(20), t = rng.floats(20)
         let lr = 0.05, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1
-        let (plan, p, optimizer) = try singleParameter(.adamW(learningRate: Float(lr), beta1: Float(b1), beta2: Float(b2), epsilon: Float(eps),
-                                                              weightDecay: Float(wd)), values: p0, target: t)
+        let (plan, p, optimizer) = try singleParameter(.adamW(learningRate: lr, beta1: b1, beta2: b2, epsilon: eps,
+                                                              weightDecay: wd), values: p0, target: t)
         // torch.optim.AdamW, single-tensor path, in double precision.
         var pd = p0.map(Double.init), m = [Double](repeating: 0, count: 20), v = m
         for step in 1...4 {

@@ -154,12 +154,12 @@ final class TrainCommandTests: XCTestCase {
         let gA = store.gradients[0].tensor.scalars, gB = store.gradients[1].tensor.scalars
         XCTAssert(gA.contains { $0 != 0 } && gB.contains { $0 != 0 })
         let lr: Float = 0.1
-        // grad_norm is the global L2 norm of these gradients.
+        // grad_norm is the global L2 norm of these gradients (a float32 value, as torch's clip_grad_norm_ computes it).
         let line = try String(contentsOfFile: path("one.jsonl"), encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(line.count, 1)
         let logged = try JSONSerialization.jsonObject(with: Data(line[0].utf8)) as! [String: Any]
         let norm = (gA + gB).reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-        XCTAssertEqual(logged["grad_norm"] as! Double, norm, accuracy: 1e-12 * max(1, norm))
+        XCTAssertEqual(logged["grad_norm"] as! Double, norm, accuracy: 3e-7 * max(1, norm))
         let trained = try LoraAdapter(directory: URL(fileURLWithPath: out)).modules["proj"]!
         assertBitIdentical(trained.a.scalars, zip(a0, gA).map { $0 - lr * $1 }, "A - lr·grad_A")
         assertBitIdentical(trained.b.scalars, zip(b0, gB).map { $0 - lr * $1 }, "B - lr·grad_B")
@@ -189,5 +189,58 @@ final class TrainCommandTests: XCTestCase {
         try CLIRunner.assertUserError(["train", Self.graph, "--weights", weights, "--optimizer", "sgd", "--data", data, "--steps", "2", "--lr", "0.1",
                                        "--out", file], [file, "not a directory"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: out), "no output after a failed train")
+    }
+
+    /// The full flag set: batches, accumulation, clipping, cosine schedule with warm-up, dropout,
+    /// target modules, checkpoints; --resume from a checkpoint and --threads 2 end with the same bits.
+    func testFullFlagSetResumesAndThreadsToTheSameBits() throws {
+        let data = try teacherData()
+        func train(_ out: String, threads: Int, extra: [String] = []) throws -> [[String: Any]] {
+            let log = path("\((out as NSString).lastPathComponent).jsonl")
+            _ = try ok(["train", Self.graph, "--weights", weights, "--data", data, "--loss", "mse", "--steps", "6", "--optimizer", "adamw",
+                        "--lr", "0.02", "--weight-decay", "0.01", "--max-grad-norm", "0.5", "--grad-accum", "2", "--schedule", "cosine",
+                        "--warmup", "2", "--batch-size", "4", "--rank", "4", "--alpha", "8", "--dropout", "0.1", "--target-modules", "proj",
+                        "--seed", "5", "--threads", "\(threads)", "--log-json", log, "--out", out] + extra)
+            return try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map {
+                try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+            }
+        }
+        let full = path("full")
+        let logs = try train(full, threads: 1, extra: ["--checkpoint-every", "3"])
+        XCTAssertEqual(logs.map { $0["step"] as! Int }, [1, 2, 3, 4, 5, 6])
+        // Cosine with 2 warm-up steps over 6 (transformers: step k uses multiplier(k - 1)).
+        let lrs = logs.map { $0["lr"] as! Double }
+        let expected = (0..<6).map { s -> Double in s < 2 ? 0.02 * Double(s) / 2 : 0.02 * 0.5 * (1 + cos(Double.pi * Double(s - 2) / 4)) }
+        for (a, b) in zip(lrs, expected) { XCTAssertEqual(a, b, accuracy: 1e-12) }
+        for f in ["checkpoint-3", "checkpoint-6"] {
+            XCTAssert(FileManager.default.fileExists(atPath: (full as NSString).appendingPathComponent(f) + "/trainer_state.json"), f)
+        }
+        let final = try LoraAdapter(directory: URL(fileURLWithPath: full)).modules["proj"]!
+        let resumed = path("resumed")
+        let resumedLogs = try train(resumed, threads: 1, extra: ["--resume", (full as NSString).appendingPathComponent("checkpoint-3")])
+        XCTAssertEqual(resumedLogs.map { $0["step"] as! Int }, [4, 5, 6])
+        XCTAssertEqual(resumedLogs.map { $0["loss"] as! Double }, logs.suffix(3).map { $0["loss"] as! Double })
+        let r = try LoraAdapter(directory: URL(fileURLWithPath: resumed)).modules["proj"]!
+        assertBitIdentical(r.a.scalars, final.a.scalars, "resumed A")
+        assertBitIdentical(r.b.scalars, final.b.scalars, "resumed B")
+        let two = path("two")
+        _ = try train(two, threads: 2)
+        let t = try LoraAdapter(directory: URL(fileURLWithPath: two)).modules["proj"]!
+        assertBitIdentical(t.a.scalars, final.a.scalars, "2 threads A")
+        assertBitIdentical(t.b.scalars, final.b.scalars, "2 threads B")
+    }
+
+    func testNewFlagsRejectBadValues() throws {
+        let data = try teacherData()
+        let base = ["train", Self.graph, "--weights", weights, "--data", data, "--optimizer", "adamw", "--lr", "0.01", "--steps", "2", "--out", path("o")]
+        try CLIRunner.assertUserError(base + ["--target-modules", "nope"], ["'nope'", "proj"])
+        try CLIRunner.assertUserError(base + ["--dropout", "1"], ["--dropout", "1"])
+        try CLIRunner.assertUserError(base + ["--grad-accum", "0"], ["--grad-accum", "0"])
+        try CLIRunner.assertUserError(base + ["--warmup", "3"], ["--warmup", "3"])
+        try CLIRunner.assertUserError(base + ["--max-grad-norm", "0"], ["--max-grad-norm"])
+        try CLIRunner.assertUserError(base + ["--batch-size", "17"], ["--batch-size", "17", "16 rows"])
+        try CLIRunner.assertUserError(base + ["--resume", tmp.path], ["--resume", "trainer_state.json"])
+        try CLIRunner.assertUserError(base + ["--loss", "causal-lm"], ["causal-lm"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("o")))
     }
 }

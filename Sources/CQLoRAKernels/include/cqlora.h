@@ -180,11 +180,24 @@ void cq_fill(float value, float *out, int64_t n);
 void cq_copy(const float *src, float *out, int64_t n);
 
 // ---- optimizer.c: steps over a flat parameter buffer ------------------------------------
-/// buf = momentum·buf + g; p −= lr·buf (momentum 0: p −= lr·g, buf unused and may be NULL).
-void cq_sgd_step(float *p, const float *g, float *buf, int64_t n, float lr, float momentum, int threads);
-/// One torch.optim.AdamW step; step[0] is the step count, incremented first.
-void cq_adamw_step(float *p, const float *g, float *m, float *v, float *step, int64_t n, float lr, float beta1, float beta2,
-                   float eps, float weight_decay, int threads);
+/// buf = momentum·buf + g; p −= lr·buf (momentum 0: p −= lr·g, buf unused and may be NULL); g is
+/// first multiplied by grad_scale (a clip coefficient; 1 leaves it unchanged).
+void cq_sgd_step(float *p, const float *g, float *buf, int64_t n, double lr, double momentum, float grad_scale, int threads);
+/// One torch.optim.AdamW step on grad_scale·g; step[0] is the step count, incremented first.
+void cq_adamw_step(float *p, const float *g, float *m, float *v, float *step, int64_t n, double lr, double beta1, double beta2,
+                   double eps, double weight_decay, float grad_scale, int threads);
+/// Σ x² accumulated in double in index order.
+double cq_sum_squares(const float *x, int64_t n);
+/// acc = weight·g (first != 0) or acc += weight·g, elementwise.
+void cq_accumulate_scaled(float *acc, const float *g, float weight, int first, int64_t n, int threads);
+
+// ---- dropout.c: inverted dropout with a counter-based mask --------------------------------
+/// The per-(seed, stream, step) key of a mask.
+uint64_t cq_dropout_key(uint64_t seed, uint64_t stream, uint64_t step);
+/// Whether element i survives (probability 1 − p).
+int cq_dropout_keeps(uint64_t key, int64_t i, float p);
+/// out[i] = keeps(key, i) ? x[i]·scale : 0.
+void cq_dropout(const float *x, float *out, int64_t n, uint64_t key, float p, float scale, int threads);
 
 // ---- rope.c ---------------------------------------------------------------------------
 /// Half-split (rotate_half) rotary embedding of rows [rows, heads·head_dim]: pair (i, i + d/2) of

@@ -10,6 +10,10 @@ public struct GraphLoadOptions: Sendable {
     public var seed: UInt64 = 0
     /// Rank, alpha and rsLoRA of the layers the adapter does not cover (nil: `QLoraConfig()`'s).
     public var freshLora: QLoraConfig?
+    /// LoRA dropout for the layers `dropoutTargets` names by PEFT suffix matching (nil: every layer),
+    /// set before each is recorded.
+    public var dropout: LoraDropout?
+    public var dropoutTargets: [String]?
 
     public init(inputShapes: [String: [Int]] = [:], adapter: LoraAdapter? = nil, seed: UInt64 = 0, freshLora: QLoraConfig? = nil) {
         self.inputShapes = inputShapes
@@ -130,6 +134,10 @@ extension GraphDefinition {
                                                                  outFeatures: weights == nil ? size(out!.ir, ".out", sources: "--weights") : 0, bias: rule,
                                                                  weights: weights, lora: lora[module], fresh: options.freshLora, seed: options.seed &+ UInt64(layers.count),
                                                                  neededBy: neededBy)
+                    if let dropout = options.dropout, layers[module] == nil,
+                       options.dropoutTargets.map({ LoraAdapterConfig.matches(module, targets: $0) }) ?? true {
+                        layer.dropout = dropout
+                    }
                     layers[module] = layer
                     y = try layer(xs[0])
                     let x = declared[op.inputs[0]]!

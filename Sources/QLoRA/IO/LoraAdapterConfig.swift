@@ -57,8 +57,11 @@ public struct LoraAdapterConfig: Sendable, Equatable {
 
     /// Whether PEFT would have put a LoRA on `module` (target name equal to the module path or a
     /// suffix of it after a dot).
-    public func targets(_ module: String) -> Bool {
-        targetModules.contains { module == $0 || module.hasSuffix("." + $0) }
+    public func targets(_ module: String) -> Bool { Self.matches(module, targets: targetModules) }
+
+    /// PEFT's suffix matching: `module` is targeted when it equals a target or ends with "." + target.
+    public static func matches(_ module: String, targets: [String]) -> Bool {
+        targets.contains { module == $0 || module.hasSuffix("." + $0) }
     }
 }
 

@@ -18,6 +18,8 @@ public final class QuantizedLinear: @unchecked Sendable {
     let loraA: ParameterStorage
     let loraB: ParameterStorage
     private var cachingEnabled = false
+    private var dropoutContext: LoraDropout?
+    private let dropoutLock = NSLock()   // not `lock`: `forward` records the layer while holding that one
     private var plans = PlanCache<PlanKey>(capacity: 8)
     private let lock = NSLock()
 
@@ -71,6 +73,24 @@ public final class QuantizedLinear: @unchecked Sendable {
         loraA = try ParameterStorage(name: "\(name).lora_A", tensor: rng.kaimingUniform(rows: config.rank, fanIn: inF), trainable: true)
         loraB = try ParameterStorage(name: "\(name).lora_B", tensor: Tensor.zeros(shape: [out, config.rank]), trainable: true)
         if config.cacheDequantized { try enableWeightCaching() }
+    }
+
+    /// LoRA dropout on the branch input (nil or p = 0: none). Set it before recording the layer;
+    /// graphs recorded earlier keep what they were recorded with.
+    public var dropout: LoraDropout? {
+        get { dropoutLock.lock(); defer { dropoutLock.unlock() }; return dropoutContext }
+        set { dropoutLock.lock(); dropoutContext = newValue; dropoutLock.unlock() }
+    }
+
+    /// Re-initialises the adapter as a fresh PEFT adapter: A per `initialization` from `seed`, B = 0.
+    public func initializeLora(_ initialization: LoraInitialization, seed: UInt64) throws {
+        var rng = LoraInitializer(seed: seed)
+        let a: Tensor
+        switch initialization {
+        case .kaimingUniform: a = rng.kaimingUniform(rows: config.rank, fanIn: inFeatures)
+        case .gaussian: a = rng.gaussian(rows: config.rank, columns: inFeatures, std: 1 / Float(config.rank))
+        }
+        try setLoraWeights(a: a, b: Tensor.zeros(shape: [outFeatures, config.rank]))
     }
 
     /// The tensors training updates: LoRA A and B (gather several layers' into one
@@ -145,7 +165,12 @@ public final class QuantizedLinear: @unchecked Sendable {
         let w = g.quantizedWeight(weightStorage)
         let base = try g.matmul(x, try g.dequantize(w, label: "\(name).dequantize"), label: hasLora ? "\(name).base" : name)
         guard hasLora else { return try biasStorage.map { try g.add(base, g.parameter($0), label: "\(name).bias") } ?? base }
-        let xa = try g.matmul(x, g.parameter(loraA), label: "\(name).lora_A")
+        // PEFT's placement: dropout on the LoRA branch's input only (the base path sees x).
+        var branchInput = x
+        if let dropout, dropout.probability > 0 {
+            branchInput = try g.dropout(x, context: dropout, stream: LoraDropout.stream(for: name), label: "\(name).lora_dropout")
+        }
+        let xa = try g.matmul(branchInput, g.parameter(loraA), label: "\(name).lora_A")
         let xab = try g.matmul(xa, g.parameter(loraB), label: "\(name).lora_B")
         let lora = try g.scale(xab, by: scaling, label: "\(name).scaling")
         var y = try g.add(base, lora, label: name)

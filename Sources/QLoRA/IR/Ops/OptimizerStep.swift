@@ -46,9 +46,9 @@ struct OptimizerKernel: StepKernel {
         func mutable(_ k: Int) -> UnsafeMutablePointer<Float> { UnsafeMutablePointer(mutating: io.f32(k)) }
         switch method {
         case let .sgd(lr, momentum):
-            cq_sgd_step(io.out, io.f32(1), momentum == 0 ? nil : mutable(2), Int64(count), lr, momentum, io.threads)
+            cq_sgd_step(io.out, io.f32(1), momentum == 0 ? nil : mutable(2), Int64(count), lr, momentum, 1, io.threads)
         case let .adamW(lr, beta1, beta2, eps, wd):
-            cq_adamw_step(io.out, io.f32(1), mutable(2), mutable(3), mutable(4), Int64(count), lr, beta1, beta2, eps, wd, io.threads)
+            cq_adamw_step(io.out, io.f32(1), mutable(2), mutable(3), mutable(4), Int64(count), lr, beta1, beta2, eps, wd, 1, io.threads)
         }
     }
 }
