@@ -11,8 +11,9 @@ import Darwin
 ///
 /// Tensors are streamed: each `add` appends its bytes to an anonymous spill file right away, so
 /// memory stays bounded by one tensor. `commit()` writes header + data to a temporary file in
-/// the destination directory and renames it over the destination; nothing appears at the
-/// destination unless the whole file was written. Dropping the writer without `commit()` leaves
+/// the destination directory, fsyncs it, renames it over the destination and fsyncs the
+/// directory; nothing appears at the destination unless the whole file was written (a killed
+/// process leaves the previous file, CrashSafetyTests), and a failed commit removes its temporary. Dropping the writer without `commit()` leaves
 /// no file behind.
 public final class SafeTensorsWriter {
     public let url: URL
@@ -118,6 +119,7 @@ public final class SafeTensorsWriter {
             unlink(tempPath)
             throw error
         }
+        try POSIXFile.syncDirectory(of: url.path)
         return 8 + header.count + spillSize
     }
 }
