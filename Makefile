@@ -78,7 +78,8 @@ check-memory: deps
 # must be refused before allocating).
 FUZZ_SECONDS ?= 10
 FUZZ_TARGETS := safetensors bnb-quant-state bnb-checkpoint gguf adapter-config adapter tokenizer-json tokenizer-roundtrip graph-json
-FUZZ := --scratch-path .build-fuzz -c release -Xswiftc -enable-testing --sanitize=fuzzer --sanitize=address
+FUZZ := --scratch-path .build-fuzz -c release -Xswiftc -enable-testing --sanitize=fuzzer --sanitize=address \
+  -Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table
 FUZZ_FLAGS := -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2560 -malloc_limit_mb=1024 -timeout=20 -print_final_stats=1
 fuzz: deps
 	QLORA_FUZZ=1 $(SWIFT) build $(FUZZ) --product qlora-fuzz

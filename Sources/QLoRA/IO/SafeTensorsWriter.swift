@@ -63,6 +63,10 @@ public final class SafeTensorsWriter {
 
     /// Adds an F32 tensor (little-endian on every host).
     public func add(_ name: String, floats: [Float], shape: [Int]) throws {
+        if 1.littleEndian == 1 {   // no converted copy: a dequantized tensor may be most of the memory in use
+            try floats.withUnsafeBytes { try add(name, dtype: .f32, shape: shape, bytes: $0) }
+            return
+        }
         let le = floats.map { $0.bitPattern.littleEndian }
         try le.withUnsafeBytes { try add(name, dtype: .f32, shape: shape, bytes: $0) }
     }

@@ -1,7 +1,7 @@
 import Foundation
 import QLoRA
 
-nonisolated(unsafe) let selectedTarget: FuzzTarget = {
+let selectedTarget: FuzzTarget = {
     let name = ProcessInfo.processInfo.environment["QLORA_FUZZ_TARGET"] ?? ""
     guard let t = FuzzTarget(rawValue: name) else {
         fatalError("set QLORA_FUZZ_TARGET to one of: \(FuzzTarget.allCases.map(\.rawValue).joined(separator: ", "))")

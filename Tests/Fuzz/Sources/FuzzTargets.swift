@@ -71,7 +71,7 @@ enum FuzzTarget: String, CaseIterable {
     }
 
     static func graphJSON(_ bytes: [UInt8]) throws {
-        let def = try GraphFileParser.parse(bytes, file: "fuzz.json")
+        let def = try GraphDefinition.parse(bytes, file: "fuzz.json")
         // Without weights the loader makes zero weights sized by the file's own dims; the caller
         // bounds sizes it reads from untrusted files, as `qlora` does with --dim.
         // Skipped when the file holds a number of 4 or more digits.

@@ -13,7 +13,7 @@ import QLoRA
 /// remain decode to U+FFFD each), so for those the property is only checked to hold on the rest.
 /// Invalid UTF-8 input is skipped (a Swift String cannot hold it).
 enum TokenizerRoundTrip {
-    nonisolated(unsafe) static let tokenizer: BPETokenizer = {
+    static let tokenizer: BPETokenizer = {
         let path = ProcessInfo.processInfo.environment["QLORA_FUZZ_TOKENIZER"]
             ?? "../shared/reference/smollm2/tokenizer/tokenizer.json"
         do { return try BPETokenizer.load(tokenizerJSON: path) } catch {
