@@ -6,6 +6,7 @@
 # make check — the suite under AddressSanitizer, then under ThreadSanitizer (C kernels included,
 #              each in its own build folder), then the 1 GiB bounded-memory check
 # make fuzz  — each libFuzzer target for FUZZ_SECONDS (default 10) over Tests/Fuzz/corpus
+#              (FUZZ_RUNS=1000000 FUZZ_SECONDS=3600: a million executions each)
 # make model — SmolLM2-135M-Instruct as a llama.cpp Q4_1 GGUF into models/ (git-ignored), for the
 #              whole-file GGUF test (skipped without it); `make test` never downloads anything
 SWIFT ?= swift
@@ -76,11 +77,13 @@ check-memory: deps
 # .build-fuzz/corpus/<target>, the committed seeds in Tests/Fuzz/corpus/<target> are read only.
 # -malloc_limit_mb: a single allocation over 1 GiB is a finding (a header claiming a huge tensor
 # must be refused before allocating).
+# FUZZ_RUNS=1000000 stops each target after that many executions instead (with FUZZ_SECONDS as a cap).
 FUZZ_SECONDS ?= 10
+FUZZ_RUNS ?= -1
 FUZZ_TARGETS := safetensors bnb-quant-state bnb-checkpoint gguf adapter-config adapter tokenizer-json tokenizer-roundtrip graph-json
 FUZZ := --scratch-path .build-fuzz -c release -Xswiftc -enable-testing --sanitize=fuzzer --sanitize=address \
   -Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table
-FUZZ_FLAGS := -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2560 -malloc_limit_mb=1024 -timeout=20 -print_final_stats=1
+FUZZ_FLAGS := -max_total_time=$(FUZZ_SECONDS) -runs=$(FUZZ_RUNS) -rss_limit_mb=2560 -malloc_limit_mb=1024 -timeout=20 -print_final_stats=1
 fuzz: deps
 	QLORA_FUZZ=1 $(SWIFT) build $(FUZZ) --product qlora-fuzz
 	@mkdir -p .build-fuzz/artifacts
