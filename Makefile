@@ -3,16 +3,21 @@
 # make test-portable — the suite on a build with the x86 SIMD kernels compiled out (not in `make
 #              test`: a second full build, ~5 min on 2 cores)
 # make bench — the fusion benchmarks; writes Benchmarks/results/latest.md
+# make check — the suite under AddressSanitizer, then under ThreadSanitizer (C kernels included,
+#              each in its own build folder), then the 1 GiB bounded-memory check
+# make fuzz  — each libFuzzer target for FUZZ_SECONDS (default 10) over Tests/Fuzz/corpus
+#              (FUZZ_RUNS=1000000 FUZZ_SECONDS=3600: a million executions each)
 # make model — SmolLM2-135M-Instruct as a llama.cpp Q4_1 GGUF into models/ (git-ignored), for the
 #              whole-file GGUF test (skipped without it); `make test` never downloads anything
 SWIFT ?= swift
+SHELL := /bin/bash
 # libopenblas-dev: only for qlora-bench (the OpenBLAS ceiling); the library links libomp alone.
 DEPS := libopenblas-dev libomp-dev pkg-config
 RELEASE := .build/release
 # One flag set for every target so demo, test and bench share one build (tests use @testable).
 BUILD := -c release -Xswiftc -enable-testing
 
-.PHONY: deps build demo test test-consumer test-portable bench model plan-picture clean
+.PHONY: deps build demo test test-consumer test-portable check check-asan check-tsan check-memory fuzz bench model plan-picture clean
 
 deps:
 	@missing=""; for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -49,6 +54,46 @@ test-portable: deps
 	fi; echo "test-portable: no ymm/zmm instruction in $$(echo $$objs | wc -w) kernel objects"
 	$(SWIFT) test $(PORTABLE) --skip-build --disable-swift-testing
 
+# Sanitizers: SwiftPM's --sanitize instruments the Swift code and the C kernels alike. libomp is
+# not instrumented; parallel.c tells ThreadSanitizer about its fork/join edges (no suppressions).
+ASAN := --scratch-path .build-asan $(BUILD) --sanitize=address
+TSAN := --scratch-path .build-tsan $(BUILD) --sanitize=thread
+check: check-asan check-tsan check-memory
+
+check-asan: deps
+	$(SWIFT) build $(ASAN) --build-tests
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 $(SWIFT) test $(ASAN) --skip-build --disable-swift-testing
+
+check-tsan: deps
+	$(SWIFT) build $(TSAN) --build-tests
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 $(SWIFT) test $(TSAN) --skip-build --disable-swift-testing
+
+# Peak RSS of `qlora quantize` on a generated 1 GiB f32 checkpoint (too slow for `make test`).
+check-memory: deps
+	$(SWIFT) build $(BUILD) --build-tests
+	QLORA_MEMORY_CHECK=1 $(SWIFT) test $(BUILD) --skip-build --disable-swift-testing --filter BoundedMemoryTests
+
+# libFuzzer (Tests/Fuzz): one executable, QLORA_FUZZ_TARGET picks the reader. New inputs go to
+# .build-fuzz/corpus/<target>, the committed seeds in Tests/Fuzz/corpus/<target> are read only.
+# -malloc_limit_mb: a single allocation over 1 GiB is a finding (a header claiming a huge tensor
+# must be refused before allocating).
+# FUZZ_RUNS=1000000 stops each target after that many executions instead (with FUZZ_SECONDS as a cap).
+FUZZ_SECONDS ?= 10
+FUZZ_RUNS ?= -1
+FUZZ_TARGETS := safetensors bnb-quant-state bnb-checkpoint gguf adapter-config adapter tokenizer-json tokenizer-roundtrip graph-json
+FUZZ := --scratch-path .build-fuzz -c release -Xswiftc -enable-testing --sanitize=fuzzer --sanitize=address \
+  -Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table
+FUZZ_FLAGS := -max_total_time=$(FUZZ_SECONDS) -runs=$(FUZZ_RUNS) -rss_limit_mb=2560 -malloc_limit_mb=1024 -timeout=20 -print_final_stats=1
+fuzz: deps
+	QLORA_FUZZ=1 $(SWIFT) build $(FUZZ) --product qlora-fuzz
+	@mkdir -p .build-fuzz/artifacts
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS) s)"; mkdir -p .build-fuzz/corpus/$$t; \
+	  QLORA_FUZZ_TARGET=$$t .build-fuzz/release/qlora-fuzz .build-fuzz/corpus/$$t Tests/Fuzz/corpus/$$t \
+	    $(FUZZ_FLAGS) -artifact_prefix=.build-fuzz/artifacts/$$t- 2>&1 | tee .build-fuzz/$$t.log | grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)" ; \
+	  test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz $$t: finding, see .build-fuzz/$$t.log"; exit 1; }; \
+	done
+
 bench: deps
 	$(SWIFT) build $(BUILD) --product qlora-bench
 	$(RELEASE)/qlora-bench --output Benchmarks/results/latest.md
@@ -78,4 +123,4 @@ plan-picture: build
 	dot -Tsvg docs/llama-mlp.dot -o docs/llama-mlp.svg
 
 clean:
-	rm -rf .build .build-portable
+	rm -rf .build .build-portable .build-asan .build-tsan .build-fuzz

@@ -32,3 +32,9 @@ let package = Package(
                     exclude: ["Fixtures"]),  // test data read by path (Fixtures/tokenizer_cases.json)
     ]
 )
+
+// The libFuzzer harness (Tests/Fuzz, `make fuzz`): declared only when QLORA_FUZZ is set, because it
+// only links with -sanitize=fuzzer (libFuzzer brings main); the library and `make test` never see it.
+if Context.environment["QLORA_FUZZ"] != nil {
+    package.targets.append(.executableTarget(name: "qlora-fuzz", dependencies: ["QLoRA"], path: "Tests/Fuzz/Sources"))
+}

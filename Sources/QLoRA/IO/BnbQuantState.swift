@@ -103,6 +103,7 @@ public struct BnbQuantState: Sendable, Equatable {
             for key in nestedKeys where root[key] == nil { throw bad(key, "missing (the other nested_* fields are present)") }
             let nb = try int("nested_blocksize")
             guard nb > 0 else { throw bad("nested_blocksize", "must be > 0, got \(nb)") }
+            guard nb <= 1 << 20 else { throw bad("nested_blocksize", "\(nb) is larger than 1048576 (bitsandbytes uses 256)") }
             let nd = try string("nested_dtype")
             guard nd == "float32" else { throw bad("nested_dtype", "only float32 nested statistics are supported, got \"\(nd)\"") }
             guard let offset = root["nested_offset"]!.doubleValue else {

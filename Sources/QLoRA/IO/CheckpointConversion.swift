@@ -87,9 +87,14 @@ public enum CheckpointConversion {
             let info = try file.info(name)
             if selector.selects(info) {
                 let before = writer.dataBytes
-                let weight = try QuantizedTensor.quantize(file.tensor(name), quantType: options.quantType,
-                                                          blockSize: options.blockSize, doubleQuant: options.doubleQuant,
-                                                          name: name, threads: options.threads)
+                // F32 is quantized where it lies in the mapping; other dtypes widen to one f32 copy.
+                let quantize = { (w: UnsafeBufferPointer<Float>) in
+                    try QuantizedTensor.quantize(scalars: w, shape: info.shape, quantType: options.quantType,
+                                                 blockSize: options.blockSize, doubleQuant: options.doubleQuant,
+                                                 name: name, threads: options.threads)
+                }
+                let weight = try file.withFloatsInPlace(name, quantize)
+                    ?? file.floats(name).withUnsafeBufferPointer(quantize)
                 try writer.addQuantized(name, weight, dtype: info.dtype.torchName)
                 summary.tensorsConverted += 1
                 summary.convertedParameters += info.elementCount
@@ -99,6 +104,7 @@ public enum CheckpointConversion {
                 try writer.add(name, dtype: info.dtype, shape: info.shape, data: file.rawData(name))
                 summary.tensorsCopied += 1
             }
+            file.releasePages(name)
             progress?(i + 1, file.names.count, name)
         }
         summary.fileBytesAfter = try writer.commit()
@@ -123,6 +129,7 @@ public enum CheckpointConversion {
             summary.tensorsConverted += 1
             summary.convertedParameters += weight.count
             summary.convertedBytesAfter += weight.count * 4
+            for s in ["", ".absmax", ".nested_absmax"] { file.releasePages(name + s) }
             done += 1
             progress?(done, total, name)
         }
@@ -130,6 +137,7 @@ public enum CheckpointConversion {
             let info = try file.info(name)
             try writer.add(name, dtype: info.dtype, shape: info.shape, data: file.rawData(name))
             summary.tensorsCopied += 1
+            file.releasePages(name)
             done += 1
             progress?(done, total, name)
         }

@@ -38,8 +38,13 @@ public struct LoraAdapter: Sendable {
         guard let configData = FileManager.default.contents(atPath: configURL.path) else {
             throw QLoraError.io(file: configURL.path, reason: "cannot read the adapter config")
         }
-        config = try LoraAdapterConfig.parse([UInt8](configData), file: configURL.path)
-        let file = try SafeTensorsFile(url: directory.appendingPathComponent(LoraAdapter.weightsFile))
+        let config = try LoraAdapterConfig.parse([UInt8](configData), file: configURL.path)
+        try self.init(config: config, file: SafeTensorsFile(url: directory.appendingPathComponent(LoraAdapter.weightsFile)))
+    }
+
+    /// Validates the weights of `file` against an already parsed config (the fuzz target's entry).
+    init(config: LoraAdapterConfig, file: SafeTensorsFile) throws {
+        self.config = config
         var a: [String: String] = [:], b: [String: String] = [:]
         for name in file.names {
             func bad(_ reason: String) -> QLoraError { .malformedFile(file: file.path, field: name, reason: reason) }
@@ -60,6 +65,11 @@ public struct LoraAdapter: Sendable {
                 throw QLoraError.malformedFile(file: file.path, field: module, reason: "has no \(missing) weight")
             }
             let aT = try file.tensor(aName), bT = try file.tensor(bName)
+            for (name, t) in [(aName, aT), (bName, bT)] {
+                if let i = t.scalars.firstIndex(where: { !$0.isFinite }) {
+                    throw QLoraError.malformedFile(file: file.path, field: name, reason: "non-finite value \(t.scalars[i]) at index \(i)")
+                }
+            }
             try LoraAdapter.checkShapes(module, aT.shape, bT.shape, config: config, file: file.path)
             if !config.targetModules.isEmpty, !config.targets(module) {
                 throw QLoraError.malformedFile(file: file.path, field: module,
@@ -111,4 +121,5 @@ func writeAtomically(_ bytes: [UInt8], to url: URL) throws {
         unlink(temp)
         throw error
     }
+    try POSIXFile.syncDirectory(of: url.path)
 }

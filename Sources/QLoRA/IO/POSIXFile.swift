@@ -60,6 +60,15 @@ final class POSIXFile {
         guard r == 0 else { throw POSIXFile.error(path, "close failed") }
     }
 
+    /// fsync(2)s the directory holding `path`, so a rename into it survives a power loss.
+    static func syncDirectory(of path: String) throws {
+        let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw POSIXFile.error(dir, "cannot open directory") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw POSIXFile.error(dir, "fsync of the directory failed") }
+    }
+
     /// A hidden sibling of `url` with a unique suffix, in the same directory so rename(2) is atomic.
     static func siblingPath(of url: URL, suffix: String) -> String {
         let dir = url.deletingLastPathComponent().path

@@ -19,9 +19,13 @@ public struct SafeTensorsFile: Sendable {
     /// The data region (everything after the header).
     private let data: Data
 
+    /// True when `data` is a read-only file mapping (its pages can be dropped and re-read).
+    private var isMapped = false
+
     /// Maps the file at `url` and validates its header.
     public init(url: URL) throws {
         try self.init(data: SafeTensorsFile.map(url.path), path: url.path)
+        isMapped = !data.isEmpty
     }
 
     /// Parses an in-memory safetensors image; `path` only names it in errors.
@@ -86,6 +90,31 @@ public struct SafeTensorsFile: Sendable {
     public func rawData(_ name: String) throws -> Data {
         let r = try info(name).dataOffsets
         return data[(data.startIndex + r.lowerBound)..<(data.startIndex + r.upperBound)]
+    }
+
+    /// Calls `body` on an F32 tensor's elements where they lie in the file, without a copy; nil
+    /// when the tensor is not F32, not 4-byte aligned in memory, or the host is big-endian.
+    func withFloatsInPlace<R>(_ name: String, _ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R? {
+        let info = try info(name)
+        guard info.dtype == .f32, 1.littleEndian == 1 else { return nil }
+        return try rawData(name).withUnsafeBytes { raw -> R? in
+            guard let base = raw.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 else { return nil }
+            return try body(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: info.elementCount))
+        }
+    }
+
+    /// Drops the resident pages of a tensor's bytes in a mapped file (they are read again from the
+    /// file if touched later), so streaming over a checkpoint keeps about one tensor resident.
+    /// Does nothing for an in-memory image.
+    public func releasePages(_ name: String) {
+        guard isMapped, let r = entries[name]?.dataOffsets, !r.isEmpty else { return }
+        data.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+            let start = Int(bitPattern: base + r.lowerBound) / page * page
+            let end = Int(bitPattern: base + r.upperBound)
+            madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_DONTNEED)
+        }
     }
 
     /// The tensor's raw bytes, copied.

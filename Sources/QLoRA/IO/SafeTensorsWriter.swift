@@ -11,8 +11,9 @@ import Darwin
 ///
 /// Tensors are streamed: each `add` appends its bytes to an anonymous spill file right away, so
 /// memory stays bounded by one tensor. `commit()` writes header + data to a temporary file in
-/// the destination directory and renames it over the destination; nothing appears at the
-/// destination unless the whole file was written. Dropping the writer without `commit()` leaves
+/// the destination directory, fsyncs it, renames it over the destination and fsyncs the
+/// directory; nothing appears at the destination unless the whole file was written (a killed
+/// process leaves the previous file, CrashSafetyTests), and a failed commit removes its temporary. Dropping the writer without `commit()` leaves
 /// no file behind.
 public final class SafeTensorsWriter {
     public let url: URL
@@ -62,6 +63,10 @@ public final class SafeTensorsWriter {
 
     /// Adds an F32 tensor (little-endian on every host).
     public func add(_ name: String, floats: [Float], shape: [Int]) throws {
+        if 1.littleEndian == 1 {   // no converted copy: a dequantized tensor may be most of the memory in use
+            try floats.withUnsafeBytes { try add(name, dtype: .f32, shape: shape, bytes: $0) }
+            return
+        }
         let le = floats.map { $0.bitPattern.littleEndian }
         try le.withUnsafeBytes { try add(name, dtype: .f32, shape: shape, bytes: $0) }
     }
@@ -118,6 +123,7 @@ public final class SafeTensorsWriter {
             unlink(tempPath)
             throw error
         }
+        try POSIXFile.syncDirectory(of: url.path)
         return 8 + header.count + spillSize
     }
 }

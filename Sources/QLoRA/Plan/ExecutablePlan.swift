@@ -69,9 +69,19 @@ public final class ExecutablePlan: @unchecked Sendable {
     /// Runs the plan on named inputs and returns the named outputs: f32 inputs in `feeds`, int32
     /// inputs (token ids, labels) in `ids`. Throws for an unknown or missing input, a wrong shape,
     /// a NaN/Inf input value, or an id a kernel cannot use. Runs sharing the plan's built-in
-    /// context are serialised; pass `context:` (from `makeContext`) to run concurrently.
+    /// context are serialised; pass `context:` (from `makeContext`) to run concurrently. A context
+    /// already in use by another run, or one made for a plan with a smaller arena, is refused.
     public func run(_ feeds: [String: Tensor], ids: [String: IntTensor] = [:], context: ExecutionContext? = nil) throws -> [String: Tensor] {
-        if let context { return try Executor.run(self, feeds, ids, context) }
+        if let context {
+            guard context.arenaBytes >= memory.arenaBytes else {
+                throw QLoraError.invalidArgument("the ExecutionContext's arena has \(context.arenaBytes) bytes but this plan needs \(memory.arenaBytes): make contexts with this plan's makeContext()")
+            }
+            guard context.claim() else {
+                throw QLoraError.invalidArgument("the ExecutionContext is already running a plan on another thread: give each concurrent run its own context (plan.makeContext())")
+            }
+            defer { context.release() }
+            return try Executor.run(self, feeds, ids, context)
+        }
         runLock.lock(); defer { runLock.unlock() }
         return try Executor.run(self, feeds, ids, defaultContext)
     }

@@ -7,9 +7,18 @@ extension QuantizedTensor {
     public static func quantize(_ tensor: Tensor, quantType: QuantType = .nf4, blockSize: Int = 64,
                                 doubleQuant: Bool = true, name: String = "weight",
                                 threads: Int = Runtime.defaultThreads) throws -> QuantizedTensor {
+        try tensor.scalars.withUnsafeBufferPointer {
+            try quantize(scalars: $0, shape: tensor.shape, quantType: quantType, blockSize: blockSize,
+                         doubleQuant: doubleQuant, name: name, threads: threads)
+        }
+    }
+
+    /// `quantize(_:)` on f32 values in place (e.g. a mapped checkpoint's), without a copy.
+    static func quantize(scalars w: UnsafeBufferPointer<Float>, shape: [Int], quantType: QuantType, blockSize: Int,
+                         doubleQuant: Bool, name: String, threads: Int) throws -> QuantizedTensor {
         try QLoraConfig.validateBlockSize(blockSize)
-        let n = tensor.count
-        guard n > 0 else { throw QLoraError.quantization(tensor: name, reason: "tensor is empty (shape \(tensor.shape))") }
+        let n = w.count
+        guard n > 0 else { throw QLoraError.quantization(tensor: name, reason: "tensor is empty (shape \(shape))") }
         let blocks = (n + blockSize - 1) / blockSize
         var bad: Int64 = -1
         var status: Int32 = 0
@@ -17,10 +26,8 @@ extension QuantizedTensor {
         // The kernel writes every packed byte and absmax entry (garbage only when it fails).
         let packed = [UInt8](unsafeUninitializedCapacity: (n + 1) / 2) { p, packedCount in
             absmax = [Float](unsafeUninitializedCapacity: blocks) { a, absmaxCount in
-                status = tensor.scalars.withUnsafeBufferPointer { w in
-                    cq_quantize_4bit(w.baseAddress, Int64(n), Int32(blockSize), quantType == .nf4 ? CQ_NF4 : CQ_FP4,
-                                     p.baseAddress, a.baseAddress, &bad, Int32(max(1, threads)))
-                }
+                status = cq_quantize_4bit(w.baseAddress, Int64(n), Int32(blockSize), quantType == .nf4 ? CQ_NF4 : CQ_FP4,
+                                          p.baseAddress, a.baseAddress, &bad, Int32(max(1, threads)))
                 absmaxCount = blocks
             }
             packedCount = (n + 1) / 2
@@ -30,12 +37,12 @@ extension QuantizedTensor {
         }
         if status != 0 {
             let index = Int(bad)
-            let value = tensor.scalars[index]
+            let value = w[index]
             throw QLoraError.quantization(tensor: name,
-                                          reason: "non-finite value \(value) at flat index \(index) (\(Self.position(index, in: tensor.shape)))")
+                                          reason: "non-finite value \(value) at flat index \(index) (\(Self.position(index, in: shape)))")
         }
         let statistics: QuantStatistics = doubleQuant ? .double(DoubleQuantState.quantize(absmax: absmax)) : .plain(absmax: absmax)
-        return try QuantizedTensor(shape: tensor.shape, quantType: quantType, blockSize: blockSize, packed: packed,
+        return try QuantizedTensor(shape: shape, quantType: quantType, blockSize: blockSize, packed: packed,
                                    statistics: statistics, name: name)
     }
 

@@ -1,3 +1,5 @@
+import Foundation
+
 /// The memory one run of a plan works in: the arena, allocated once and reused by every run, and
 /// the slots the executor resolves a step's operand pointers into (so steps allocate nothing).
 public final class ExecutionContext: @unchecked Sendable {
@@ -12,6 +14,11 @@ public final class ExecutionContext: @unchecked Sendable {
     }
 
     deinit { operandSlots.deallocate() }
+
+    /// Held while a run uses this context: a second concurrent run is refused, not raced.
+    private let inUse = NSLock()
+    func claim() -> Bool { inUse.try() }
+    func release() { inUse.unlock() }
 
     public var arenaBytes: Int { arena.byteCount }
 }

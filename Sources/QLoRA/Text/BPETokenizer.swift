@@ -26,6 +26,9 @@ public struct BPETokenizer: Sendable {
 
     /// Number of ids (the largest id + 1).
     public var vocabularySize: Int { tokenStrings.count }
+    /// Ids must be below this (16× the largest vocabularies in use): the id tables are sized by the
+    /// largest id, so a file must not make them huge with one entry.
+    static let idLimit = 1 << 22
     public var addedTokens: [AddedToken] { added.tokens }
 
     public func id(of token: String) -> Int? { idsByToken[token] }
@@ -113,8 +116,11 @@ public struct BPETokenizer: Sendable {
         idsByToken.reserveCapacity(vocabMembers.count + 64)
         var maxId = -1
         for (token, v) in vocabMembers {
-            guard case .int(let id) = v, id >= 0, id < Int(Int32.max) else {
+            guard case .int(let id) = v, id >= 0 else {
                 throw bad("model.vocab[\(token.debugDescription)]", "expected a non-negative integer id, got \(v.kind)")
+            }
+            guard id < BPETokenizer.idLimit else {
+                throw bad("model.vocab[\(token.debugDescription)]", "id \(id) is beyond the \(BPETokenizer.idLimit) ids a tokenizer may have (the id tables are sized by the largest id)")
             }
             if idsByToken.updateValue(id, forKey: token) != nil {
                 throw bad("model.vocab[\(token.debugDescription)]", "token listed twice")
@@ -128,7 +134,8 @@ public struct BPETokenizer: Sendable {
             guard case .array(let items) = a else { throw bad("added_tokens", "expected an array, got \(a.kind)") }
             for (k, item) in items.enumerated() {
                 let at = "added_tokens[\(k)]"
-                guard case .int(let id)? = item["id"], id >= 0, id < Int(Int32.max) else { throw bad("\(at).id", "expected a non-negative integer") }
+                guard case .int(let id)? = item["id"], id >= 0 else { throw bad("\(at).id", "expected a non-negative integer") }
+                guard id < BPETokenizer.idLimit else { throw bad("\(at).id", "id \(id) is beyond the \(BPETokenizer.idLimit) ids a tokenizer may have") }
                 guard case .string(let content)? = item["content"], !content.isEmpty else { throw bad("\(at).content", "expected a non-empty string") }
                 func flag(_ key: String, _ fallback: Bool) throws -> Bool {
                     switch item[key] {
