@@ -74,6 +74,9 @@ public final class LlamaGenerator: @unchecked Sendable {
         var stopped = false
         let t1 = Date()
         while tokens.count < maxNewTokens {
+            if let bad = logits.firstIndex(where: { $0.isNaN }) {
+                throw QLoraError.invalidArgument("the model's logits hold NaN (token \(bad), after \(prompt.count + tokens.count) positions): nothing to sample from")
+            }
             let next = Int32(sampler.next(logits[...]))
             tokens.append(next)
             if eos.contains(Int(next)) { stopped = true; break }

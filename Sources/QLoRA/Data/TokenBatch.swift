@@ -2,7 +2,7 @@
 /// r * sequenceLength + p. Several examples may share a row (packing): `segmentIds` numbers them
 /// 1, 2, ... within the row (0 = padding) and `positions` restart at 0 for each, so attention
 /// must only join positions of the same segment (`attends`), and RoPE sees each example from 0.
-public struct TrainingBatch: Equatable, Sendable {
+public struct TokenBatch: Equatable, Sendable {
     public var batchSize: Int
     public var sequenceLength: Int
     public var inputIds: [Int32]
@@ -13,7 +13,7 @@ public struct TrainingBatch: Equatable, Sendable {
     /// Where each example sits: (row, start position, length, source "file:line").
     public var examples: [(row: Int, start: Int, length: Int, source: String)]
 
-    public static func == (a: TrainingBatch, b: TrainingBatch) -> Bool {
+    public static func == (a: TokenBatch, b: TokenBatch) -> Bool {
         a.batchSize == b.batchSize && a.sequenceLength == b.sequenceLength && a.inputIds == b.inputIds
             && a.labels == b.labels && a.positions == b.positions && a.segmentIds == b.segmentIds
             && a.examples.map { "\($0.row) \($0.start) \($0.length) \($0.source)" } == b.examples.map { "\($0.row) \($0.start) \($0.length) \($0.source)" }
@@ -102,7 +102,7 @@ public struct BatchIterator: Sendable {
     }
 
     /// The batches of one epoch (the last may hold fewer rows).
-    public func batches(epoch: Int) -> [TrainingBatch] {
+    public func batches(epoch: Int) -> [TokenBatch] {
         let order = order(epoch: epoch).map { examples[$0] }
         switch layout {
         case .padToLongest(let maxLength):
@@ -133,9 +133,9 @@ public struct BatchIterator: Sendable {
         }
     }
 
-    func makeBatch(_ rows: [[TrainingExample]], sequenceLength t: Int) -> TrainingBatch {
+    func makeBatch(_ rows: [[TrainingExample]], sequenceLength t: Int) -> TokenBatch {
         let n = rows.count * t
-        var b = TrainingBatch(batchSize: rows.count, sequenceLength: t,
+        var b = TokenBatch(batchSize: rows.count, sequenceLength: t,
                               inputIds: [Int32](repeating: Int32(padId), count: n),
                               labels: [Int32](repeating: Int32(TrainingExample.ignoredLabel), count: n),
                               positions: [Int32](repeating: 0, count: n), segmentIds: [Int32](repeating: 0, count: n), examples: [])
