@@ -28,6 +28,30 @@ final class LlamaGraphFileTests: XCTestCase {
         }
     }
 
+    /// What `qlora train --model --loss causal-lm` needs: Graphs/llama.json's logits, the causal-LM
+    /// loss over the input ids and a backward pass into the adapter's layers give PEFT's gradients.
+    func testGraphFileTrainsLikePEFT() throws {
+        let ids = try inputIds()
+        let model = try LlamaCheckpoint(url: Reference.url("interop/model_bnb4bit"))
+        let adapter = try LoraAdapter(directory: Reference.url("interop/adapter"))
+        let def = try GraphDefinition.load(url: Self.graph, dims: model.graphDims)
+        let loaded = try def.load(weights: model, options: GraphLoadOptions(inputShapes: ["input_ids": ids.shape], adapter: adapter))
+        let g = loaded.graph
+        let loss = try g.causalLMLoss(g.output(named: "logits")!, labels: g.input(named: "input_ids")!)
+        g.output("loss", loss)
+        // PEFT's order: layer by layer, module order (gate, up, down), A then B.
+        let modules = ["gate_proj", "up_proj", "down_proj"].map { "model.layers.0.mlp.\($0)" }
+        let store = try ParameterStore(gathering: modules.flatMap { loaded.layers[$0]!.trainableParameters })
+        try g.backward(from: loss, parameters: store)
+        let value = try g.compile().run([:], ids: ["input_ids": ids])["loss"]!.scalars[0]
+        let ref = try Reference.floats("\(Self.causal)/loss_lora.f32")[0]
+        XCTAssertEqual(value, ref, accuracy: 1e-6 * ref)
+        let grads = try SafeTensorsFile(url: Reference.url("\(Self.causal)/grads_lora.safetensors"))
+        for (p, grad) in zip(store.parameters, store.gradients) {
+            assertClose(grad.tensor.scalars, try grads.tensor("base_model.model.\(p.name).weight").scalars, relative: 1e-4, "gradient of \(p.name)")
+        }
+    }
+
     /// model_fp32 holds the float weights bitsandbytes quantized into model_bnb4bit: NF4 at load
     /// (bit-exact quantizer) gives transformers' logits on the canonical dequantized weights.
     func testFloatCheckpointQuantizedAtLoadAndShardedDirectory() throws {

@@ -53,6 +53,13 @@ public final class Graph: @unchecked Sendable {
         return Value(graph: self, id: o.node, type: ir.nodes[o.node].type)
     }
 
+    /// The input declared as `name` (e.g. a loaded graph file's `input_ids`, to use as labels), or nil.
+    public func input(named name: String) -> Value? {
+        lock.lock(); defer { lock.unlock() }
+        guard let i = ir.inputs.last(where: { $0.name == name }) else { return nil }
+        return Value(graph: self, id: i.node, type: ir.nodes[i.node].type)
+    }
+
     /// Records the backward request (at most one per graph).
     func setBackward(_ request: BackwardRequest) throws {
         lock.lock(); defer { lock.unlock() }
