@@ -129,6 +129,13 @@ final class TrainCommandTests: XCTestCase {
         let trained = try LoraAdapter(directory: URL(fileURLWithPath: out))
         XCTAssertEqual(trained.modules.keys.sorted(), ["model.layers.0.mlp.down_proj", "model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"])
         XCTAssertEqual(trained.config.targetModules, ["down_proj", "gate_proj", "up_proj"])
+        // --target-modules (PEFT suffix matching): only those linears train and are saved.
+        let some = path("mlp-some")
+        _ = try ok(["train", mlp, "--weights", bnb, "--data", data, "--loss", "mse", "--steps", "3", "--optimizer", "adamw", "--lr", "0.01",
+                    "--rank", "8", "--alpha", "16", "--target-modules", "up_proj,mlp.down_proj", "--out", some])
+        let partial = try LoraAdapter(directory: URL(fileURLWithPath: some))
+        XCTAssertEqual(partial.modules.keys.sorted(), ["model.layers.0.mlp.down_proj", "model.layers.0.mlp.up_proj"])
+        XCTAssertEqual(partial.config.targetModules, ["down_proj", "up_proj"])
     }
 
     func testOneSGDStepFromAKnownAdapterIsAMinusLrGrad() throws {
