@@ -31,6 +31,7 @@ final class LoraDropoutTests: XCTestCase {
         XCTAssertEqual(droppedFraction, 0.25, accuracy: 0.01)
         // Same seed and step: same mask from a fresh context; another step or seed: another mask.
         let again = try LoraDropout(probability: 0.25, seed: 123)
+        again.isTraining = true
         again.step = 7
         assertBitIdentical(try dropped(x, context: again, threads: 2).scalars, one.scalars, "same seed, same step")
         context.step = 8
@@ -51,6 +52,8 @@ final class LoraDropoutTests: XCTestCase {
         let a = rng.floats(r * inF, scale: 0.3), b = rng.floats(outF * r, scale: 0.3)
         try layer.setLoraWeights(a: Tensor(shape: [r, inF], scalars: a), b: Tensor(shape: [outF, r], scalars: b))
         let context = try LoraDropout(probability: 0.3, seed: 5)
+        XCTAssertFalse(context.isTraining, "a new context is in eval mode")
+        context.isTraining = true
         context.step = 3
         layer.dropout = context
         let x = rng.floats(m * inF), t = rng.floats(m * outF)

@@ -129,6 +129,13 @@ final class TrainCommandTests: XCTestCase {
         let trained = try LoraAdapter(directory: URL(fileURLWithPath: out))
         XCTAssertEqual(trained.modules.keys.sorted(), ["model.layers.0.mlp.down_proj", "model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"])
         XCTAssertEqual(trained.config.targetModules, ["down_proj", "gate_proj", "up_proj"])
+        // --target-modules (PEFT suffix matching): only those linears train and are saved.
+        let some = path("mlp-some")
+        _ = try ok(["train", mlp, "--weights", bnb, "--data", data, "--loss", "mse", "--steps", "3", "--optimizer", "adamw", "--lr", "0.01",
+                    "--rank", "8", "--alpha", "16", "--target-modules", "up_proj,mlp.down_proj", "--out", some])
+        let partial = try LoraAdapter(directory: URL(fileURLWithPath: some))
+        XCTAssertEqual(partial.modules.keys.sorted(), ["model.layers.0.mlp.down_proj", "model.layers.0.mlp.up_proj"])
+        XCTAssertEqual(partial.config.targetModules, ["down_proj", "up_proj"])
     }
 
     func testOneSGDStepFromAKnownAdapterIsAMinusLrGrad() throws {
@@ -242,5 +249,32 @@ final class TrainCommandTests: XCTestCase {
         try CLIRunner.assertUserError(base + ["--resume", tmp.path], ["--resume", "trainer_state.json"])
         try CLIRunner.assertUserError(base + ["--loss", "causal-lm"], ["causal-lm"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("o")))
+    }
+
+    /// Merging into a plain f32 checkpoint quantizes it first (as train did at load), so the merged
+    /// weight reproduces `qlora run` with the adapter; merging into the original f32 weight would not.
+    func testMergeIntoAPlainCheckpointUsesTheQuantizedBase() throws {
+        var rng = SeededRandom(seed: 13)
+        let lora = try adapter("lora", r: 4, alpha: 8, a: rng.floats(4 * inF, scale: 0.3), b: rng.floats(outF * 4, scale: 0.3))
+        let input = try write("in.safetensors", ["x": x])
+        _ = try ok(["run", Self.graph, "--weights", weights, "--adapter", lora, "--input", input, "--output", path("y.safetensors")])
+        let y = try SafeTensorsFile(url: URL(fileURLWithPath: path("y.safetensors"))).tensor("y").scalars
+        _ = try ok(["merge", "--weights", weights, "--adapter", lora, "-o", path("merged.safetensors")])
+        let merged = try SafeTensorsFile(url: URL(fileURLWithPath: path("merged.safetensors"))).tensor("proj.weight").scalars
+        let original = try SafeTensorsFile(url: URL(fileURLWithPath: weights)).tensor("proj.weight").scalars
+        func outputs(_ w: [Float]) -> [Float] {
+            (0..<(m * outF)).map { idx in
+                let i = idx / outF, o = idx % outF
+                return Float((0..<inF).reduce(0.0) { $0 + Double(x.scalars[i * inF + $1]) * Double(w[o * inF + $1]) })
+            }
+        }
+        let scale = y.map(abs).max()!
+        let mergedError = zip(outputs(merged), y).map { abs($0 - $1) }.max()!
+        XCTAssertLessThanOrEqual(mergedError, 1e-5 * scale, "merged into dequant(W4)")
+        // The wrong base: the original f32 weight plus the same update misses by the quantization error.
+        let delta = zip(merged, try QuantizedTensor.quantize(Tensor(shape: [outF, inF], scalars: original), quantType: .nf4, blockSize: 64,
+                                                             doubleQuant: true, name: "w").dequantize(threads: 1).scalars).map { $0 - $1 }
+        let wrongError = zip(outputs(zip(original, delta).map { $0 + $1 }), y).map { abs($0 - $1) }.max()!
+        XCTAssertGreaterThan(wrongError, 100 * max(mergedError, 1e-7 * scale))
     }
 }

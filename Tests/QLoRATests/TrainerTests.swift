@@ -194,5 +194,7 @@ final class TrainerTests: XCTestCase {
         }
         XCTAssertEqual(try LearningRateSchedule(.constant, totalSteps: 5).learningRate(step: 1, base: 0.1), 0.1)
         XCTAssertThrowsError(try LearningRateSchedule(.linear, warmupSteps: -1, totalSteps: 5))
+        XCTAssertEqual(try TrainerOptions(epochs: 3, batches: 5, gradientAccumulation: 2).steps, 8)
+        XCTAssertThrowsError(try TrainerOptions(epochs: 0, batches: 5))
     }
 }

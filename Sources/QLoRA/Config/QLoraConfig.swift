@@ -19,8 +19,9 @@ public struct QLoraConfig: Codable, Sendable, Equatable {
     public var rank: Int = 8
     /// LoRA alpha (>= 0); the adapter is scaled by alpha / r (alpha / sqrt(r) with rsLoRA).
     public var alpha: Float = 16
-    /// Dropout probability on the LoRA input during training, in [0, 1). Validated but not used
-    /// yet: nothing trains so far, and inference applies no dropout. Training will read it.
+    /// Dropout probability on the LoRA input during training, in [0, 1): a `QuantizedLinear` made
+    /// with it gets its own `LoraDropout` context (eval mode until a `Trainer` runs it; share one
+    /// context between layers by setting `dropout` instead).
     public var dropout: Float = 0
     /// Rank-stabilised LoRA scaling (alpha / sqrt(r)).
     public var useRSLoRA: Bool = false

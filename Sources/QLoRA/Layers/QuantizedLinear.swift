@@ -72,6 +72,7 @@ public final class QuantizedLinear: @unchecked Sendable {
         var rng = LoraInitializer(seed: seed)
         loraA = try ParameterStorage(name: "\(name).lora_A", tensor: rng.kaimingUniform(rows: config.rank, fanIn: inF), trainable: true)
         loraB = try ParameterStorage(name: "\(name).lora_B", tensor: Tensor.zeros(shape: [out, config.rank]), trainable: true)
+        if config.dropout > 0 { dropoutContext = try LoraDropout(probability: config.dropout, seed: seed ?? 0) }
         if config.cacheDequantized { try enableWeightCaching() }
     }
 

@@ -8,12 +8,13 @@ import Foundation
 /// hash of (seed, stream, step, i) says so (`cq_dropout_keeps`), so it never depends on the thread
 /// count or on evaluation order, a checkpoint restores it with two integers, and the backward
 /// recomputes the same mask instead of storing it. One context is shared by the layers of a model;
-/// the trainer sets `step` before each micro-batch and `isTraining` for train / eval.
+/// the trainer sets `step` before each micro-batch and `isTraining` while it runs (a new context
+/// starts in eval mode, where the op is the identity).
 public final class LoraDropout: @unchecked Sendable {
     public let probability: Float
     public let seed: UInt64
     private var currentStep: UInt64 = 0
-    private var training = true
+    private var training = false
     private let lock = NSLock()
 
     public init(probability: Float, seed: UInt64) throws {

@@ -24,6 +24,15 @@ public struct TrainerOptions: Sendable {
     public var progress = false
 
     public init(steps: Int) { self.steps = steps }
+
+    /// Options for `epochs` passes over `batches` batches: ⌈epochs · batches / accumulation⌉ steps.
+    public init(epochs: Int, batches: Int, gradientAccumulation: Int = 1) throws {
+        guard epochs > 0, batches > 0, gradientAccumulation > 0 else {
+            throw QLoraError.invalidArgument("epochs (\(epochs)), batches (\(batches)) and accumulation (\(gradientAccumulation)) must be > 0")
+        }
+        steps = (epochs * batches + gradientAccumulation - 1) / gradientAccumulation
+        self.gradientAccumulation = gradientAccumulation
+    }
 }
 
 /// What one optimizer step did.
