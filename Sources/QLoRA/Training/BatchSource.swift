@@ -4,12 +4,15 @@ import Foundation
 /// many tokens (rows) it holds for throughput.
 public struct TrainingBatch: @unchecked Sendable {
     public var feeds: [String: Tensor]
+    /// Integer inputs by name (token ids, labels).
+    public var ids: [String: IntTensor]
     /// The number of loss terms (for a mean loss: its elements); accumulation weighs micro-batches by it.
     public var lossTerms: Int
     public var tokens: Int
 
-    public init(feeds: [String: Tensor], lossTerms: Int, tokens: Int) {
+    public init(feeds: [String: Tensor], ids: [String: IntTensor] = [:], lossTerms: Int, tokens: Int) {
         self.feeds = feeds
+        self.ids = ids
         self.lossTerms = lossTerms
         self.tokens = tokens
     }
