@@ -8,6 +8,7 @@ public final class CausalLMTrainingStep: TrainingStep {
     public let parameters: ParameterStore
     public let options: CompileOptions
     private var plans: [[Int]: ExecutablePlan] = [:]
+    private var evalPlans: [[Int]: ExecutablePlan] = [:]
     private let lock = NSLock()
 
     /// `dropout` (if any) is attached to every LoRA layer before the plans are recorded.
@@ -34,6 +35,34 @@ public final class CausalLMTrainingStep: TrainingStep {
         let p = try g.compile(options)
         plans[shape] = p
         return p
+    }
+
+    /// The mean loss over every trained position of `batches` (forward only, dropout off): each
+    /// batch's mean weighted by its trained positions.
+    public func evaluate(_ batches: CausalLMBatches) throws -> Double {
+        // Evaluation is in eval mode even when called between training steps.
+        let dropout = model.loraLayers.first?.dropout, wasTraining = dropout?.isTraining
+        dropout?.isTraining = false
+        defer { if let wasTraining { dropout?.isTraining = wasTraining } }
+        var total = 0.0, terms = 0
+        for b in batches.batches {
+            guard let ids = b.ids["input_ids"], let labels = b.ids["labels"] else { continue }
+            let plan: ExecutablePlan = try {
+                lock.lock(); defer { lock.unlock() }
+                if let p = evalPlans[ids.shape] { return p }
+                let g = Graph()
+                let i = g.input("input_ids", shape: ids.shape, element: .int32), l = g.input("labels", shape: ids.shape, element: .int32)
+                g.output("loss", try g.causalLMLoss(try model.record(inputIds: i).logits, labels: l, label: "loss"))
+                let p = try g.compile(options)
+                evalPlans[ids.shape] = p
+                return p
+            }()
+            let loss = try plan.run([:], ids: ["input_ids": ids, "labels": labels])["loss"]!.scalars[0]
+            total += Double(loss) * Double(b.lossTerms)
+            terms += b.lossTerms
+        }
+        guard terms > 0 else { throw QLoraError.invalidArgument("the evaluation data has no trained position") }
+        return total / Double(terms)
     }
 
     public func run(_ batch: TrainingBatch) throws -> Float {
