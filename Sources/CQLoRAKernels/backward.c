@@ -48,7 +48,7 @@ static void transpose_range(void *p, int64_t n0, int64_t n1) {
     float row[CQ_BW_CHUNK];
     for (int64_t n = n0; n < n1; n++) {
         const float *src = row;
-        if (t->w) decode(t->w, n * t->k + t->k0, t->kc, row);
+        if (t->w) decode(t->w, n * t->k + t->k0, t->kc, row);  // 4-bit chunks are <= CQ_BW_CHUNK wide
         else src = t->wf + n * t->k + t->k0;
         for (int64_t j = 0; j < t->kc; j++) t->wt[j * t->n + n] = src[j];
     }
@@ -58,7 +58,10 @@ static void nn_chunked(const float *dy, int64_t M, const cq_qweight *w, const fl
                        float *dx, int threads) {
     if (M <= 0 || K <= 0) return;
     if (N <= 0) { memset(dx, 0, (size_t)(M * K) * sizeof(float)); return; }
-    const int64_t kcMax = K < CQ_BW_CHUNK ? K : CQ_BW_CHUNK;
+    // A dense weight (the lm_head) is transposed whole when that stays under 128 MiB, so dY — the
+    // [M, vocab] logits gradient — is packed once instead of once per chunk.
+    const int64_t chunk = (!w && K * N <= ((int64_t)32 << 20)) ? K : CQ_BW_CHUNK;
+    const int64_t kcMax = K < chunk ? K : chunk;
     const size_t scratchBytes = cq_matmul_nt_scratch_bytes(M, N, threads);
     float *wt = (float *)cq_aligned_malloc((size_t)(kcMax * N) * sizeof(float));
     float *tmp = (float *)cq_aligned_malloc((size_t)(M * kcMax) * sizeof(float));
