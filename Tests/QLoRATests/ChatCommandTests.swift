@@ -43,6 +43,20 @@ final class ChatCommandTests: XCTestCase {
         XCTAssertNotNil(v["decode_tokens_per_s"]?.doubleValue)
     }
 
+    /// Without --chat the text is tokenized as is (special tokens in it matched, SmolLM2 adds no
+    /// BOS): the reference conversation's rendered text gives the same prompt ids and answer.
+    func testGeneratePlainPromptTokenizesTheText() throws {
+        try requireModel()
+        let greeting = try reference("greeting_short_system")
+        let rendered = "<|im_start|>system\nReply briefly.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
+        let r = try CLIRunner.run(["generate", "--model", model, "--prompt", rendered, "--max-new-tokens", "24", "--format", "json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let v = try JSONValue.parse(Array(r.stdout.utf8), file: "stdout", field: "$")
+        XCTAssertEqual(ids(v["prompt_ids"]), greeting.inputIds)
+        XCTAssertEqual(ids(v["ids"]), greeting.generatedIds)
+        XCTAssertEqual(v["text"], .string(try answerText(greeting)))
+    }
+
     /// Text format: the answer is stdout (streamed), the rates go to stderr; no --system: the
     /// template's default system message, as transformers renders it.
     func testGenerateChatTextStreamsTheAnswer() throws {
