@@ -85,6 +85,7 @@ extension TrainCommand {
     /// Batches from a JSONL file (tokenised, prompt-masked, padded to the longest per batch) or a
     /// safetensors file with `input_ids` (I64/I32 [rows, seq]) and optional `labels`.
     func causalLMBatches(_ file: String, model: String, llama: LlamaModel, shuffle: Bool) throws -> CausalLMBatches {
+        guard FileManager.default.fileExists(atPath: file) else { throw QLoraError.io(file: file, reason: "no such file") }
         if file.hasSuffix(".jsonl") || file.hasSuffix(".json") {
             let tokenizer = try BPETokenizer.load(path: model)
             var o = DatasetOptions(maskPrompt: !noMaskPrompt)
