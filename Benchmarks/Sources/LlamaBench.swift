@@ -57,7 +57,7 @@ enum LlamaBench {
             let body = "{" + (["\"threads\": \(threads)"] + results.map { "\"\($0.0)\": \($0.1)" }).joined(separator: ", ") + "}\n"
             let tmp = json + ".tmp"
             try Data(body.utf8).write(to: URL(fileURLWithPath: tmp))
-            _ = try FileManager.default.replaceItemAt(URL(fileURLWithPath: json), withItemAt: URL(fileURLWithPath: tmp))
+            guard rename(tmp, json) == 0 else { throw QLoraError.invalidArgument("cannot rename \(tmp) to \(json): errno \(errno)") }
         }
     }
 

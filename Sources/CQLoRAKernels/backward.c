@@ -49,24 +49,35 @@ void cq_matmul_nn_q4(const float *dy, int64_t M, const cq_qweight *w, float *dx,
     cq_parallel_for(chunks, team(M * w->rows * w->cols, threads), nn_q4_range, &a);
 }
 
-// ---- dense dX = dY·W: dY [M, N], W [N, K] → [M, K]; rows of dX over threads, n in order.
-static void nn_range(void *p, int64_t r0, int64_t r1) {
+// ---- dense dX = dY·W: dY [M, N], W [N, K] → [M, K]. Each output sums over n in order (the
+// bits do not depend on the tiling or the thread count). Tiled so that W — the lm_head's
+// [vocab, hidden], 113 MB for SmolLM2 — streams from memory once per NN_ROWS rows of dX instead
+// of once per row: a unit is NN_ROWS rows × NN_COLS columns of dX (kept in L1), walking all n.
+#define NN_ROWS 32
+#define NN_COLS 144
+
+static void nn_range(void *p, int64_t u0, int64_t u1) {
     const bw_args *e = (const bw_args *)p;
-    const int64_t N = e->n, K = e->k;
-    for (int64_t i = r0; i < r1; i++) {
-        float *o = e->out + i * K;
-        memset(o, 0, (size_t)K * sizeof(float));
+    const int64_t M = e->m, N = e->n, K = e->k, col_tiles = (K + NN_COLS - 1) / NN_COLS;
+    for (int64_t u = u0; u < u1; u++) {
+        const int64_t i0 = (u / col_tiles) * NN_ROWS, i1 = i0 + NN_ROWS < M ? i0 + NN_ROWS : M;
+        const int64_t j0 = (u % col_tiles) * NN_COLS, j1 = j0 + NN_COLS < K ? j0 + NN_COLS : K;
+        for (int64_t i = i0; i < i1; i++) memset(e->out + i * K + j0, 0, (size_t)(j1 - j0) * sizeof(float));
         for (int64_t n = 0; n < N; n++) {
-            const float g = e->a[i * N + n];
             const float *wr = e->b + n * K;
-            for (int64_t j = 0; j < K; j++) o[j] += g * wr[j];
+            for (int64_t i = i0; i < i1; i++) {
+                const float g = e->a[i * N + n];
+                float *o = e->out + i * K;
+                for (int64_t j = j0; j < j1; j++) o[j] += g * wr[j];
+            }
         }
     }
 }
 
 void cq_matmul_nn(const float *dy, int64_t M, const float *w, int64_t N, int64_t K, float *dx, int threads) {
     bw_args a = {.a = dy, .b = w, .out = dx, .m = M, .n = N, .k = K};
-    cq_parallel_for(M, team(M * N * K, threads), nn_range, &a);
+    const int64_t units = ((M + NN_ROWS - 1) / NN_ROWS) * ((K + NN_COLS - 1) / NN_COLS);
+    cq_parallel_for(units, team(M * N * K, threads), nn_range, &a);
 }
 
 // ---- dW = dYᵀ·X: dY [M, N], X [M, K] → [N, K]; rows of dW over threads, m in order.
