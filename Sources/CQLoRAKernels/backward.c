@@ -21,20 +21,25 @@ typedef struct {
 static int team(int64_t work, int threads) { return work > BW_SERIAL_MAX ? threads : 1; }
 
 // ---- dX = dY·W' with W' [N, K] the 4-bit weight decoded on the fly (never a full f32 copy).
-// Work: chunks of CQ_PANEL_K columns of dX; each chunk walks the weight rows n = 0..N-1 in order,
-// decodes W'[n, chunk] into a stack buffer and adds dY[m, n]·row into dX[m, chunk].
-static void nn_q4_range(void *p, int64_t c0, int64_t c1) {
+// Work: units of NN_Q4_ROWS rows × CQ_PANEL_K columns of dX (so 2 threads share out even a
+// 576-wide dX, and the rows' accumulators stay in L2); each unit walks the weight rows
+// n = 0..N-1 in order, decodes W'[n, chunk] into a stack buffer and adds dY[m, n]·row into
+// dX[m, chunk]. Every output sums over n in order, whatever the tiling or thread count.
+#define NN_Q4_ROWS 64
+
+static void nn_q4_range(void *p, int64_t u0, int64_t u1) {
     const bw_args *e = (const bw_args *)p;
     const cq_qweight *w = (const cq_qweight *)e->w;
     const cq_decode_fn decode = cq_gemm_isa_current().decode;
     float row[CQ_PANEL_K];
-    const int64_t M = e->m, N = e->n, K = e->k;
-    for (int64_t c = c0; c < c1; c++) {
+    const int64_t M = e->m, N = e->n, K = e->k, chunks = (K + CQ_PANEL_K - 1) / CQ_PANEL_K;
+    for (int64_t u = u0; u < u1; u++) {
+        const int64_t c = u % chunks, i0 = (u / chunks) * NN_Q4_ROWS, i1 = i0 + NN_Q4_ROWS < M ? i0 + NN_Q4_ROWS : M;
         const int64_t k0 = c * CQ_PANEL_K, kc = (K - k0) < CQ_PANEL_K ? (K - k0) : CQ_PANEL_K;
-        for (int64_t i = 0; i < M; i++) memset(e->out + i * K + k0, 0, (size_t)kc * sizeof(float));
+        for (int64_t i = i0; i < i1; i++) memset(e->out + i * K + k0, 0, (size_t)kc * sizeof(float));
         for (int64_t n = 0; n < N; n++) {
             decode(w, n * K + k0, kc, row);
-            for (int64_t i = 0; i < M; i++) {
+            for (int64_t i = i0; i < i1; i++) {
                 const float g = e->a[i * N + n];
                 float *o = e->out + i * K + k0;
                 for (int64_t j = 0; j < kc; j++) o[j] += g * row[j];
@@ -45,8 +50,8 @@ static void nn_q4_range(void *p, int64_t c0, int64_t c1) {
 
 void cq_matmul_nn_q4(const float *dy, int64_t M, const cq_qweight *w, float *dx, int threads) {
     bw_args a = {.a = dy, .w = w, .out = dx, .m = M, .n = w->rows, .k = w->cols};
-    const int64_t chunks = (w->cols + CQ_PANEL_K - 1) / CQ_PANEL_K;
-    cq_parallel_for(chunks, team(M * w->rows * w->cols, threads), nn_q4_range, &a);
+    const int64_t units = ((w->cols + CQ_PANEL_K - 1) / CQ_PANEL_K) * ((M + NN_Q4_ROWS - 1) / NN_Q4_ROWS);
+    cq_parallel_for(units, team(M * w->rows * w->cols, threads), nn_q4_range, &a);
 }
 
 // ---- dense dX = dY·W: dY [M, N], W [N, K] → [M, K]. Each output sums over n in order (the
