@@ -1,4 +1,5 @@
-# make demo  — install what is missing, build, run the built-in demo job
+# make demo  — install what is missing, build, fetch SmolLM2-135M-Instruct (make model) and run the
+#              fine-tuning job (qlora demo: answers before, QLoRA training, answers after, loss curve)
 # make test  — the whole test suite (release build: the numerics are heavy), after test-consumer
 # make test-portable — the suite on a build with the x86 SIMD kernels compiled out (not in `make
 #              test`: a second full build, ~5 min on 2 cores)
@@ -29,7 +30,7 @@ deps:
 build: deps
 	$(SWIFT) build $(BUILD) --product qlora
 
-demo: build
+demo: build model
 	$(RELEASE)/qlora demo
 
 test: deps test-consumer

@@ -5,7 +5,14 @@
 // thread count.
 #include "kernels_internal.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+static void *cq_aligned_malloc(size_t bytes) {
+    void *p = NULL;
+    return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
+}
+static void cq_aligned_free(void *p) { free(p); }
 
 typedef struct {
     const float *a, *b, *c;
@@ -20,69 +27,64 @@ typedef struct {
 #define BW_SERIAL_MAX 32768
 static int team(int64_t work, int threads) { return work > BW_SERIAL_MAX ? threads : 1; }
 
-// ---- dX = dY·W' with W' [N, K] the 4-bit weight decoded on the fly (never a full f32 copy).
-// Work: units of NN_Q4_ROWS rows × CQ_PANEL_K columns of dX (so 2 threads share out even a
-// 576-wide dX, and the rows' accumulators stay in L2); each unit walks the weight rows
-// n = 0..N-1 in order, decodes W'[n, chunk] into a stack buffer and adds dY[m, n]·row into
-// dX[m, chunk]. Every output sums over n in order, whatever the tiling or thread count.
-#define NN_Q4_ROWS 64
+// ---- dX = dY·W with W [N, K] (4-bit, decoded on the fly, or dense f32): dY [M, N] → dX [M, K].
+// The product runs on the panel GEMM of the forward pass (cq_matmul_nt, register-blocked,
+// deterministic for any thread count) over chunks of CQ_BW_CHUNK columns of dX: each chunk's
+// slice of W is decoded (or copied) transposed into [kc, N], so at most kc·N floats of the weight
+// exist in f32 at once — never a full f32 copy of a 4-bit weight.
+#define CQ_BW_CHUNK 256
 
-static void nn_q4_range(void *p, int64_t u0, int64_t u1) {
-    const bw_args *e = (const bw_args *)p;
-    const cq_qweight *w = (const cq_qweight *)e->w;
+typedef struct {
+    const cq_qweight *w;   // 4-bit source, or NULL for dense
+    const float *wf;       // dense source [N, K]
+    float *wt;             // [kc, N]
+    int64_t n, k, k0, kc;
+} transpose_args;
+
+/// Rows n of W (over threads): W[n, k0:k0+kc] → wt[:, n].
+static void transpose_range(void *p, int64_t n0, int64_t n1) {
+    const transpose_args *t = (const transpose_args *)p;
     const cq_decode_fn decode = cq_gemm_isa_current().decode;
-    float row[CQ_PANEL_K];
-    const int64_t M = e->m, N = e->n, K = e->k, chunks = (K + CQ_PANEL_K - 1) / CQ_PANEL_K;
-    for (int64_t u = u0; u < u1; u++) {
-        const int64_t c = u % chunks, i0 = (u / chunks) * NN_Q4_ROWS, i1 = i0 + NN_Q4_ROWS < M ? i0 + NN_Q4_ROWS : M;
-        const int64_t k0 = c * CQ_PANEL_K, kc = (K - k0) < CQ_PANEL_K ? (K - k0) : CQ_PANEL_K;
-        for (int64_t i = i0; i < i1; i++) memset(e->out + i * K + k0, 0, (size_t)kc * sizeof(float));
-        for (int64_t n = 0; n < N; n++) {
-            decode(w, n * K + k0, kc, row);
-            for (int64_t i = i0; i < i1; i++) {
-                const float g = e->a[i * N + n];
-                float *o = e->out + i * K + k0;
-                for (int64_t j = 0; j < kc; j++) o[j] += g * row[j];
-            }
-        }
+    float row[CQ_BW_CHUNK];
+    for (int64_t n = n0; n < n1; n++) {
+        const float *src = row;
+        if (t->w) decode(t->w, n * t->k + t->k0, t->kc, row);  // 4-bit chunks are <= CQ_BW_CHUNK wide
+        else src = t->wf + n * t->k + t->k0;
+        for (int64_t j = 0; j < t->kc; j++) t->wt[j * t->n + n] = src[j];
     }
+}
+
+static void nn_chunked(const float *dy, int64_t M, const cq_qweight *w, const float *wf, int64_t N, int64_t K,
+                       float *dx, int threads) {
+    if (M <= 0 || K <= 0) return;
+    if (N <= 0) { memset(dx, 0, (size_t)(M * K) * sizeof(float)); return; }
+    // A dense weight (the lm_head) is transposed whole when that stays under 128 MiB, so dY — the
+    // [M, vocab] logits gradient — is packed once instead of once per chunk.
+    const int64_t chunk = (!w && K * N <= ((int64_t)32 << 20)) ? K : CQ_BW_CHUNK;
+    const int64_t kcMax = K < chunk ? K : chunk;
+    const size_t scratchBytes = cq_matmul_nt_scratch_bytes(M, N, threads);
+    float *wt = (float *)cq_aligned_malloc((size_t)(kcMax * N) * sizeof(float));
+    float *tmp = (float *)cq_aligned_malloc((size_t)(M * kcMax) * sizeof(float));
+    void *scratch = scratchBytes ? cq_aligned_malloc(scratchBytes) : NULL;
+    if (!wt || !tmp || (scratchBytes && !scratch)) abort();  // out of memory: nothing sensible to return
+    for (int64_t k0 = 0; k0 < K; k0 += kcMax) {
+        const int64_t kc = (K - k0) < kcMax ? (K - k0) : kcMax;
+        transpose_args t = {.w = w, .wf = wf, .wt = wt, .n = N, .k = K, .k0 = k0, .kc = kc};
+        cq_parallel_for(N, team(N * kc, threads), transpose_range, &t);
+        cq_matmul_nt(dy, M, wt, kc, N, tmp, scratch, threads);
+        for (int64_t i = 0; i < M; i++) memcpy(dx + i * K + k0, tmp + i * kc, (size_t)kc * sizeof(float));
+    }
+    cq_aligned_free(scratch);
+    cq_aligned_free(tmp);
+    cq_aligned_free(wt);
 }
 
 void cq_matmul_nn_q4(const float *dy, int64_t M, const cq_qweight *w, float *dx, int threads) {
-    bw_args a = {.a = dy, .w = w, .out = dx, .m = M, .n = w->rows, .k = w->cols};
-    const int64_t units = ((w->cols + CQ_PANEL_K - 1) / CQ_PANEL_K) * ((M + NN_Q4_ROWS - 1) / NN_Q4_ROWS);
-    cq_parallel_for(units, team(M * w->rows * w->cols, threads), nn_q4_range, &a);
-}
-
-// ---- dense dX = dY·W: dY [M, N], W [N, K] → [M, K]. Each output sums over n in order (the
-// bits do not depend on the tiling or the thread count). Tiled so that W — the lm_head's
-// [vocab, hidden], 113 MB for SmolLM2 — streams from memory once per NN_ROWS rows of dX instead
-// of once per row: a unit is NN_ROWS rows × NN_COLS columns of dX (kept in L1), walking all n.
-#define NN_ROWS 32
-#define NN_COLS 144
-
-static void nn_range(void *p, int64_t u0, int64_t u1) {
-    const bw_args *e = (const bw_args *)p;
-    const int64_t M = e->m, N = e->n, K = e->k, col_tiles = (K + NN_COLS - 1) / NN_COLS;
-    for (int64_t u = u0; u < u1; u++) {
-        const int64_t i0 = (u / col_tiles) * NN_ROWS, i1 = i0 + NN_ROWS < M ? i0 + NN_ROWS : M;
-        const int64_t j0 = (u % col_tiles) * NN_COLS, j1 = j0 + NN_COLS < K ? j0 + NN_COLS : K;
-        for (int64_t i = i0; i < i1; i++) memset(e->out + i * K + j0, 0, (size_t)(j1 - j0) * sizeof(float));
-        for (int64_t n = 0; n < N; n++) {
-            const float *wr = e->b + n * K;
-            for (int64_t i = i0; i < i1; i++) {
-                const float g = e->a[i * N + n];
-                float *o = e->out + i * K;
-                for (int64_t j = j0; j < j1; j++) o[j] += g * wr[j];
-            }
-        }
-    }
+    nn_chunked(dy, M, w, NULL, w->rows, w->cols, dx, threads < 1 ? 1 : threads);
 }
 
 void cq_matmul_nn(const float *dy, int64_t M, const float *w, int64_t N, int64_t K, float *dx, int threads) {
-    bw_args a = {.a = dy, .b = w, .out = dx, .m = M, .n = N, .k = K};
-    const int64_t units = ((M + NN_ROWS - 1) / NN_ROWS) * ((K + NN_COLS - 1) / NN_COLS);
-    cq_parallel_for(units, team(M * N * K, threads), nn_range, &a);
+    nn_chunked(dy, M, NULL, w, N, K, dx, threads < 1 ? 1 : threads);
 }
 
 // ---- dW = dYᵀ·X: dY [M, N], X [M, K] → [N, K]; rows of dW over threads, m in order.

@@ -7,9 +7,11 @@ import QLoRA
 struct DemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Build a small Llama-MLP checkpoint, quantize it, compile and time both modes, and check an adapter round trip.",
+        abstract: "Fine-tune SmolLM2-135M-Instruct (NF4 + LoRA) on a small dataset and show its answers before and after (--synthetic: the engine checks).",
         discussion: """
-            In a temporary directory: writes a deterministic f32 checkpoint (3 residual SwiGLU MLP blocks with \
+            Without --synthetic: loads the model (a GGUF, converted to NF4 at load), asks it a few questions, trains \
+            LoRA adapters on every projection with the dataset (a JSONL of chats), asks again, and writes the loss \
+            curve (SVG), a text summary and the adapter into --out. With --synthetic, in a temporary directory: writes a deterministic f32 checkpoint (3 residual SwiGLU MLP blocks with \
             RMSNorm, hidden 1024, intermediate 2816), quantizes it to the bitsandbytes 4-bit layout (nf4, block 64, \
             double quant), compiles the graph in on-the-fly and cached mode, prints the plan and the memory of \
             both modes, times them at M=1 and M=64 (median of several runs), writes a PEFT adapter with random \
@@ -22,10 +24,20 @@ struct DemoCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Timed runs per measurement (the median is shown).")
     var repeats: Int = 15
 
-    @Option(help: "Keep the generated files in this directory instead of a temporary one.")
+    @Option(help: "Keep the generated files in this directory instead of a temporary one (--synthetic).")
     var keep: String?
 
+    @Flag(help: "The synthetic checks (a generated Llama-MLP checkpoint: quantize, plan, time, adapter round trip) instead of the fine-tuning job.")
+    var synthetic = false
+
+    @OptionGroup(title: "The fine-tuning job")
+    var job: DemoJobOptions
+
     func run() throws {
+        guard synthetic else {
+            do { try DemoJob(options: job, threads: try threadCount(threads)).run() } catch let e as ExitCode { throw e } catch { throw fail(error) }
+            return
+        }
         var checks = DemoChecks()
         do {
             guard repeats > 0 else { throw QLoraError.invalidArgument("--repeats must be > 0, got \(repeats)") }

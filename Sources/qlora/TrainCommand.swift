@@ -34,19 +34,44 @@ struct TrainCommand: ParsableCommand {
             per step: step, loss, lr (scheduled), grad_norm (global L2 norm before clipping), tokens_per_s.
             """)
 
-    @OptionGroup var graphOptions: GraphOptions
+    @Argument(help: "The graph file (qlora-graph JSON, see docs/graph-format.md); with --model it may be left out (Graphs/llama.json).")
+    var graph: String?
+
+    @Option(name: .customLong("dim"), help: ArgumentHelp("A named dimension's value, NAME=N (repeatable).", valueName: "name=N"))
+    var dims: [String] = []
+
+    @OptionGroup(title: "Quantization at load (f32/f16/bf16 weights, GGUF models)")
+    var quantization: QuantizationOptions
 
     @Option(help: "The safetensors checkpoint (bitsandbytes 4-bit, or f32/f16/bf16 quantized at load); frozen.")
-    var weights: String
+    var weights: String?
 
-    @Option(help: "A safetensors file with the graph's inputs by name and 'target' (the graph output's shape).")
+    @Option(help: "A Llama-family model: a Hugging Face directory or a GGUF file (causal-LM training; frozen 4-bit base).")
+    var model: String?
+
+    @Option(help: "Training data: safetensors (graph inputs + 'target' for mse; 'input_ids' [+ 'labels'] for causal-lm) or, with --model, a JSONL file (text, prompt/completion or messages).")
     var data: String
 
-    @Option(help: "The loss: mse (mean squared error against 'target'); causal-lm needs the Llama model builder.")
-    var loss: TrainLoss = .mse
+    @Option(help: "With --model: a JSONL or safetensors file whose mean loss is reported every --eval-every steps.")
+    var valid: String?
 
-    @Option(help: "Optimizer steps.")
-    var steps: Int
+    @Option(help: "Evaluate --valid every N steps (default: 10 evaluations per run, and after the last step).")
+    var evalEvery: Int?
+
+    @Option(help: "With --model and JSONL data: the longest example in tokens (longer ones are cut).")
+    var seqLen: Int?
+
+    @Flag(help: "With JSONL data: train on every token, not only the completion / assistant turns.")
+    var noMaskPrompt = false
+
+    @Option(help: "The loss: mse (mean squared error against 'target'), or causal-lm (default with --model).")
+    var loss: TrainLoss?
+
+    @Option(help: "Optimizer steps (or give --epochs).")
+    var steps: Int?
+
+    @Option(help: "Passes over the data (instead of --steps).")
+    var epochs: Int?
 
     @Option(help: "adamw (torch.optim.AdamW, betas 0.9/0.999, eps 1e-8) or sgd (torch.optim.SGD).")
     var optimizer: TrainOptimizer
@@ -124,9 +149,26 @@ struct TrainCommand: ParsableCommand {
 
     /// Checks the option values before any work is done.
     func validateOptions() throws {
-        guard steps > 0 else { throw QLoraError.invalidArgument("--steps must be > 0, got \(steps)") }
-        guard loss == .mse else {
-            throw QLoraError.invalidArgument("--loss causal-lm trains a causal language model, which graph files cannot express yet; use --loss mse")
+        switch (steps, epochs) {
+        case (nil, nil): throw QLoraError.invalidArgument("give --steps N or --epochs E")
+        case (.some, .some): throw QLoraError.invalidArgument("--steps and --epochs are exclusive: give one")
+        case let (s?, nil): guard s > 0 else { throw QLoraError.invalidArgument("--steps must be > 0, got \(s)") }
+        case let (nil, e?): guard e > 0 else { throw QLoraError.invalidArgument("--epochs must be > 0, got \(e)") }
+        }
+        if model != nil {
+            guard weights == nil else { throw QLoraError.invalidArgument("--weights and --model are exclusive: give one") }
+            guard (loss ?? .causalLM) == .causalLM else { throw QLoraError.invalidArgument("--model trains a causal LM: --loss causal-lm (mse needs a graph and --weights)") }
+            if let seqLen, seqLen < 2 { throw QLoraError.invalidArgument("--seq-len must be >= 2, got \(seqLen)") }
+            if let evalEvery, evalEvery <= 0 { throw QLoraError.invalidArgument("--eval-every must be > 0, got \(evalEvery)") }
+        } else {
+            guard (loss ?? .mse) == .mse else {
+                throw QLoraError.invalidArgument("--loss causal-lm trains a Llama-family model: give --model DIR|FILE.gguf")
+            }
+            guard graph != nil else { throw QLoraError.invalidArgument("give the graph file (or --model for a causal LM)") }
+            guard weights != nil else { throw QLoraError.invalidArgument("give --weights (the graph's checkpoint) or --model") }
+            for (flag, set) in [("--valid", valid != nil), ("--seq-len", seqLen != nil), ("--eval-every", evalEvery != nil), ("--no-mask-prompt", noMaskPrompt)] where set {
+                throw QLoraError.invalidArgument("\(flag) applies to causal-LM training with --model")
+            }
         }
         guard lr.isFinite, lr > 0 else { throw QLoraError.invalidArgument("--lr must be a finite number > 0, got \(lr)") }
         if let momentum {
@@ -147,7 +189,8 @@ struct TrainCommand: ParsableCommand {
             throw QLoraError.invalidArgument("--max-grad-norm must be a finite number > 0, got \(maxGradNorm)")
         }
         guard gradAccum > 0 else { throw QLoraError.invalidArgument("--grad-accum must be > 0, got \(gradAccum)") }
-        guard warmup >= 0, warmup <= steps else { throw QLoraError.invalidArgument("--warmup must be in 0...--steps (\(steps)), got \(warmup)") }
+        if let steps { guard warmup >= 0, warmup <= steps else { throw QLoraError.invalidArgument("--warmup must be in 0...--steps (\(steps)), got \(warmup)") } }
+        guard warmup >= 0 else { throw QLoraError.invalidArgument("--warmup must be >= 0, got \(warmup)") }
         if let batchSize, batchSize <= 0 { throw QLoraError.invalidArgument("--batch-size must be > 0, got \(batchSize)") }
         if let checkpointEvery, checkpointEvery <= 0 { throw QLoraError.invalidArgument("--checkpoint-every must be > 0, got \(checkpointEvery)") }
         if let targets = targetModuleList, targets.isEmpty || targets.contains(where: \.isEmpty) {
@@ -184,11 +227,41 @@ struct TrainCommand: ParsableCommand {
         targetModules.map { $0.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) } }
     }
 
+    /// The graph options of the mse path, from this command's graph, --dim and quantization flags.
+    var graphOptions: GraphOptions {
+        var o = GraphOptions()
+        o.graph = graph ?? ""
+        o.dims = dims
+        o.quantization = quantization
+        return o
+    }
+
+    /// The trainer options for --steps or --epochs over `batches` batches.
+    func trainerOptions(batches: Int, threads: Int) throws -> TrainerOptions {
+        var options = try epochs.map { try TrainerOptions(epochs: $0, batches: batches, gradientAccumulation: gradAccum) } ?? TrainerOptions(steps: steps!)
+        guard warmup <= options.steps else { throw QLoraError.invalidArgument("--warmup \(warmup) is more than the run's \(options.steps) steps") }
+        options.gradientAccumulation = gradAccum
+        options.maxGradNorm = maxGradNorm
+        options.schedule = schedule
+        options.warmupSteps = warmup
+        options.seed = seed
+        options.threads = threads
+        options.checkpointEvery = checkpointEvery
+        options.checkpointDirectory = URL(fileURLWithPath: out)
+        options.progress = true
+        return options
+    }
+
     func train() throws {
         try validateOptions()
         let threads = try threadCount(threads)
         try Self.checkOutDirectory(out, force: force)
         let logFile = try logJson.map { try OutputFile($0, option: "--log-json", force: force) }
+        if let model {
+            try trainCausalLM(model: model, threads: threads, logFile: logFile)
+            return
+        }
+        let weights = self.weights!
         let def = try GraphDefinition.load(url: URL(fileURLWithPath: graphOptions.graph), dims: graphOptions.dimValues())
         guard def.outputs.count == 1 else {
             throw QLoraError.invalidArgument("train needs a graph with one output (the prediction); \(graphOptions.graph) has \(def.outputs.count)")
@@ -262,16 +335,7 @@ struct TrainCommand: ParsableCommand {
         try g.backward(from: lossValue, parameters: store)
         let plan = try g.compile(CompileOptions(threads: threads))
 
-        var options = TrainerOptions(steps: steps)
-        options.gradientAccumulation = gradAccum
-        options.maxGradNorm = maxGradNorm
-        options.schedule = schedule
-        options.warmupSteps = warmup
-        options.seed = seed
-        options.threads = threads
-        options.checkpointEvery = checkpointEvery
-        options.checkpointDirectory = URL(fileURLWithPath: out)
-        options.progress = true
+        let options = try trainerOptions(batches: batches.count, threads: threads)
         let trainer = try Trainer(step: PlanTrainingStep(plan: plan, parameters: store, lossOutput: "loss"), batches: batches,
                                   optimizer: opt, dropout: dropoutContext, options: options)
         let config = adapterConfig(start: start, fresh: fresh, modules: modules)

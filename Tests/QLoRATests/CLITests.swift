@@ -210,9 +210,14 @@ final class CLITests: XCTestCase {
 
     // MARK: demo
 
-    func testDemoPasses() throws {
-        let out = try ok(["demo", "--repeats", "1"])
+    func testSyntheticDemoPasses() throws {
+        let out = try ok(["demo", "--synthetic", "--repeats", "1"])
         XCTAssert(out.contains("verdict: PASS"), out)
         XCTAssertFalse(out.contains("FAIL"), out)
+    }
+
+    /// The fine-tuning job (`make demo`, minutes) runs from the Makefile; here only its missing-model error.
+    func testDemoWithoutTheModelSaysHowToGetIt() throws {
+        try fails(["demo", "--model", "/nonexistent/model.gguf"], ["make model"])
     }
 }

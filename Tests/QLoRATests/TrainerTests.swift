@@ -197,4 +197,21 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(try TrainerOptions(epochs: 3, batches: 5, gradientAccumulation: 2).steps, 8)
         XCTAssertThrowsError(try TrainerOptions(epochs: 0, batches: 5))
     }
+
+    func testTensorBatchesSplitTheLeadingDimension() throws {
+        let x = try Tensor(shape: [5, 2], scalars: (0..<10).map(Float.init)), t = try Tensor(shape: [5, 1], scalars: (0..<5).map(Float.init))
+        let b = try TensorBatches(["x": x, "target": t], batchSize: 2, lossKey: "target", source: "d")
+        XCTAssertEqual(b.count, 2)
+        XCTAssertEqual(b.droppedRows, 1)
+        let second = try b.batch(1)
+        XCTAssertEqual(second.feeds["x"]?.scalars, [4, 5, 6, 7])
+        XCTAssertEqual(second.feeds["target"]?.scalars, [2, 3])
+        XCTAssertEqual(second.lossTerms, 2)
+        XCTAssertEqual(second.tokens, 2)
+        // One batch without a size, whatever the shapes; mismatched leading sizes only matter when splitting.
+        let whole = try TensorBatches(["x": x, "target": try Tensor(shape: [1], scalars: [0])], batchSize: nil, lossKey: "target", source: "d")
+        XCTAssertEqual(whole.count, 1)
+        XCTAssertThrowsError(try TensorBatches(["x": x, "target": try Tensor(shape: [4, 1], scalars: [0, 0, 0, 0])], batchSize: 2, lossKey: "target", source: "d"))
+        XCTAssertThrowsError(try TensorBatches(["x": x, "target": t], batchSize: 6, lossKey: "target", source: "d"))
+    }
 }

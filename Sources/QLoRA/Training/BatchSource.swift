@@ -4,12 +4,15 @@ import Foundation
 /// many tokens (rows) it holds for throughput.
 public struct TrainingBatch: @unchecked Sendable {
     public var feeds: [String: Tensor]
+    /// Integer inputs by name (token ids, labels).
+    public var ids: [String: IntTensor]
     /// The number of loss terms (for a mean loss: its elements); accumulation weighs micro-batches by it.
     public var lossTerms: Int
     public var tokens: Int
 
-    public init(feeds: [String: Tensor], lossTerms: Int, tokens: Int) {
+    public init(feeds: [String: Tensor], ids: [String: IntTensor] = [:], lossTerms: Int, tokens: Int) {
         self.feeds = feeds
+        self.ids = ids
         self.lossTerms = lossTerms
         self.tokens = tokens
     }
@@ -39,15 +42,16 @@ public struct TensorBatches: BatchSource {
         guard let first = tensors.keys.sorted().first else { throw QLoraError.invalidArgument("\(source): no tensors to batch") }
         guard tensors[lossKey] != nil else { throw QLoraError.invalidArgument("\(source): no tensor '\(lossKey)'") }
         let n = tensors[first]!.shape.first ?? 1
-        for (name, t) in tensors.sorted(by: { $0.key < $1.key }) {
-            guard let lead = t.shape.first, t.shape.count >= 2 || batchSize == nil else {
-                throw QLoraError.invalidArgument("\(source): '\(name)' has shape \(t.shape); batching splits the leading dimension, which needs at least 2 dimensions")
+        if batchSize != nil {
+            for (name, t) in tensors.sorted(by: { $0.key < $1.key }) {
+                guard t.shape.count >= 2 else {
+                    throw QLoraError.invalidArgument("\(source): '\(name)' has shape \(t.shape); batching splits the leading dimension, which needs at least 2 dimensions")
+                }
+                guard t.shape[0] == n else {
+                    throw QLoraError.shapeMismatch(context: "\(source): '\(name)' leading dimension (every tensor is split into batches along it, like '\(first)')",
+                                                   expected: [n] + t.shape.dropFirst(), actual: t.shape)
+                }
             }
-            if batchSize != nil, t.shape.first != n {
-                throw QLoraError.shapeMismatch(context: "\(source): '\(name)' leading dimension (every tensor is split into batches along it, like '\(first)')",
-                                               expected: [n] + t.shape.dropFirst(), actual: t.shape)
-            }
-            _ = lead
         }
         let size = batchSize ?? n
         guard size > 0 else { throw QLoraError.invalidArgument("--batch-size must be > 0, got \(size)") }

@@ -23,7 +23,7 @@ public final class PlanTrainingStep: TrainingStep {
     }
 
     public func run(_ batch: TrainingBatch) throws -> Float {
-        let result = try plan.run(batch.feeds)
+        let result = try plan.run(batch.feeds, ids: batch.ids)
         guard let loss = result[lossOutput]?.scalars.first else {
             throw QLoraError.invalidArgument("the training plan has no output '\(lossOutput)'")
         }

@@ -14,13 +14,15 @@ enum CLIRunner {
     /// The executable next to the test bundle, else under the project's .build/release.
     static var executable: URL { CLITests.executable }
 
-    static func run(_ args: [String], in directory: URL? = nil) throws -> Result {
-        try run(executable, args, in: directory)
+    static func run(_ args: [String], in directory: URL? = nil, stdin: String? = nil) throws -> Result {
+        try run(executable, args, in: directory, stdin: stdin)
     }
 
     /// Runs any program; stdout and stderr are read before waiting, so a large output cannot fill
     /// a pipe and block the child.
-    static func run(_ program: URL, _ args: [String], in directory: URL? = nil, environment: [String: String]? = nil) throws -> Result {
+    /// `stdin`, when given, is written to the child's standard input, which is then closed (EOF).
+    static func run(_ program: URL, _ args: [String], in directory: URL? = nil, environment: [String: String]? = nil,
+                    stdin: String? = nil) throws -> Result {
         let p = Process()
         p.executableURL = program
         p.arguments = args
@@ -29,7 +31,18 @@ enum CLIRunner {
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
+        let input = stdin.map { _ in Pipe() }
+        if let input { p.standardInput = input }
         try p.run()
+        if let input, let stdin {
+            // Written from another thread: a child that answers before reading everything cannot deadlock us.
+            let writer = input.fileHandleForWriting
+            let bytes = Data(stdin.utf8)
+            Thread.detachNewThread {
+                writer.write(bytes)
+                try? writer.close()
+            }
+        }
         let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))

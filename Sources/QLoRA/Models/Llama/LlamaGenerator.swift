@@ -25,8 +25,13 @@ public final class LlamaGenerator: @unchecked Sendable {
         cache = try LlamaKVCache(config: model.config, capacity: capacity)
     }
 
+    /// Plans kept at once: a chat prefills a different number of tokens each turn, and each
+    /// plan holds its own activations, so older prompt lengths are dropped (the decode plan stays).
+    static let maxPlans = 6
+
     private func plan(seq: Int) throws -> ExecutablePlan {
         if let p = plans[seq] { return p }
+        if plans.count >= LlamaGenerator.maxPlans, let drop = plans.keys.filter({ $0 != 1 }).min() { plans[drop] = nil }
         let g = Graph()
         let ids = g.input("input_ids", shape: [1, seq], element: .int32)
         let out = try model.record(inputIds: ids, cache: cache.inputs(in: g, seq: seq), lastPositionOnly: true)
@@ -35,6 +40,9 @@ public final class LlamaGenerator: @unchecked Sendable {
         plans[seq] = p
         return p
     }
+
+    /// Compiles the plan for `seq` tokens now (so later timings measure running, not compiling).
+    public func compile(seq: Int) throws { _ = try plan(seq: seq) }
 
     /// Runs `tokens` at the next positions of the cache; returns the last position's logits.
     public func feed(_ tokens: [Int32]) throws -> [Float] {

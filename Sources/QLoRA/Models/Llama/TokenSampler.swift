@@ -55,7 +55,9 @@ public struct TokenSampler: Sendable {
     /// first, ids relative to the slice start.
     static func candidates(_ logits: ArraySlice<Float>, temperature: Float, topK: Int?, topP: Float?) -> [(id: Int, p: Double)] {
         let base = logits.startIndex
-        var order = Array(logits.indices).sorted { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+        // Descending, ties with the higher id first: read backwards this is torch's stable ascending
+        // sort, from whose front TopPLogitsWarper removes (so among equal logits the lower id goes first).
+        var order = Array(logits.indices).sorted { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 > $1) }
         if let topK, topK > 0, topK < order.count {
             let kth = logits[order[topK - 1]]
             order = order.filter { logits[$0] >= kth }
