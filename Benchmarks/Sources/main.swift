@@ -18,6 +18,7 @@ let threadCounts = Array(Set(threads)).sorted()
 if args.contains("--help") || threadCounts.isEmpty {
     print("usage: qlora-bench [--quick] [--graph-only] [--threads 1,2] [--output results.md]\n"
           + "       qlora-bench --train-step [--threads 2] [--runs 5]   (forward+backward+AdamW, 4096x11008 NF4, r=16, M=128)\n"
+          + "       qlora-bench --llama MODEL.gguf|DIR [--threads 2] [--runs 5] [--json out.json]   (prefill-128, decode, train step seq 256)\n"
           + "       qlora-bench --tokenizer [--tokenizer-json path] [--mb 4] [--corpus-out text.txt] [--ids-out ids.u32]")
     exit(threadCounts.isEmpty ? 1 : 0)
 }
@@ -25,6 +26,16 @@ if args.contains("--help") || threadCounts.isEmpty {
 if args.contains("--tokenizer") {
     do {
         try TokenizerBench.run(args: args, option: option)
+        exit(0)
+    } catch {
+        print("error: \(error)")
+        exit(1)
+    }
+}
+
+if let llama = option("--llama") {
+    do {
+        try LlamaBench.run(model: llama, threads: threadCounts.max()!, runs: Int(option("--runs") ?? "") ?? 5, json: option("--json"))
         exit(0)
     } catch {
         print("error: \(error)")

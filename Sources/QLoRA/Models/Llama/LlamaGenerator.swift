@@ -3,7 +3,8 @@ import Foundation
 /// Token generation with a KV cache: a prefill plan over the prompt (seq = prompt length), then a
 /// decode plan of one token per step; both plans write and read the same cache states, and take
 /// the positions, the write position and the live length as int32 inputs, so each plan is
-/// compiled once per sequence length and reused.
+/// compiled once per sequence length and reused. The plans compute the lm_head for the last
+/// position only: generation samples from nothing else.
 public final class LlamaGenerator: @unchecked Sendable {
     public let model: LlamaModel
     public let cache: LlamaKVCache
@@ -33,7 +34,7 @@ public final class LlamaGenerator: @unchecked Sendable {
         if plans.count >= LlamaGenerator.maxPlans, let drop = plans.keys.filter({ $0 != 1 }).min() { plans[drop] = nil }
         let g = Graph()
         let ids = g.input("input_ids", shape: [1, seq], element: .int32)
-        let out = try model.record(inputIds: ids, cache: cache.inputs(in: g, seq: seq))
+        let out = try model.record(inputIds: ids, cache: cache.inputs(in: g, seq: seq), lastPositionOnly: true)
         g.output("logits", out.logits)
         let p = try g.compile(options)
         plans[seq] = p
@@ -58,7 +59,7 @@ public final class LlamaGenerator: @unchecked Sendable {
         ]
         let logits = try plan(seq: n).run([:], ids: ids)["logits"]!.scalars
         cache.length = at + n
-        return Array(logits[((n - 1) * model.config.vocabSize)...])
+        return logits
     }
 
     /// Prefill with `prompt`, then up to `maxNewTokens` tokens one by one (stopping after an

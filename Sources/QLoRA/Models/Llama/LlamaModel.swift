@@ -105,8 +105,10 @@ public final class LlamaModel: @unchecked Sendable {
     /// Records the model over int32 `inputIds` [batch, seq] (positions `positionOffset + t`).
     /// With `cache`, the positions, the cache write position and the live length are int32
     /// inputs read at run time, each layer's k/v rows are written into the cache's state and the
-    /// attention reads the cache (`LlamaGenerator` drives this).
-    public func record(inputIds ids: Value, positionOffset: Int = 0, cache: LlamaKVCache.Inputs? = nil) throws -> Outputs {
+    /// attention reads the cache (`LlamaGenerator` drives this). With `lastPositionOnly`, the
+    /// logits are [batch, 1, vocab]: the lm_head runs on the last position only (generation).
+    public func record(inputIds ids: Value, positionOffset: Int = 0, cache: LlamaKVCache.Inputs? = nil,
+                       lastPositionOnly: Bool = false) throws -> Outputs {
         let g = ids.graph, c = config
         guard ids.type.element == .int32, ids.shape.count == 2 else {
             throw QLoraError.shapeMismatch(context: "Llama input_ids (int32 [batch, seq])", expected: [1, 1], actual: ids.shape)
@@ -135,7 +137,8 @@ public final class LlamaModel: @unchecked Sendable {
             hidden.append(h)
         }
         let norm = try g.rmsNorm(h, weight: g.parameter(finalNorm), eps: c.rmsNormEps, label: "model.norm")
-        let logits = try g.matmul(norm, lmHead.map { g.parameter($0) } ?? table, label: "lm_head")
+        let headInput = lastPositionOnly ? try g.lastPosition(norm, label: "model.norm.last_position") : norm
+        let logits = try g.matmul(headInput, lmHead.map { g.parameter($0) } ?? table, label: "lm_head")
         return Outputs(logits: logits, hiddenStates: hidden, finalNorm: norm)
     }
 

@@ -1,0 +1,70 @@
+import Foundation
+import QLoRA
+
+/// `qlora-bench --llama MODEL.gguf|DIR [--threads 2] [--runs 5] [--json OUT]`: a Llama model
+/// (converted to NF4, block 64, double quant, f32-exact on-the-fly mode) timed the way
+/// Benchmarks/peer/smollm2_peer.py times transformers and llama.cpp: prefill of one 128-token
+/// prompt, greedy decode of 32 tokens after a 16-token prompt, and one QLoRA training step
+/// (LoRA r = 16, alpha 32 on all 7 projections, sequence 256, batch 1: forward, causal-LM loss,
+/// backward and AdamW in one plan). Medians of `runs` after a warm-up.
+enum LlamaBench {
+    static func run(model path: String, threads: Int, runs: Int, json: String?) throws {
+        let url = URL(fileURLWithPath: path)
+        var quantization = QuantizeOptions()
+        quantization.threads = threads
+        let options = CompileOptions(threads: threads)
+        // Token ids from the benchmarks' random floats (any ids do: the timing does not depend on them).
+        let prompt = randomFloats(256, seed: 7).map { Int32((($0 + 1) / 2 * 49151).rounded(.down)) }
+        var results: [(String, Double)] = []
+
+        let model = try LlamaModel.load(url, quantization: quantization)
+        let vocab = model.config.vocabSize
+        let tokens = prompt.map { $0 % Int32(vocab) }
+        let generator = try LlamaGenerator(model: model, capacity: 160, options: options)
+        let prefill = try median(runs) { try generator.generate(prompt: Array(tokens.prefix(128)), maxNewTokens: 1).prefillTokensPerSecond }
+        results.append(("prefill-128", prefill))
+        let decode = try median(max(1, runs / 2 + 1)) {
+            try generator.generate(prompt: Array(tokens.prefix(16)), maxNewTokens: 33).decodeTokensPerSecond
+        }
+        results.append(("decode", decode))
+        print(String(format: "llama %@ threads=%d: prefill-128 %.1f tokens/s, decode %.1f tokens/s", url.lastPathComponent, threads, prefill, decode))
+
+        var lora = QLoraConfig()
+        lora.rank = 16
+        lora.alpha = 32
+        let trainable = try LlamaModel.load(url, quantization: quantization,
+                                            loraTargets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                            freshLora: lora, seed: 1)
+        let seq = 256
+        let g = Graph()
+        let input = g.input("input_ids", shape: [1, seq], element: .int32)
+        let loss = try g.causalLMLoss(try trainable.record(inputIds: input).logits, labels: input, label: "loss")
+        g.output("loss", loss)
+        let store = try ParameterStore(gathering: trainable.trainableParameters)
+        let optimizer = try Optimizer(.adamW(learningRate: 1e-4), parameters: store)
+        try g.backward(from: loss, optimizer: optimizer)
+        let plan = try g.compile(options)
+        let feed = ["input_ids": try IntTensor(shape: [1, seq], scalars: Array(tokens.prefix(seq)))]
+        let stepRate = try median(max(1, runs / 2 + 1)) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try plan.run([:], ids: feed)
+            return Double(seq) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
+        results.append(("train-step-256", stepRate))
+        print(String(format: "llama %@ threads=%d: QLoRA train step (r=16, all projections, seq 256) %.1f tokens/s", url.lastPathComponent, threads, stepRate))
+
+        if let json {
+            let body = "{" + (["\"threads\": \(threads)"] + results.map { "\"\($0.0)\": \($0.1)" }).joined(separator: ", ") + "}\n"
+            let tmp = json + ".tmp"
+            try Data(body.utf8).write(to: URL(fileURLWithPath: tmp))
+            guard rename(tmp, json) == 0 else { throw QLoraError.invalidArgument("cannot rename \(tmp) to \(json): errno \(errno)") }
+        }
+    }
+
+    /// The median of `runs` calls of `rate` after one warm-up call.
+    static func median(_ runs: Int, _ rate: () throws -> Double) throws -> Double {
+        _ = try rate()
+        let xs = try (0..<max(1, runs)).map { _ in try rate() }.sorted()
+        return xs[xs.count / 2]
+    }
+}
