@@ -84,7 +84,7 @@ check-memory: deps
 # FUZZ_RUNS=1000000 stops each target after that many executions instead (with FUZZ_SECONDS as a cap).
 FUZZ_SECONDS ?= 10
 FUZZ_RUNS ?= -1
-FUZZ_TARGETS := safetensors bnb-quant-state bnb-checkpoint gguf adapter-config adapter tokenizer-json tokenizer-roundtrip graph-json
+FUZZ_TARGETS := safetensors bnb-quant-state bnb-checkpoint gguf adapter-config adapter tokenizer-json tokenizer-roundtrip graph-json chat-template jsonl-dataset
 FUZZ := --scratch-path .build-fuzz -c release -Xswiftc -enable-testing --sanitize=fuzzer --sanitize=address \
   -Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table
 FUZZ_FLAGS := -max_total_time=$(FUZZ_SECONDS) -runs=$(FUZZ_RUNS) -rss_limit_mb=2560 -malloc_limit_mb=1024 -timeout=20 -print_final_stats=1

@@ -9,6 +9,7 @@ enum FuzzTarget: String, CaseIterable {
     case safetensors, bnbQuantState = "bnb-quant-state", bnbCheckpoint = "bnb-checkpoint", gguf
     case adapterConfig = "adapter-config", adapter, tokenizerJSON = "tokenizer-json"
     case tokenizerRoundTrip = "tokenizer-roundtrip", graphJSON = "graph-json"
+    case chatTemplate = "chat-template", jsonlDataset = "jsonl-dataset"
 
     func run(_ bytes: [UInt8]) throws {
         switch self {
@@ -23,6 +24,8 @@ enum FuzzTarget: String, CaseIterable {
         case .tokenizerJSON: try Self.tokenizerJSON(bytes)
         case .tokenizerRoundTrip: TokenizerRoundTrip.check(bytes)
         case .graphJSON: try Self.graphJSON(bytes)
+        case .chatTemplate: try Self.chatTemplate(bytes)
+        case .jsonlDataset: try Self.jsonlDataset(bytes)
         }
     }
 
@@ -81,5 +84,48 @@ enum FuzzTarget: String, CaseIterable {
             if digits >= 4 { return }
         }
         _ = try def.load(weights: nil)
+    }
+
+    /// A fixed conversation every template is rendered with (system, user, assistant, user; one
+    /// message with a non-ASCII and a markup-looking content).
+    static let messages = [
+        ChatMessage(role: "system", content: "You are terse."),
+        ChatMessage(role: "user", content: "Hi {{ there }} <|im_end|> wörld 🙂"),
+        ChatMessage(role: "assistant", content: "Hello."),
+        ChatMessage(role: "user", content: ""),
+    ]
+
+    /// Input: template text (invalid UTF-8 is repaired the way String(decoding:) does). Parse, then
+    /// render with and without the generation prompt; the interpreter bounds nesting, recursion,
+    /// ranges and output, so everything must end in a string or a QLoraError.
+    static func chatTemplate(_ bytes: [UInt8]) throws {
+        let template = try ChatTemplate(String(decoding: bytes, as: UTF8.self))
+        let tokens = ["bos_token": "<s>", "eos_token": "</s>"]
+        _ = try template.render(messages, addGenerationPrompt: true, specialTokens: tokens)
+        _ = try template.render(Array(messages.prefix(2)), addGenerationPrompt: false, specialTokens: tokens)
+    }
+
+    /// SmolLM2's tokenizer (with its chat template from tokenizer_config.json), loaded once;
+    /// QLORA_FUZZ_TOKENIZER overrides the path (make fuzz runs from the repository root).
+    static let smolTokenizer: BPETokenizer = {
+        let path = ProcessInfo.processInfo.environment["QLORA_FUZZ_TOKENIZER"] ?? "../shared/reference/smollm2/tokenizer/tokenizer.json"
+        do { return try BPETokenizer.load(path: path) } catch { fatalError("jsonl-dataset needs SmolLM2's tokenizer at \(path): \(error)") }
+    }()
+
+    /// Input: a JSONL file. Parsed with prompt masking, without it and with a maximum length; every
+    /// example must keep ids and labels the same length, ids in the vocabulary, and train something.
+    static func jsonlDataset(_ bytes: [UInt8]) throws {
+        let t = smolTokenizer
+        for options in [DatasetOptions(), DatasetOptions(maskPrompt: false), DatasetOptions(maxLength: 3)] {
+            let examples: [TrainingExample]
+            do { examples = try JSONLDataset.parse(bytes, file: "fuzz.jsonl", tokenizer: t, options: options) } catch is QLoraError { continue }
+            for e in examples {
+                precondition(e.ids.count == e.labels.count && e.ids.count >= 2, "ids/labels mismatch")
+                precondition(e.ids.allSatisfy { $0 >= 0 && $0 < t.vocabularySize }, "id out of the vocabulary")
+                precondition(e.labels.allSatisfy { $0 == TrainingExample.ignoredLabel || ($0 >= 0 && $0 < t.vocabularySize) }, "bad label")
+                precondition(e.trainedCount > 0, "nothing trained")
+                if let m = options.maxLength { precondition(e.ids.count <= m, "longer than maxLength") }
+            }
+        }
     }
 }
