@@ -65,7 +65,11 @@ final class TrainResumeCrashTests: XCTestCase {
 
         var rng2 = SeededRandom(seed: 99)
         var killed: [Int] = [], trials = 0
-        let deadline = DispatchTime.now().uptimeNanoseconds + 15_000_000_000
+        // Under a sanitizer (make check sets TSAN_OPTIONS / ASAN_OPTIONS) every run is several times
+        // slower: allow more time for the same number of kills.
+        let env = ProcessInfo.processInfo.environment
+        let seconds: UInt64 = env["TSAN_OPTIONS"] != nil || env["ASAN_OPTIONS"] != nil ? 120 : 15
+        let deadline = DispatchTime.now().uptimeNanoseconds + seconds * 1_000_000_000
         while killed.count < 4 && trials < 24 && DispatchTime.now().uptimeNanoseconds < deadline {
             trials += 1
             let out = dir.appendingPathComponent("run-\(trials)")
