@@ -32,17 +32,8 @@ struct ChatCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Tokens of context (prompt + history + answer) the KV cache holds.")
     var context: Int = 2048
 
-    @Option(parsing: .unconditional, help: "Sampling temperature (0: greedy).")
-    var temperature: Float = 0
-
-    @Option(parsing: .unconditional, help: "Sample among the K most likely tokens.")
-    var topK: Int?
-
-    @Option(parsing: .unconditional, help: "Sample among the most likely tokens whose probability reaches P.")
-    var topP: Float?
-
-    @Option(parsing: .unconditional, help: "Seed of the sampler.")
-    var seed: UInt64 = 0
+    @OptionGroup(title: "Sampling")
+    var sampling: SamplingOptions
 
     @Option(parsing: .unconditional, help: "Worker threads (default: all available cores); results are identical for any count.")
     var threads: Int?
@@ -55,8 +46,7 @@ struct ChatCommand: ParsableCommand {
             let threads = try threadCount(threads)
             guard maxNewTokens >= 1 else { throw QLoraError.invalidArgument("--max-new-tokens must be >= 1, got \(maxNewTokens)") }
             guard context >= 2 else { throw QLoraError.invalidArgument("--context must be >= 2, got \(context)") }
-            let sampler = TokenSampler(temperature: temperature, topK: topK, topP: topP, seed: seed)
-            try sampler.validate()
+            let sampler = try sampling.sampler()
             let (llama, tokenizer) = try loadTextModel(model, adapter: adapter, quantization: quantization.options(threads: threads))
             let session = try ChatSession(model: llama, tokenizer: tokenizer, system: system, capacity: context, sampler: sampler,
                                           options: CompileOptions(threads: threads))

@@ -42,17 +42,8 @@ struct GenerateCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "At most this many new tokens.")
     var maxNewTokens: Int = 32
 
-    @Option(parsing: .unconditional, help: "Sampling temperature (0: greedy).")
-    var temperature: Float = 0
-
-    @Option(parsing: .unconditional, help: "Sample among the K most likely tokens.")
-    var topK: Int?
-
-    @Option(parsing: .unconditional, help: "Sample among the most likely tokens whose probability reaches P.")
-    var topP: Float?
-
-    @Option(parsing: .unconditional, help: "Seed of the sampler.")
-    var seed: UInt64 = 0
+    @OptionGroup(title: "Sampling")
+    var sampling: SamplingOptions
 
     @Option(help: "Output: text or json.")
     var format: String = "text"
@@ -78,8 +69,7 @@ struct GenerateCommand: ParsableCommand {
                 }
                 return v
             }
-            let sampler = TokenSampler(temperature: temperature, topK: topK, topP: topP, seed: seed)
-            try sampler.validate()
+            let sampler = try sampling.sampler()
             guard maxNewTokens >= 0 else { throw QLoraError.invalidArgument("--max-new-tokens must be >= 0, got \(maxNewTokens)") }
             let adapterWeights = try adapter.map { try LoraAdapter(directory: URL(fileURLWithPath: $0)) }
             let llama = try LlamaModel.load(URL(fileURLWithPath: model), adapter: adapterWeights, quantization: quantization.options(threads: threads))
@@ -100,8 +90,7 @@ struct GenerateCommand: ParsableCommand {
 
     /// `--prompt`: the text is tokenized (or rendered with the chat template), the answer streams.
     func generateText(_ text: String, threads: Int) throws {
-        let sampler = TokenSampler(temperature: temperature, topK: topK, topP: topP, seed: seed)
-        try sampler.validate()
+        let sampler = try sampling.sampler()
         guard maxNewTokens >= 0 else { throw QLoraError.invalidArgument("--max-new-tokens must be >= 0, got \(maxNewTokens)") }
         let (llama, tokenizer) = try loadTextModel(model, adapter: adapter, quantization: quantization.options(threads: threads))
         let json = format == "json"
