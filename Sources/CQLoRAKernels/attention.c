@@ -5,6 +5,11 @@
 // pass longer keys/values. Layouts: q/out [batch, seq_q, heads·d], k/v [batch, seq_kv, kv_heads·d],
 // lse [batch, heads, seq_q] (each row's log Σ exp(score), kept for the backward pass).
 //
+// Packed rows (several examples back to back, transformers' position_ids / padding-free
+// training): with `positions` (int32 [batch, seq], only when seq_q == seq_kv) query i sees keys
+// i − positions[i] ... i, the keys of its own example; positions restart at 0 for each example,
+// so segment starts never decrease along a row (the caller checks that).
+//
 // Work is split over (batch, head, query tile) for the forward pass and dq, and over (batch, KV
 // head, key tile) for dk/dv; every output element is reduced by one thread in a fixed order, so
 // any thread count gives the same bits.
@@ -20,7 +25,13 @@ typedef struct {
     int64_t batch, sq, skv, heads, kv_heads, d;
     float scale;
     int64_t kv_cap;   // rows per batch entry in k/v (>= skv: a KV cache's capacity)
+    const int32_t *positions;  // NULL: plain causal; else [batch, seq] position in its example
 } attn_args;
+
+// The first key query i of batch entry b sees: its example's start (0 without positions).
+static inline int64_t key_lo(const attn_args *a, int64_t b, int64_t i) {
+    return a->positions ? i - (int64_t)a->positions[b * a->sq + i] : 0;
+}
 
 static inline float dot(const float *a, const float *b, int64_t n) {
     float s = 0.0f;
@@ -38,16 +49,18 @@ static void forward_range(void *p, int64_t u0, int64_t u1) {
         const int64_t i0 = t * QT, n = a->sq - i0 < QT ? a->sq - i0 : QT, kvh = h / group;
         const float *kb = a->k + b * a->kv_cap * kw + kvh * d, *vb = a->v + b * a->kv_cap * kw + kvh * d;
         for (int64_t r = 0; r < n; r++) { m[r] = -INFINITY; l[r] = 0.0f; memset(acc[r], 0, sizeof(float) * d); }
-        const int64_t last = off + i0 + n - 1;  // the tile's last query sees keys 0...last
-        for (int64_t j0 = 0; j0 <= last; j0 += KB) {
+        const int64_t last = off + i0 + n - 1;  // the tile's last query sees keys lo0...last
+        const int64_t lo0 = key_lo(a, b, i0);   // the tile's smallest first key (starts never decrease)
+        for (int64_t j0 = lo0; j0 <= last; j0 += KB) {
             const int64_t jn = last + 1 - j0 < KB ? last + 1 - j0 : KB;
             for (int64_t r = 0; r < n; r++) {
                 const int64_t i = i0 + r, visible = off + i - j0 + 1;   // keys j0..<j0+visible
-                const int64_t cnt = visible < jn ? visible : jn;
-                if (cnt <= 0) continue;
+                const int64_t cnt = visible < jn ? visible : jn, lo = key_lo(a, b, i);
+                const int64_t c0 = lo > j0 ? lo - j0 : 0;  // keys before the example's start are skipped
+                if (cnt <= c0) continue;
                 const float *qi = a->q + (b * a->sq + i) * qw + h * d;
                 float bmax = -INFINITY;
-                for (int64_t c = 0; c < cnt; c++) {
+                for (int64_t c = c0; c < cnt; c++) {
                     const float score = dot(qi, kb + (j0 + c) * kw, d) * a->scale;
                     s[r][c] = score;
                     bmax = score > bmax ? score : bmax;
@@ -56,7 +69,7 @@ static void forward_range(void *p, int64_t u0, int64_t u1) {
                 const float alpha = expf(m[r] - mnew);   // 0 on the first block (m = −inf)
                 float sum = 0.0f;
                 for (int64_t e = 0; e < d; e++) acc[r][e] *= alpha;
-                for (int64_t c = 0; c < cnt; c++) {
+                for (int64_t c = c0; c < cnt; c++) {
                     const float pj = expf(s[r][c] - mnew);
                     sum += pj;
                     const float *vj = vb + (j0 + c) * kw;
@@ -87,9 +100,16 @@ void cq_attention(const float *q, const float *k, const float *v, float *out, fl
 void cq_attention_cached(const float *q, const float *k, const float *v, float *out, float *lse,
                          int64_t batch, int64_t seq_q, int64_t kv_len, int64_t kv_cap, int64_t heads, int64_t kv_heads,
                          int64_t head_dim, float scale, int threads) {
-    attn_args a = {q, k, v, NULL, NULL, NULL, out, lse, NULL, NULL, NULL, NULL, batch, seq_q, kv_len, heads, kv_heads, head_dim, scale, kv_cap};
+    attn_args a = {q, k, v, NULL, NULL, NULL, out, lse, NULL, NULL, NULL, NULL, batch, seq_q, kv_len, heads, kv_heads, head_dim, scale, kv_cap, NULL};
     const int64_t units = batch * heads * ((seq_q + QT - 1) / QT);
     cq_parallel_for(units, threads_for(batch * heads * seq_q * kv_len * head_dim, threads), forward_range, &a);
+}
+
+void cq_attention_segmented(const float *q, const float *k, const float *v, const int32_t *positions, float *out, float *lse,
+                            int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim, float scale, int threads) {
+    attn_args a = {q, k, v, NULL, NULL, NULL, out, lse, NULL, NULL, NULL, NULL, batch, seq, seq, heads, kv_heads, head_dim, scale, seq, positions};
+    const int64_t units = batch * heads * ((seq + QT - 1) / QT);
+    cq_parallel_for(units, threads_for(batch * heads * seq * seq * head_dim, threads), forward_range, &a);
 }
 
 // delta[b, h, i] = Σ_e dout·out over the head's row (the softmax backward's row term).
@@ -123,7 +143,7 @@ static void dq_range(void *p, int64_t r0, int64_t r1) {
         const float lse = a->lse[r], delta = a->delta[r];
         float *dqi = a->dq + at;
         memset(dqi, 0, sizeof(float) * d);
-        for (int64_t j = 0; j <= off + i; j++) {
+        for (int64_t j = key_lo(a, b, i); j <= off + i; j++) {
             const float *kj = a->k + (b * a->skv + j) * kw + kvh * d, *vj = a->v + (b * a->skv + j) * kw + kvh * d;
             float pj;
             const float ds = dscore(a, qi, doi, kj, vj, lse, delta, &pj) * a->scale;
@@ -146,7 +166,7 @@ static void dkv_range(void *p, int64_t r0, int64_t r1) {
         memset(dvj, 0, sizeof(float) * d);
         const int64_t first = j - off > 0 ? j - off : 0;
         for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
-            for (int64_t i = first; i < a->sq; i++) {
+            for (int64_t i = first; i < a->sq && key_lo(a, b, i) <= j; i++) {
                 const int64_t qa = (b * a->sq + i) * qw + h * d, row = (b * a->heads + h) * a->sq + i;
                 const float *qi = a->q + qa, *doi = a->dout + qa;
                 float pj;
@@ -165,7 +185,14 @@ void cq_attention_grad(const float *q, const float *k, const float *v, const flo
                        float *dq, float *dk, float *dv, void *scratch,
                        int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads, int64_t kv_heads, int64_t head_dim,
                        float scale, int threads) {
-    attn_args a = {q, k, v, out, lse, dout, NULL, NULL, dq, dk, dv, (float *)scratch, batch, seq_q, seq_kv, heads, kv_heads, head_dim, scale, seq_kv};
+    cq_attention_grad_segmented(q, k, v, NULL, out, lse, dout, dq, dk, dv, scratch, batch, seq_q, seq_kv, heads, kv_heads, head_dim, scale, threads);
+}
+
+void cq_attention_grad_segmented(const float *q, const float *k, const float *v, const int32_t *positions, const float *out,
+                                 const float *lse, const float *dout, float *dq, float *dk, float *dv, void *scratch,
+                                 int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                 float scale, int threads) {
+    attn_args a = {q, k, v, out, lse, dout, NULL, NULL, dq, dk, dv, (float *)scratch, batch, seq_q, seq_kv, heads, kv_heads, head_dim, scale, seq_kv, positions};
     const int t = threads_for(batch * heads * seq_q * seq_kv * head_dim, threads);
     cq_parallel_for(batch * heads * seq_q, t, delta_range, &a);
     cq_parallel_for(batch * heads * seq_q, t, dq_range, &a);

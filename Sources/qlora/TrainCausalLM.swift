@@ -82,8 +82,8 @@ extension TrainCommand {
         print("trained \(modules.count) LoRA modules (r = \(config.r)) to step \(trainer.completedSteps) in \(String(format: "%.1f", seconds)) s: \(ran)\(validNote); wrote \(out)")
     }
 
-    /// Batches from a JSONL file (tokenised, prompt-masked, padded to the longest per batch) or a
-    /// safetensors file with `input_ids` (I64/I32 [rows, seq]) and optional `labels`.
+    /// Batches from a JSONL file (tokenised, prompt-masked, padded to the longest per batch, or with
+    /// --packing packed into rows of --seq-len tokens) or a safetensors file with `input_ids` (I64/I32 [rows, seq]) and optional `labels`.
     func causalLMBatches(_ file: String, model: String, llama: LlamaModel, shuffle: Bool) throws -> CausalLMBatches {
         guard FileManager.default.fileExists(atPath: file) else { throw QLoraError.io(file: file, reason: "no such file") }
         if file.hasSuffix(".jsonl") || file.hasSuffix(".json") {
@@ -94,11 +94,18 @@ extension TrainCommand {
             guard !examples.isEmpty else { throw QLoraError.invalidArgument("\(file) holds no example") }
             let pad = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0
             // Fixed batches (the Trainer shuffles their order per epoch from --seed).
+            if packing, let seqLen {
+                // Rows are filled in file order; --batch-size counts rows.
+                let it = try BatchIterator(examples: examples, batchSize: batchSize ?? 1, layout: .packed(sequenceLength: seqLen),
+                                           padId: pad, seed: seed, shuffle: false)
+                return try CausalLMBatches(it.batches(epoch: 0), source: file, packed: true)
+            }
             let it = try BatchIterator(examples: examples, batchSize: min(batchSize ?? 1, examples.count), layout: .padToLongest(maxLength: seqLen),
                                        padId: pad, seed: seed, shuffle: false)
             return try CausalLMBatches(it.batches(epoch: 0), source: file)
         }
         let st = try SafeTensorsFile(url: URL(fileURLWithPath: file))
+        if packing { throw QLoraError.invalidArgument("--packing applies to JSONL data (\(file) holds token-id tensors)") }
         guard st.contains("input_ids") else {
             throw QLoraError.missingTensor(file: file, name: "input_ids", neededBy: "causal-LM training (token ids [rows, seq])", suggestions: [])
         }

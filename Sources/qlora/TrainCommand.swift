@@ -64,6 +64,9 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "With JSONL data: train on every token, not only the completion / assistant turns.")
     var noMaskPrompt = false
 
+    @Flag(help: "With JSONL data and --seq-len N: pack examples back to back into rows of N tokens (attention and RoPE positions restart at each example) instead of padding each to the longest.")
+    var packing = false
+
     @Option(help: "The loss: mse (mean squared error against 'target'), or causal-lm (default with --model).")
     var loss: TrainLoss?
 
@@ -159,6 +162,7 @@ struct TrainCommand: ParsableCommand {
             guard weights == nil else { throw QLoraError.invalidArgument("--weights and --model are exclusive: give one") }
             guard (loss ?? .causalLM) == .causalLM else { throw QLoraError.invalidArgument("--model trains a causal LM: --loss causal-lm (mse needs a graph and --weights)") }
             if let seqLen, seqLen < 2 { throw QLoraError.invalidArgument("--seq-len must be >= 2, got \(seqLen)") }
+            if packing, seqLen == nil { throw QLoraError.invalidArgument("--packing needs --seq-len N (the length of a packed row)") }
             if let evalEvery, evalEvery <= 0 { throw QLoraError.invalidArgument("--eval-every must be > 0, got \(evalEvery)") }
         } else {
             guard (loss ?? .mse) == .mse else {
@@ -166,7 +170,7 @@ struct TrainCommand: ParsableCommand {
             }
             guard graph != nil else { throw QLoraError.invalidArgument("give the graph file (or --model for a causal LM)") }
             guard weights != nil else { throw QLoraError.invalidArgument("give --weights (the graph's checkpoint) or --model") }
-            for (flag, set) in [("--valid", valid != nil), ("--seq-len", seqLen != nil), ("--eval-every", evalEvery != nil), ("--no-mask-prompt", noMaskPrompt)] where set {
+            for (flag, set) in [("--valid", valid != nil), ("--seq-len", seqLen != nil), ("--eval-every", evalEvery != nil), ("--no-mask-prompt", noMaskPrompt), ("--packing", packing)] where set {
                 throw QLoraError.invalidArgument("\(flag) applies to causal-LM training with --model")
             }
         }

@@ -218,6 +218,11 @@ void cq_attention(const float *q, const float *k, const float *v, float *out, fl
 void cq_attention_cached(const float *q, const float *k, const float *v, float *out, float *lse,
                          int64_t batch, int64_t seq_q, int64_t kv_len, int64_t kv_cap, int64_t heads, int64_t kv_heads,
                          int64_t head_dim, float scale, int threads);
+/// cq_attention over packed rows (seq_q == seq_kv): `positions` [batch, seq] restart at 0 for each
+/// example, and query i sees keys i − positions[i] ... i only (its own example). Positions must be
+/// 0 or the previous position + 1 (checked by the caller).
+void cq_attention_segmented(const float *q, const float *k, const float *v, const int32_t *positions, float *out, float *lse,
+                            int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim, float scale, int threads);
 /// Scratch of cq_attention_grad (each query row's Σ dout·out).
 int64_t cq_attention_grad_scratch_bytes(int64_t batch, int64_t seq_q, int64_t heads);
 /// dq, dk, dv of cq_attention from its inputs, output, lse and dout (scores recomputed).
@@ -225,6 +230,11 @@ void cq_attention_grad(const float *q, const float *k, const float *v, const flo
                        float *dq, float *dk, float *dv, void *scratch,
                        int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads, int64_t kv_heads, int64_t head_dim,
                        float scale, int threads);
+/// cq_attention_grad of cq_attention_segmented (positions NULL: plain causal).
+void cq_attention_grad_segmented(const float *q, const float *k, const float *v, const int32_t *positions, const float *out,
+                                 const float *lse, const float *dout, float *dq, float *dk, float *dv, void *scratch,
+                                 int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                 float scale, int threads);
 
 #ifdef __cplusplus
 }

@@ -2,7 +2,8 @@ import Foundation
 
 /// The `TrainingStep` of a Llama causal LM: forward, transformers' shifted cross-entropy over
 /// `labels` (-100 ignored), backward into the LoRA parameters — one compiled plan per batch shape
-/// [batch, seq], compiled on first use and kept (a padded dataset has a few lengths).
+/// [batch, seq], compiled on first use and kept (a padded dataset has a few lengths). A batch with
+/// int `position_ids` holds packed rows: RoPE restarts and attention stays inside each example.
 public final class CausalLMTrainingStep: TrainingStep {
     public let model: LlamaModel
     public let parameters: ParameterStore
@@ -22,19 +23,38 @@ public final class CausalLMTrainingStep: TrainingStep {
         if let dropout { for layer in model.loraLayers { layer.dropout = dropout } }
     }
 
-    /// The plan for `shape` [batch, seq] (inputs `input_ids`, `labels`; output `loss`).
-    public func plan(shape: [Int]) throws -> ExecutablePlan {
+    /// The plan for `shape` [batch, seq] (inputs `input_ids`, `labels`, and with `packed`
+    /// `position_ids`; output `loss`).
+    public func plan(shape: [Int], packed: Bool = false) throws -> ExecutablePlan {
         lock.lock(); defer { lock.unlock() }
-        if let p = plans[shape] { return p }
+        let key = shape + [packed ? 1 : 0]
+        if let p = plans[key] { return p }
         let g = Graph()
-        let ids = g.input("input_ids", shape: shape, element: .int32)
-        let labels = g.input("labels", shape: shape, element: .int32)
-        let loss = try g.causalLMLoss(try model.record(inputIds: ids).logits, labels: labels, label: "loss")
+        let loss = try recordLoss(g, shape: shape, packed: packed)
         g.output("loss", loss)
         try g.backward(from: loss, parameters: parameters)
         let p = try g.compile(options)
-        plans[shape] = p
+        plans[key] = p
         return p
+    }
+
+    private func recordLoss(_ g: Graph, shape: [Int], packed: Bool) throws -> Value {
+        let ids = g.input("input_ids", shape: shape, element: .int32)
+        let labels = g.input("labels", shape: shape, element: .int32)
+        let positions = packed ? g.input("position_ids", shape: shape, element: .int32) : nil
+        return try g.causalLMLoss(try model.record(inputIds: ids, positionIds: positions).logits, labels: labels, label: "loss")
+    }
+
+    /// The int inputs of a batch's plan (`position_ids` only for packed batches).
+    private static func planInputs(_ b: TrainingBatch) throws -> (ids: [String: IntTensor], packed: Bool) {
+        guard let ids = b.ids["input_ids"], let labels = b.ids["labels"] else {
+            throw QLoraError.invalidArgument("a causal-LM batch needs int tensors 'input_ids' and 'labels'")
+        }
+        guard let positions = b.ids["position_ids"] else { return (["input_ids": ids, "labels": labels], false) }
+        guard positions.shape == ids.shape else {
+            throw QLoraError.shapeMismatch(context: "position_ids (one per input id)", expected: ids.shape, actual: positions.shape)
+        }
+        return (["input_ids": ids, "labels": labels, "position_ids": positions], true)
     }
 
     /// The mean loss over every trained position of `batches` (forward only, dropout off): each
@@ -46,18 +66,19 @@ public final class CausalLMTrainingStep: TrainingStep {
         defer { if let wasTraining { dropout?.isTraining = wasTraining } }
         var total = 0.0, terms = 0
         for b in batches.batches {
-            guard let ids = b.ids["input_ids"], let labels = b.ids["labels"] else { continue }
+            let (inputs, packed) = try Self.planInputs(b)
+            let shape = inputs["input_ids"]!.shape
             let plan: ExecutablePlan = try {
                 lock.lock(); defer { lock.unlock() }
-                if let p = evalPlans[ids.shape] { return p }
+                let key = shape + [packed ? 1 : 0]
+                if let p = evalPlans[key] { return p }
                 let g = Graph()
-                let i = g.input("input_ids", shape: ids.shape, element: .int32), l = g.input("labels", shape: ids.shape, element: .int32)
-                g.output("loss", try g.causalLMLoss(try model.record(inputIds: i).logits, labels: l, label: "loss"))
+                g.output("loss", try recordLoss(g, shape: shape, packed: packed))
                 let p = try g.compile(options)
-                evalPlans[ids.shape] = p
+                evalPlans[key] = p
                 return p
             }()
-            let loss = try plan.run([:], ids: ["input_ids": ids, "labels": labels])["loss"]!.scalars[0]
+            let loss = try plan.run([:], ids: inputs)["loss"]!.scalars[0]
             total += Double(loss) * Double(b.lossTerms)
             terms += b.lossTerms
         }
@@ -66,9 +87,8 @@ public final class CausalLMTrainingStep: TrainingStep {
     }
 
     public func run(_ batch: TrainingBatch) throws -> Float {
-        guard let ids = batch.ids["input_ids"], let labels = batch.ids["labels"] else {
-            throw QLoraError.invalidArgument("a causal-LM batch needs int tensors 'input_ids' and 'labels'")
-        }
+        let (inputs, packed) = try Self.planInputs(batch)
+        let ids = inputs["input_ids"]!, labels = inputs["labels"]!
         let vocab = model.config.vocabSize
         if let bad = ids.scalars.first(where: { $0 < 0 || Int($0) >= vocab }) {
             throw QLoraError.invalidArgument("input_ids holds \(bad), outside the model's vocabulary 0..<\(vocab)")
@@ -76,7 +96,7 @@ public final class CausalLMTrainingStep: TrainingStep {
         if let bad = labels.scalars.first(where: { $0 != -100 && ($0 < 0 || Int($0) >= vocab) }) {
             throw QLoraError.invalidArgument("labels hold \(bad): a label is -100 (ignored) or a token id in 0..<\(vocab)")
         }
-        let result = try plan(shape: ids.shape).run([:], ids: ["input_ids": ids, "labels": labels])
+        let result = try plan(shape: ids.shape, packed: packed).run([:], ids: inputs)
         return result["loss"]!.scalars[0]
     }
 }
@@ -93,20 +113,28 @@ public struct CausalLMBatches: BatchSource {
         return batches[index]
     }
 
-    /// From a tokenised dataset. Only right-padded rows: attention is causal over the whole row, so
-    /// packed rows (several examples per row) would attend across examples and are refused.
-    public init(_ tokenBatches: [TokenBatch], source: String) throws {
+    /// From a tokenised dataset. Padded rows (one example each) are `input_ids` and `labels`.
+    /// With `packed`, rows may hold several examples (`BatchLayout.packed`): the batch also carries
+    /// `position_ids` (restarting at 0 for each example; attention stays inside an example) and
+    /// each example's first label is -100, so no example is scored on the previous one's last
+    /// token (as TRL's DataCollatorWithFlattening). Without `packed` such rows are refused.
+    public init(_ tokenBatches: [TokenBatch], source: String, packed: Bool = false) throws {
         var out: [TrainingBatch] = []
         for (n, b) in tokenBatches.enumerated() {
-            if b.segmentIds.contains(where: { $0 > 1 }) {
-                throw QLoraError.unsupported("\(source): batch \(n) packs several examples into one row; causal-LM training needs one example per row (padded batches)")
+            if !packed, b.segmentIds.contains(where: { $0 > 1 }) {
+                throw QLoraError.unsupported("\(source): batch \(n) packs several examples into one row; give packed: true (the CLI's --packing) to train on packed rows")
             }
             let shape = [b.batchSize, b.sequenceLength]
             let trained = b.trainedTargetCount
             guard trained > 0 else { continue }  // nothing to learn from (all prompt): skipped, not a NaN loss
-            out.append(TrainingBatch(feeds: [:], ids: ["input_ids": try IntTensor(shape: shape, scalars: b.inputIds),
-                                                       "labels": try IntTensor(shape: shape, scalars: b.labels)],
-                                     lossTerms: trained, tokens: b.segmentIds.filter { $0 != 0 }.count))
+            var labels = b.labels
+            var ids = ["input_ids": try IntTensor(shape: shape, scalars: b.inputIds)]
+            if packed {
+                for e in b.examples { labels[e.row * b.sequenceLength + e.start] = Int32(TrainingExample.ignoredLabel) }
+                ids["position_ids"] = try IntTensor(shape: shape, scalars: b.positions)
+            }
+            ids["labels"] = try IntTensor(shape: shape, scalars: labels)
+            out.append(TrainingBatch(feeds: [:], ids: ids, lossTerms: trained, tokens: b.segmentIds.filter { $0 != 0 }.count))
         }
         guard !out.isEmpty else { throw QLoraError.invalidArgument("\(source): no example has a trained token (every label is -100)") }
         batches = out

@@ -107,9 +107,15 @@ public final class LlamaModel: @unchecked Sendable {
     /// inputs read at run time, each layer's k/v rows are written into the cache's state and the
     /// attention reads the cache (`LlamaGenerator` drives this). With `lastPositionOnly`, the
     /// logits are [batch, 1, vocab]: the lm_head runs on the last position only (generation).
+    /// With `positionIds` (int32 [batch, seq], restarting at 0 for each example) the rows are
+    /// packed: RoPE takes those positions and attention stays inside each example.
     public func record(inputIds ids: Value, positionOffset: Int = 0, cache: LlamaKVCache.Inputs? = nil,
-                       lastPositionOnly: Bool = false) throws -> Outputs {
+                       lastPositionOnly: Bool = false, positionIds: Value? = nil) throws -> Outputs {
         let g = ids.graph, c = config
+        if positionIds != nil, cache != nil || positionOffset != 0 {
+            throw QLoraError.invalidArgument("Llama position_ids (packed rows) do not combine with a KV cache or a position offset")
+        }
+        let ropePositions = cache?.positions ?? positionIds
         guard ids.type.element == .int32, ids.shape.count == 2 else {
             throw QLoraError.shapeMismatch(context: "Llama input_ids (int32 [batch, seq])", expected: [1, 1], actual: ids.shape)
         }
@@ -120,16 +126,16 @@ public final class LlamaModel: @unchecked Sendable {
             let p = "model.layers.\(i)"
             let n = try g.rmsNorm(h, weight: g.parameter(l.inputNorm), eps: c.rmsNormEps, label: "\(p).input_layernorm")
             let q = try g.rope(try l.q(n), heads: c.heads, headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling,
-                               offset: positionOffset, positions: cache?.positions, label: "\(p).self_attn.rope_q")
+                               offset: positionOffset, positions: ropePositions, label: "\(p).self_attn.rope_q")
             var k = try g.rope(try l.k(n), heads: c.kvHeads, headDim: c.headDim, theta: c.ropeTheta, scaling: c.ropeScaling,
-                               offset: positionOffset, positions: cache?.positions, label: "\(p).self_attn.rope_k")
+                               offset: positionOffset, positions: ropePositions, label: "\(p).self_attn.rope_k")
             var v = try l.v(n)
             if let cache {
                 k = try g.kvWrite(g.state(cache.cache.keys[i]), k, at: cache.writeAt, label: "\(p).self_attn.k_cache")
                 v = try g.kvWrite(g.state(cache.cache.values[i]), v, at: cache.writeAt, label: "\(p).self_attn.v_cache")
             }
             let a = try g.attention(q: q, k: k, v: v, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
-                                    kvLength: cache?.kvLength, label: "\(p).self_attn")
+                                    kvLength: cache?.kvLength, positionIds: positionIds, label: "\(p).self_attn")
             h = try g.add(h, try l.o(a), label: "\(p).attn_residual")
             let n2 = try g.rmsNorm(h, weight: g.parameter(l.postAttentionNorm), eps: c.rmsNormEps, label: "\(p).post_attention_layernorm")
             let act = try g.mul(try g.silu(try l.gate(n2), label: "\(p).mlp.act"), try l.up(n2), label: "\(p).mlp.inner")
