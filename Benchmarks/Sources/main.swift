@@ -19,6 +19,7 @@ if args.contains("--help") || threadCounts.isEmpty {
     print("usage: qlora-bench [--quick] [--graph-only] [--threads 1,2] [--output results.md]\n"
           + "       qlora-bench --train-step [--threads 2] [--runs 5]   (forward+backward+AdamW, 4096x11008 NF4, r=16, M=128)\n"
           + "       qlora-bench --llama MODEL.gguf|DIR [--threads 2] [--runs 5] [--json out.json]   (prefill-128, decode, train step seq 256)\n"
+          + "       qlora-bench --attention [--threads 2] [--runs 5]   (the attention kernel at SmolLM2's shape: prefill, backward, decode, packed)\n"
           + "       qlora-bench --tokenizer [--tokenizer-json path] [--mb 4] [--corpus-out text.txt] [--ids-out ids.u32]")
     exit(threadCounts.isEmpty ? 1 : 0)
 }
@@ -41,6 +42,11 @@ if let llama = option("--llama") {
         print("error: \(error)")
         exit(1)
     }
+}
+
+if args.contains("--attention") {
+    AttentionBench.run(threads: threadCounts.max()!, runs: Int(option("--runs") ?? "") ?? 5)
+    exit(0)
 }
 
 if args.contains("--train-step") {
