@@ -1,3 +1,4 @@
+import CQLoRAKernels
 import Foundation
 import XCTest
 @testable import QLoRA
@@ -112,6 +113,81 @@ final class PackedAttentionTests: XCTestCase {
         XCTAssertThrowsError(try g.attention(q: q, k: q, v: q, heads: 2, kvHeads: 2, headDim: 4, positionIds: g.input("p3", shape: [1, 3], element: .int32))) { e in
             XCTAssert("\(e)".contains("position_ids"), "\(e)")
         }
+    }
+
+    /// Eager attention in double precision: query i (at position skv − sq + i) over keys
+    /// lo...that position, lo = i − positions[i] (packed) or 0, with a materialised softmax.
+    static func eager(q: [Float], k: [Float], v: [Float], b: Int, sq: Int, skv: Int, heads: Int, kvHeads: Int, d: Int,
+                      positions: [Int32]?) -> [Float] {
+        var out = [Float](repeating: 0, count: q.count)
+        let scale = 1 / Double(d).squareRoot(), off = skv - sq
+        for bi in 0..<b {
+            for h in 0..<heads {
+                let kvh = h / (heads / kvHeads)
+                for i in 0..<sq {
+                    let lo = positions.map { i - Int($0[bi * sq + i]) } ?? 0
+                    let keys = Array(lo...(off + i))
+                    let scores = keys.map { j in
+                        (0..<d).reduce(0.0) { $0 + Double(q[(bi * sq + i) * heads * d + h * d + $1]) * Double(k[(bi * skv + j) * kvHeads * d + kvh * d + $1]) } * scale
+                    }
+                    let m = scores.max()!
+                    let p = scores.map { exp($0 - m) }, z = p.reduce(0, +)
+                    for e in 0..<d {
+                        out[(bi * sq + i) * heads * d + h * d + e] =
+                            Float(zip(keys, p).reduce(0.0) { $0 + $1.1 / z * Double(v[(bi * skv + $1.0) * kvHeads * d + kvh * d + e]) })
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Every ISA this CPU has (the AVX-512, AVX2 and portable attention kernels): forward against
+    /// eager attention (plain, packed, and keys longer than queries as in a KV cache), the
+    /// backward against the portable kernel's (itself checked against finite differences and
+    /// each example alone above), 1 vs 2 threads bitwise.
+    func testEveryISAMatchesEagerAndPortable() throws {
+        var rng = SeededRandom(seed: 26)
+        let (b, s, heads, kvHeads, d) = (2, 70, 4, 2, 24)
+        let q = rng.floats(b * s * heads * d, scale: 2), k = rng.floats(b * s * kvHeads * d, scale: 2), v = rng.floats(b * s * kvHeads * d)
+        let t = rng.floats(b * s * heads * d)
+        let packed = Self.positions([20, 1, 33, 16]) + Self.positions([3, 67])
+        let original = cq_detect_isa()
+        defer { _ = cq_set_isa(original) }
+        var reference: [String: AttentionRun] = [:]
+        for isa in [CQ_ISA_PORTABLE, CQ_ISA_AVX2, CQ_ISA_AVX512] {
+            let got = cq_set_isa(isa)
+            guard got == isa else { continue }
+            let name = String(cString: cq_isa_name(got))
+            for (label, positions) in [("plain", nil), ("packed", packed)] as [(String, [Int32]?)] {
+                let one = try runAttention(q: q, k: k, v: v, target: t, b: b, s: s, heads: heads, kvHeads: kvHeads, d: d, positions: positions)
+                let two = try runAttention(q: q, k: k, v: v, target: t, b: b, s: s, heads: heads, kvHeads: kvHeads, d: d, positions: positions, threads: 2)
+                assertClose(one.o, Self.eager(q: q, k: k, v: v, b: b, sq: s, skv: s, heads: heads, kvHeads: kvHeads, d: d, positions: positions),
+                            relative: 2e-6, "\(name) \(label): out vs eager")
+                if let r = reference[label] {
+                    assertClose(one.dq, r.dq, relative: 1e-5, "\(name) \(label): dq vs portable")
+                    assertClose(one.dk, r.dk, relative: 1e-5, "\(name) \(label): dk vs portable")
+                    assertClose(one.dv, r.dv, relative: 1e-5, "\(name) \(label): dv vs portable")
+                } else {
+                    reference[label] = one
+                }
+                for (x, y, n) in [(one.o, two.o, "o"), (one.dq, two.dq, "dq"), (one.dk, two.dk, "dk"), (one.dv, two.dv, "dv")] {
+                    assertBitIdentical(x, y, "\(name) \(label) \(n): 1 vs 2 threads")
+                }
+            }
+            // One query and three queries over 90 keys (a decode step and a short prefill on a cache).
+            for sq in [1, 3] {
+                let kq = rng.floats(sq * heads * d, scale: 2), kk = rng.floats(90 * kvHeads * d, scale: 2), kv = rng.floats(90 * kvHeads * d)
+                let g = Graph()
+                let qi = g.input("q", shape: [1, sq, heads * d]), ki = g.input("k", shape: [1, 90, kvHeads * d]), vi = g.input("v", shape: [1, 90, kvHeads * d])
+                g.output("o", try g.attention(q: qi, k: ki, v: vi, heads: heads, kvHeads: kvHeads, headDim: d))
+                let o = try g.compile().run(["q": try Tensor(shape: [1, sq, heads * d], scalars: kq), "k": try Tensor(shape: [1, 90, kvHeads * d], scalars: kk),
+                                             "v": try Tensor(shape: [1, 90, kvHeads * d], scalars: kv)])["o"]!.scalars
+                assertClose(o, Self.eager(q: kq, k: kk, v: kv, b: 1, sq: sq, skv: 90, heads: heads, kvHeads: kvHeads, d: d, positions: nil),
+                            relative: 2e-6, "\(name): \(sq) queries over 90 keys vs eager")
+            }
+        }
+        XCTAssertEqual(reference.count, 2)
     }
 
     // MARK: - The Llama model on packed rows
