@@ -151,6 +151,8 @@ struct TrainCommand: ParsableCommand {
             try mpi?.finish()
         } catch {
             guard let mpi else { throw fail(error) }
+            // The reporting rank prints and aborts the job; stay silent unless it has not done so in 30 s.
+            if error is RankStopped { sleep(30) }
             // One rank failed: say which and why, then end every rank of the job (non-zero exit).
             FileHandle.standardError.write(Data("error: rank \(mpi.rank) of \(mpi.size): \(error)\n".utf8))
             mpi.abort(code: 1)

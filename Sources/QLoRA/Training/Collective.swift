@@ -37,3 +37,11 @@ public final class SingleProcess: Collective {
     public func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws {}
     public func barrier() throws {}
 }
+
+/// Thrown on the ranks that stop because of an error another rank (`reporter`) reports, so that
+/// a job prints one message: the caller lets `reporter` print and end the job (MPI_Abort).
+public struct RankStopped: Error, CustomStringConvertible {
+    public let reporter: Int
+    public init(reporter: Int) { self.reporter = reporter }
+    public var description: String { "stopped: rank \(reporter) reports why" }
+}

@@ -255,6 +255,8 @@ public final class Trainer {
         let all = try collective.allGather(fields.map(\.1))
         for r in 1..<collective.size {
             for (i, field) in fields.enumerated() where all[r * fields.count + i] != all[i] {
+                // Every rank sees it; rank 0 alone reports it (the others stop without a message of their own).
+                guard collective.rank == 0 else { throw RankStopped(reporter: 0) }
                 func show(_ v: Double) -> String { v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : "\(v)" }
                 throw QLoraError.invalidArgument("rank \(r) of \(collective.size) disagrees with rank 0 on the \(field.0): \(show(all[r * fields.count + i])) vs \(show(all[i])) (every rank must run the same command on the same files)")
             }
