@@ -194,6 +194,8 @@ public final class Trainer {
             if k > 1 { finishAccumulation(store) }
             let gradNorm = GradientNorm.total(store)
             guard loss.isFinite, gradNorm.isFinite else {
+                // Every rank has the same numbers: rank 0 alone reports.
+                guard rank == 0 else { throw RankStopped(reporter: 0) }
                 throw QLoraError.invalidArgument("training diverged at step \(stepNumber): loss \(loss), grad_norm \(gradNorm) (try a smaller learning rate than \(optimizer.method.learningRate))")
             }
             let coefficient = options.maxGradNorm.map { GradientNorm.clipCoefficient(total: gradNorm, maxNorm: $0) } ?? 1
