@@ -13,7 +13,8 @@
 SWIFT ?= swift
 SHELL := /bin/bash
 # libopenblas-dev: only for qlora-bench (the OpenBLAS ceiling); the library links libomp alone.
-DEPS := libopenblas-dev libomp-dev pkg-config
+# libopenmpi-dev, openmpi-bin: `mpirun -np N qlora train` (docs/distributed.md); only the executables link MPI.
+DEPS := libopenblas-dev libomp-dev pkg-config libopenmpi-dev openmpi-bin
 RELEASE := .build/release
 # One flag set for every target so demo, test and bench share one build (tests use @testable).
 BUILD := -c release -Xswiftc -enable-testing

@@ -23,10 +23,15 @@ let package = Package(
         .target(name: "CQLoRAKernels", path: "Sources/CQLoRAKernels",
                 linkerSettings: [.linkedLibrary("omp5"), .linkedLibrary("m")]),
         .target(name: "QLoRA", dependencies: ["CQLoRAKernels"], path: "Sources/QLoRA"),
+        // Data-parallel training over Open MPI (docs/distributed.md): only the executables link
+        // it, so the QLoRA library builds without MPI installed.
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "QLoRADistributed", dependencies: ["QLoRA", "CMPI"], path: "Sources/QLoRADistributed"),
         .executableTarget(name: "qlora",
-                          dependencies: ["QLoRA", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          dependencies: ["QLoRA", "QLoRADistributed", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Sources/qlora"),
-        .executableTarget(name: "qlora-bench", dependencies: ["QLoRA", "CQLoRAKernels", "COpenBLAS"],
+        .executableTarget(name: "qlora-bench", dependencies: ["QLoRA", "QLoRADistributed", "CQLoRAKernels", "COpenBLAS"],
                           path: "Benchmarks/Sources"),
         .testTarget(name: "QLoRATests", dependencies: ["QLoRA", "CQLoRAKernels"], path: "Tests/QLoRATests",
                     exclude: ["Fixtures"]),  // test data read by path (Fixtures/tokenizer_cases.json)

@@ -20,8 +20,20 @@ if args.contains("--help") || threadCounts.isEmpty {
           + "       qlora-bench --train-step [--threads 2] [--runs 5]   (forward+backward+AdamW, 4096x11008 NF4, r=16, M=128)\n"
           + "       qlora-bench --llama MODEL.gguf|DIR [--threads 2] [--runs 5] [--json out.json]   (prefill-128, decode, train step seq 256)\n"
           + "       qlora-bench --attention [--threads 2] [--runs 5]   (the attention kernel at SmolLM2's shape: prefill, backward, decode, packed)\n"
+          + "       mpirun -np N qlora-bench --allreduce [--floats 4884480,39976960] [--runs 5]   (gradient all-reduce time)\n"
           + "       qlora-bench --tokenizer [--tokenizer-json path] [--mb 4] [--corpus-out text.txt] [--ids-out ids.u32]")
     exit(threadCounts.isEmpty ? 1 : 0)
+}
+
+if args.contains("--allreduce") {
+    do {
+        let sizes = option("--floats").map { $0.split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 } } ?? AllReduceBench.defaultSizes
+        try AllReduceBench.run(sizes: sizes, runs: Int(option("--runs") ?? "") ?? 5)
+        exit(0)
+    } catch {
+        print("error: \(error)")
+        exit(1)
+    }
 }
 
 if args.contains("--tokenizer") {

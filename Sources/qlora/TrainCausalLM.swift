@@ -10,7 +10,8 @@ import Glibc
 /// they are bitwise equal), data from a JSONL file (tokenised with the model's tokenizer and chat
 /// template, prompt-masked) or token-id tensors, through the library's `Trainer`.
 extension TrainCommand {
-    func trainCausalLM(model path: String, threads: Int, logFile: OutputFile?) throws {
+    func trainCausalLM(model path: String, threads: Int, logFile: OutputFile?, collective: any Collective) throws {
+        let writes = collective.rank == 0
         let q = try quantization.options(threads: threads)
         let checkpoint = try LlamaCheckpoint(url: URL(fileURLWithPath: path), quantization: q)
         if let graph {
@@ -38,8 +39,9 @@ extension TrainCommand {
         let method: Optimizer.Method = optimizer == .sgd ? .sgd(learningRate: Double(lr), momentum: Double(momentum ?? 0))
                                                         : .adamW(learningRate: Double(lr), weightDecay: Double(weightDecay ?? 0.01))
         let opt = try Optimizer(method, parameters: step.parameters)
-        let options = try trainerOptions(batches: batches.count, threads: threads)
+        let options = try trainerOptions(batches: batches.count, threads: threads, ranks: collective.size)
         let trainer = try Trainer(step: step, batches: batches, optimizer: opt, dropout: dropoutContext, options: options)
+        trainer.collective = collective
         let modules = llama.loraLayers.map(\.name)
         let config = start?.config ?? LoraAdapterConfig(r: fresh.rank, loraAlpha: alpha ?? Double(fresh.alpha), useRSLoRA: fresh.useRSLoRA,
                                                         targetModules: targets)
@@ -49,14 +51,17 @@ extension TrainCommand {
             try LoraAdapter(config: config, weights: tensors).write(to: dir)
         }
         trainer.writeAdapter = writeAdapter
-        if checkpointEvery != nil { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) }
+        if checkpointEvery != nil && writes { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) }
         if let resume {
             try trainer.resume(from: URL(fileURLWithPath: resume))
-            FileHandle.standardError.write(Data("resumed from \(resume) at step \(trainer.completedSteps)\n".utf8))
+            if writes { FileHandle.standardError.write(Data("resumed from \(resume) at step \(trainer.completedSteps)\n".utf8)) }
         }
         let tokens = batches.batches.reduce(0) { $0 + $1.tokens }
-        FileHandle.standardError.write(Data(("training \(modules.count) LoRA modules (r = \(config.r)) of \(path): \(batches.count) batch\(batches.count == 1 ? "" : "es"), "
-            + "\(tokens) tokens per epoch, \(options.steps) steps, \(threads) thread\(threads == 1 ? "" : "s")\n").utf8))
+        let ranksNote = collective.size > 1 ? ", \(collective.size) ranks" : ""
+        if writes {
+            FileHandle.standardError.write(Data(("training \(modules.count) LoRA modules (r = \(config.r)) of \(path): \(batches.count) batch\(batches.count == 1 ? "" : "es"), "
+                + "\(tokens) tokens per epoch, \(options.steps) steps, \(threads) thread\(threads == 1 ? "" : "s")\(ranksNote)\n").utf8))
+        }
 
         let log = try logFile.map { try JSONLinesLog($0.path) }
         let every = evalEvery ?? max(1, options.steps / 10)
@@ -65,7 +70,8 @@ extension TrainCommand {
         try trainer.run { entry in
             if firstLoss == nil { firstLoss = entry.loss }
             lastLoss = entry.loss
-            var line = "{\"step\": \(entry.step), \"loss\": \(entry.loss), \"lr\": \(entry.learningRate), \"grad_norm\": \(entry.gradNorm), \"tokens_per_s\": \((entry.tokensPerSecond * 10).rounded() / 10)"
+            var line = "{\"step\": \(entry.step), \"loss\": \(entry.loss), \"lr\": \(entry.learningRate), \"grad_norm\": \(entry.gradNorm), \"tokens_per_s\": \((entry.tokensPerSecond * 10).rounded() / 10), \"ranks\": \(collective.size)"
+            guard writes else { return }  // rank 0 alone evaluates and logs
             if let validBatches, entry.step % every == 0 || entry.step == options.steps {
                 let v = try step.evaluate(validBatches)
                 lastValid = v
@@ -75,6 +81,7 @@ extension TrainCommand {
             try log?.append(line + "}")
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        guard writes else { return }
         try writeAdapter(URL(fileURLWithPath: out))
         try log?.commit()
         let ran = firstLoss.map { "loss \($0) → \(lastLoss)" } ?? "nothing left to run"

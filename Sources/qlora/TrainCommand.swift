@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import QLoRA
+import QLoRADistributed
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,7 +32,10 @@ struct TrainCommand: ParsableCommand {
             element). --out receives adapter_model.safetensors and adapter_config.json (each written atomically); \
             --checkpoint-every N also writes --out/checkpoint-<step> (adapter, optimizer state, counters), which \
             --resume continues from with the same bits as an uninterrupted run. --log-json writes one JSON object \
-            per step: step, loss, lr (scheduled), grad_norm (global L2 norm before clipping), tokens_per_s.
+            per step: step, loss, lr (scheduled), grad_norm (global L2 norm before clipping), tokens_per_s, ranks. \
+            Under `mpirun -np N` the run is data-parallel (docs/distributed.md): each optimizer step takes N × --grad-accum \
+            micro-batches, rank r computes its --grad-accum of them, and the gradients are summed in a fixed order, so the \
+            adapter equals one process's with N × --grad-accum bit for bit; rank 0 alone prints and writes files.
             """)
 
     @Argument(help: "The graph file (qlora-graph JSON, see docs/graph-format.md); with --model it may be left out (Graphs/llama.json).")
@@ -143,10 +147,18 @@ struct TrainCommand: ParsableCommand {
     var force = false
 
     func run() throws {
+        // Under mpirun every rank runs this command; without a launcher it is one process.
+        let mpi = MPICollective.launched() ? try MPICollective() : nil
         do {
-            try train()
+            try train(collective: mpi ?? SingleProcess())
+            try mpi?.finish()
         } catch {
-            throw fail(error)
+            guard let mpi else { throw fail(error) }
+            // The reporting rank prints and aborts the job; stay silent unless it has not done so in 30 s.
+            if error is RankStopped { sleep(30) }
+            // One rank failed: say which and why, then end every rank of the job (non-zero exit).
+            FileHandle.standardError.write(Data("error: rank \(mpi.rank) of \(mpi.size): \(error)\n".utf8))
+            mpi.abort(code: 1)
         }
     }
 
@@ -241,8 +253,9 @@ struct TrainCommand: ParsableCommand {
     }
 
     /// The trainer options for --steps or --epochs over `batches` batches.
-    func trainerOptions(batches: Int, threads: Int) throws -> TrainerOptions {
-        var options = try epochs.map { try TrainerOptions(epochs: $0, batches: batches, gradientAccumulation: gradAccum) } ?? TrainerOptions(steps: steps!)
+    /// With N ranks an optimizer step takes N × --grad-accum micro-batches (so --epochs counts them all).
+    func trainerOptions(batches: Int, threads: Int, ranks: Int) throws -> TrainerOptions {
+        var options = try epochs.map { try TrainerOptions(epochs: $0, batches: batches, gradientAccumulation: gradAccum * ranks) } ?? TrainerOptions(steps: steps!)
         guard warmup <= options.steps else { throw QLoraError.invalidArgument("--warmup \(warmup) is more than the run's \(options.steps) steps") }
         options.gradientAccumulation = gradAccum
         options.maxGradNorm = maxGradNorm
@@ -256,13 +269,15 @@ struct TrainCommand: ParsableCommand {
         return options
     }
 
-    func train() throws {
+    func train(collective: any Collective) throws {
         try validateOptions()
         let threads = try threadCount(threads)
-        try Self.checkOutDirectory(out, force: force)
-        let logFile = try logJson.map { try OutputFile($0, option: "--log-json", force: force) }
+        // Rank 0 alone writes (--out, --log-json, checkpoints): the other ranks need no writable directory.
+        let writes = collective.rank == 0
+        if writes { try Self.checkOutDirectory(out, force: force) }
+        let logFile = try logJson.flatMap { writes ? try OutputFile($0, option: "--log-json", force: force) : nil }
         if let model {
-            try trainCausalLM(model: model, threads: threads, logFile: logFile)
+            try trainCausalLM(model: model, threads: threads, logFile: logFile, collective: collective)
             return
         }
         let weights = self.weights!
@@ -339,9 +354,10 @@ struct TrainCommand: ParsableCommand {
         try g.backward(from: lossValue, parameters: store)
         let plan = try g.compile(CompileOptions(threads: threads))
 
-        let options = try trainerOptions(batches: batches.count, threads: threads)
+        let options = try trainerOptions(batches: batches.count, threads: threads, ranks: collective.size)
         let trainer = try Trainer(step: PlanTrainingStep(plan: plan, parameters: store, lossOutput: "loss"), batches: batches,
                                   optimizer: opt, dropout: dropoutContext, options: options)
+        trainer.collective = collective
         let config = adapterConfig(start: start, fresh: fresh, modules: modules)
         let writeAdapter: (URL) throws -> Void = { dir in
             var tensors: [String: (a: Tensor, b: Tensor)] = [:]
@@ -349,10 +365,10 @@ struct TrainCommand: ParsableCommand {
             try LoraAdapter(config: config, weights: tensors).write(to: dir)
         }
         trainer.writeAdapter = writeAdapter
-        if checkpointEvery != nil { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) }
+        if checkpointEvery != nil && writes { try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true) }
         if let resume {
             try trainer.resume(from: URL(fileURLWithPath: resume))
-            FileHandle.standardError.write(Data("resumed from \(resume) at step \(trainer.completedSteps)\n".utf8))
+            if writes { FileHandle.standardError.write(Data("resumed from \(resume) at step \(trainer.completedSteps)\n".utf8)) }
         }
 
         var log: FileHandle?
@@ -372,11 +388,12 @@ struct TrainCommand: ParsableCommand {
             if firstLoss == nil { firstLoss = entry.loss }
             lastLoss = entry.loss
             if let log {
-                let line = "{\"step\": \(entry.step), \"loss\": \(entry.loss), \"lr\": \(entry.learningRate), \"grad_norm\": \(entry.gradNorm), \"tokens_per_s\": \((entry.tokensPerSecond * 10).rounded() / 10)}\n"
+                let line = "{\"step\": \(entry.step), \"loss\": \(entry.loss), \"lr\": \(entry.learningRate), \"grad_norm\": \(entry.gradNorm), \"tokens_per_s\": \((entry.tokensPerSecond * 10).rounded() / 10), \"ranks\": \(collective.size)}\n"
                 try log.write(contentsOf: Data(line.utf8))
             }
         }
         let totalSeconds = Double(DispatchTime.now().uptimeNanoseconds - trainStart) / 1e9
+        guard writes else { return }
         try writeAdapter(URL(fileURLWithPath: out))
         if let log, let logTemp, let logFile {
             try log.synchronize()
@@ -385,7 +402,8 @@ struct TrainCommand: ParsableCommand {
             }
         }
         let ran = firstLoss.map { "loss \($0) → \(lastLoss)" } ?? "nothing left to run"
-        print("trained \(modules.count) LoRA module\(modules.count == 1 ? "" : "s") (r = \(config.r)) to step \(trainer.completedSteps) in \(String(format: "%.2f", totalSeconds)) s: \(ran); wrote \(out)")
+        let on = collective.size > 1 ? " on \(collective.size) ranks" : ""
+        print("trained \(modules.count) LoRA module\(modules.count == 1 ? "" : "s") (r = \(config.r)) to step \(trainer.completedSteps)\(on) in \(String(format: "%.2f", totalSeconds)) s: \(ran); wrote \(out)")
     }
 
     /// The adapter's config: the starting adapter's (with any trained module it missed added to the

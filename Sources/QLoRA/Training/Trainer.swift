@@ -64,9 +64,16 @@ public final class Trainer {
     public let schedule: LearningRateSchedule
     /// Writes the adapter files into a checkpoint directory (the caller knows modules and config).
     public var writeAdapter: ((URL) throws -> Void)?
+    /// The data-parallel ranks (docs/distributed.md). Each rank runs `gradientAccumulation`
+    /// micro-batches of every optimizer step: rank r the global micro-batches r·k ..< (r+1)·k of
+    /// the step's N·k, so the step equals one process's with N·k accumulation, bit for bit.
+    /// Rank 0 alone shows progress and writes checkpoints.
+    public var collective: any Collective = SingleProcess()
     public private(set) var completedSteps = 0
     public private(set) var microBatches = 0
     private var accumulator: [Float] = []
+    /// Rank r > 0: its micro-batches' weighted gradients, folded in after the ranks before it.
+    private var weighted: [[Float]] = []
 
     public init(step: any TrainingStep, batches: any BatchSource, optimizer: Optimizer, dropout: LoraDropout? = nil,
                 options: TrainerOptions) throws {
@@ -133,7 +140,10 @@ public final class Trainer {
     /// Runs the remaining optimizer steps; `onStep` sees each one's log (throw from it to stop).
     public func run(onStep: (TrainingStepLog) throws -> Void = { _ in }) throws {
         let store = optimizer.parameters
-        let k = options.gradientAccumulation
+        let ranks = collective.size, rank = collective.rank
+        let perRank = options.gradientAccumulation
+        let k = ranks * perRank  // micro-batches per optimizer step, over all ranks
+        if ranks > 1 { try checkRanksAgree() }
         let started = DispatchTime.now().uptimeNanoseconds
         let firstStep = completedSteps + 1
         dropout?.isTraining = true
@@ -142,21 +152,50 @@ public final class Trainer {
             let stepNumber = completedSteps + 1
             let t0 = DispatchTime.now().uptimeNanoseconds
             var micro: [(batch: TrainingBatch, index: Int)] = []
-            for j in 0..<k { micro.append((try batches.batch(batchIndex(microBatch: microBatches + j)), microBatches + j)) }
-            let totalTerms = micro.reduce(0) { $0 + $1.batch.lossTerms }
-            var loss = 0.0, tokens = 0
+            for j in 0..<perRank {
+                let index = microBatches + rank * perRank + j
+                micro.append((try batches.batch(batchIndex(microBatch: index)), index))
+            }
+            // Every micro-batch's loss terms, in global order (the weights need their total).
+            var terms = micro.map(\.batch.lossTerms)
+            if ranks > 1 { terms = try collective.allGather(terms.map(Double.init)).map { Int($0) } }
+            let totalTerms = terms.reduce(0, +)
+            var losses: [Float] = [], tokens = 0
             for (j, m) in micro.enumerated() {
                 dropout?.step = UInt64(m.index)
-                let l = try step.run(m.batch)
+                losses.append(try step.run(m.batch))
                 tokens += m.batch.tokens
-                guard k > 1 else { loss = Double(l); continue }
+                guard k > 1 else { continue }
                 let weight = Float(Double(m.batch.lossTerms) / Double(totalTerms))
-                loss += Double(weight) * Double(l)
-                accumulate(store, weight: weight, first: j == 0)
+                if rank == 0 {
+                    accumulate(store, weight: weight, first: j == 0)
+                } else {
+                    keepWeighted(store, weight: weight, slot: j)
+                }
+            }
+            if ranks > 1 {
+                let gathered = try collective.allGather(losses.map(Double.init) + [Double(tokens)])
+                losses = []
+                tokens = 0
+                for r in 0..<ranks {
+                    let row = gathered[(r * (perRank + 1))..<((r + 1) * (perRank + 1))]
+                    losses += row.dropLast().map { Float($0) }
+                    tokens += Int(row.last!)
+                }
+                try OrderedGradientSum.reduce(&accumulator, weighted: weighted, collective: collective, threads: options.threads)
+            }
+            // The loss of the whole batch: micro-batch losses weighted by their loss terms, in order.
+            var loss = 0.0
+            if k == 1 {
+                loss = Double(losses[0])
+            } else {
+                for (j, l) in losses.enumerated() { loss += Double(Float(Double(terms[j]) / Double(totalTerms))) * Double(l) }
             }
             if k > 1 { finishAccumulation(store) }
             let gradNorm = GradientNorm.total(store)
             guard loss.isFinite, gradNorm.isFinite else {
+                // Every rank has the same numbers: rank 0 alone reports.
+                guard rank == 0 else { throw RankStopped(reporter: 0) }
                 throw QLoraError.invalidArgument("training diverged at step \(stepNumber): loss \(loss), grad_norm \(gradNorm) (try a smaller learning rate than \(optimizer.method.learningRate))")
             }
             let coefficient = options.maxGradNorm.map { GradientNorm.clipCoefficient(total: gradNorm, maxNorm: $0) } ?? 1
@@ -167,13 +206,13 @@ public final class Trainer {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             let log = TrainingStepLog(step: stepNumber, loss: Float(loss), learningRate: lr, gradNorm: gradNorm,
                                       tokensPerSecond: seconds > 0 ? Double(tokens) / seconds : 0, seconds: seconds)
-            if options.progress {
+            if options.progress && rank == 0 {
                 let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                 let eta = elapsed / Double(stepNumber - firstStep + 1) * Double(options.steps - stepNumber)
                 TrainingProgress.show(log, of: options.steps, eta: eta, done: stepNumber == options.steps)
             }
             try onStep(log)
-            if let every = options.checkpointEvery, let dir = options.checkpointDirectory, stepNumber % every == 0 {
+            if rank == 0, let every = options.checkpointEvery, let dir = options.checkpointDirectory, stepNumber % every == 0 {
                 try saveCheckpoint(to: dir.appendingPathComponent("checkpoint-\(stepNumber)"))
             }
         }
@@ -186,6 +225,42 @@ public final class Trainer {
             accumulator.withUnsafeMutableBufferPointer {
                 cq_accumulate_scaled($0.baseAddress!, store.flatGradientState.region.floats, weight, first ? 1 : 0,
                                      Int64(store.count), Int32(options.threads))
+            }
+        }
+    }
+
+    /// Rank r > 0: weight · g into its slot for micro-batch `slot` (the product the fold would form).
+    private func keepWeighted(_ store: ParameterStore, weight: Float, slot: Int) {
+        if weighted.count != options.gradientAccumulation || weighted.first?.count != store.count {
+            weighted = Array(repeating: [Float](repeating: 0, count: store.count), count: options.gradientAccumulation)
+        }
+        if accumulator.count != store.count { accumulator = [Float](repeating: 0, count: store.count) }
+        store.flatGradientState.lock.read {
+            weighted[slot].withUnsafeMutableBufferPointer {
+                cq_accumulate_scaled($0.baseAddress!, store.flatGradientState.region.floats, weight, 1,
+                                     Int64(store.count), Int32(options.threads))
+            }
+        }
+    }
+
+    /// Ranks that disagree on the run (another --seed, data, checkpoint, …) would take different
+    /// steps and silently diverge: every rank compares its settings with rank 0's first.
+    private func checkRanksAgree() throws {
+        let seed = options.seed
+        let fields: [(String, Double)] = [
+            ("trainable parameters", Double(optimizer.parameters.count)), ("steps", Double(options.steps)),
+            ("gradient accumulation", Double(options.gradientAccumulation)), ("batches per epoch", Double(batches.count)),
+            ("seed (high 32 bits)", Double(seed >> 32)), ("seed (low 32 bits)", Double(seed & 0xFFFF_FFFF)),
+            ("completed steps", Double(completedSteps)), ("micro-batches", Double(microBatches)),
+            ("shuffle", options.shuffle ? 1 : 0), ("dropout", dropout.map { Double($0.probability) } ?? 0),
+        ]
+        let all = try collective.allGather(fields.map(\.1))
+        for r in 1..<collective.size {
+            for (i, field) in fields.enumerated() where all[r * fields.count + i] != all[i] {
+                // Every rank sees it; rank 0 alone reports it (the others stop without a message of their own).
+                guard collective.rank == 0 else { throw RankStopped(reporter: 0) }
+                func show(_ v: Double) -> String { v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : "\(v)" }
+                throw QLoraError.invalidArgument("rank \(r) of \(collective.size) disagrees with rank 0 on the \(field.0): \(show(all[r * fields.count + i])) vs \(show(all[i])) (every rank must run the same command on the same files)")
             }
         }
     }

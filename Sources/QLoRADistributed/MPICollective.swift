@@ -1,0 +1,99 @@
+import CMPI
+import Foundation
+import QLoRA
+
+/// The `Collective` of an `mpirun` job on Open MPI's MPI_COMM_WORLD.
+///
+/// `qlora` starts MPI only when a launcher started it (`MPICollective.launched`), so the same
+/// binary trains in one process without `mpirun`. Every call blocks; MPI's default error handler
+/// (MPI_ERRORS_ARE_FATAL) ends the whole job on a transport failure, and `mpirun` ends every rank
+/// when one exits without finalizing (a crash, SIGKILL, `abort`).
+public final class MPICollective: Collective {
+    public let rank: Int
+    public let size: Int
+    private let world = cmpi_comm_world()
+    private var finished = false
+
+    /// True when this process was started by mpirun / a PMIx launcher (Open MPI sets these).
+    public static func launched(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"].contains { environment[$0] != nil }
+    }
+
+    /// MPI_Init, then this process's rank and the world's size.
+    public init() throws {
+        var initialized: Int32 = 0
+        MPI_Initialized(&initialized)
+        if initialized == 0 {
+            guard MPI_Init(nil, nil) == MPI_SUCCESS else { throw QLoraError.invalidArgument("MPI_Init failed") }
+        }
+        var r: Int32 = 0, n: Int32 = 0
+        MPI_Comm_rank(world, &r)
+        MPI_Comm_size(world, &n)
+        rank = Int(r)
+        size = Int(n)
+    }
+
+    public func allGather(_ local: [Double]) throws -> [Double] {
+        var all = [Double](repeating: 0, count: local.count * size)
+        let rc = local.withUnsafeBufferPointer { l in
+            all.withUnsafeMutableBufferPointer { a in
+                MPI_Allgather(l.baseAddress, Int32(local.count), cmpi_double(), a.baseAddress, Int32(local.count), cmpi_double(), world)
+            }
+        }
+        try check(rc, "MPI_Allgather")
+        return all
+    }
+
+    public func send(_ buffer: UnsafeBufferPointer<Float>, to peer: Int) throws {
+        for (start, count) in Self.pieces(buffer.count) {
+            try check(MPI_Send(buffer.baseAddress! + start, count, cmpi_float(), Int32(peer), 0, world), "MPI_Send to rank \(peer)")
+        }
+    }
+
+    public func receive(_ buffer: UnsafeMutableBufferPointer<Float>, from peer: Int) throws {
+        for (start, count) in Self.pieces(buffer.count) {
+            try check(MPI_Recv(buffer.baseAddress! + start, count, cmpi_float(), Int32(peer), 0, world, cmpi_status_ignore()),
+                      "MPI_Recv from rank \(peer)")
+        }
+    }
+
+    public func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws {
+        for (start, count) in Self.pieces(buffer.count) {
+            try check(MPI_Bcast(buffer.baseAddress! + start, count, cmpi_float(), Int32(root), world), "MPI_Bcast")
+        }
+    }
+
+    /// MPI_Allreduce (sum) in place: Open MPI picks the algorithm and so the summation order
+    /// (benchmarks compare it with `OrderedGradientSum`; training does not use it).
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        for (start, count) in Self.pieces(buffer.count) {
+            try check(MPI_Allreduce(cmpi_in_place(), buffer.baseAddress! + start, count, cmpi_float(), cmpi_sum(), world), "MPI_Allreduce")
+        }
+    }
+
+    public func barrier() throws { try check(MPI_Barrier(world), "MPI_Barrier") }
+
+    /// MPI_Finalize (after a barrier, so no rank leaves while another still sends).
+    public func finish() throws {
+        guard !finished else { return }
+        try barrier()
+        finished = true
+        MPI_Finalize()
+    }
+
+    /// Ends every rank of the job with `code` (after this rank printed why).
+    public func abort(code: Int32) -> Never {
+        MPI_Abort(world, code)
+        exit(code)
+    }
+
+    /// MPI counts are Int32: longer buffers go in pieces.
+    private static func pieces(_ n: Int) -> [(Int, Int32)] {
+        let most = Int(Int32.max)
+        return stride(from: 0, to: n, by: most).map { ($0, Int32(min(most, n - $0))) }
+    }
+
+    private func check(_ rc: Int32, _ what: String) throws {
+        guard rc == MPI_SUCCESS else { throw QLoraError.invalidArgument("\(what) failed (MPI error \(rc)) on rank \(rank) of \(size)") }
+    }
+}
