@@ -59,6 +59,9 @@ public struct FusedLinearAttributes: Sendable, Equatable {
     public var hasBias: Bool
     /// The names of the nodes the fusion replaced, for printers and plan summaries.
     public var fusedOps: [String]
+    /// Training: the kernel also writes x·Aᵀ [..., r] as a second result, which the backward reads
+    /// (dB = (dY·s)ᵀ·(x·Aᵀ)) instead of recomputing it (`DownProjectionHandOff`).
+    public var keepsDownProjection = false
 }
 
 /// The fused QLoRA linear (made by fusion). Its weight operand is the 4-bit weight (on-the-fly
@@ -69,11 +72,12 @@ struct FusedLinearOp: OpDefinition {
     var fusedOps: [String] { attributes.fusedOps }
     var jsonAttributes: [(key: String, value: JSONValue)] {
         [("scaling", IRDump.number(attributes.scaling)), ("has_lora", .bool(attributes.hasLora)), ("has_bias", .bool(attributes.hasBias)),
-         ("fused_ops", .array(attributes.fusedOps.map { .string($0) }))]
+         ("fused_ops", .array(attributes.fusedOps.map { .string($0) }))] + (attributes.keepsDownProjection ? [("keeps_xa", .bool(true))] : [])
     }
     var bracketAttributes: String {
         var parts: [String] = []
         if attributes.hasLora { parts.append("lora, scaling=\(attributes.scaling)") }
+        if attributes.keepsDownProjection { parts.append("keeps x·Aᵀ") }
         if attributes.hasBias { parts.append("bias") }
         return parts.isEmpty ? "" : "[\(parts.joined(separator: ", "))]"
     }
@@ -98,6 +102,13 @@ struct FusedLinearOp: OpDefinition {
         return ValueType(shape: x.dropLast() + [n], element: .float32)
     }
 
+    /// With `keepsDownProjection`: x·Aᵀ [..., r].
+    func extraResultTypes(_ operands: [ValueType], at site: OpSite) throws -> [ValueType] {
+        guard attributes.keepsDownProjection else { return [] }
+        guard attributes.hasLora, operands.count >= 3, operands[2].shape.count == 2 else { throw site.invalid("keeps x·Aᵀ but has no LoRA branch") }
+        return [ValueType(shape: operands[0].shape.dropLast() + [operands[2].shape[0]], element: .float32)]
+    }
+
     func lower(_ input: LoweringInput) -> LoweredStep? {
         let a = attributes, w = input.operands[1]
         let m = input.rows(0), n = w.type.shape[0], k = w.type.shape[1]
@@ -106,11 +117,12 @@ struct FusedLinearOp: OpDefinition {
         let weightBytes = quantized ? (w.op.weightStorage?.memoryBytes ?? 0) : 4 * n * k
         let t = Int32(input.threads)
         let kernel = FusedLinearKernel(m: m, n: n, k: k, rank: r, scaling: a.scaling, hasBias: a.hasBias, quantized: quantized,
-                                       bf16: quantized && input.options.computeType == .bfloat16)
+                                       bf16: quantized && input.options.computeType == .bfloat16, keepsDownProjection: a.keepsDownProjection && r > 0)
         let scratch = quantized ? cq_fused_linear_scratch_bytes(Int64(m), Int64(n), Int64(k), Int32(r), t)
                                 : cq_dense_linear_scratch_bytes(Int64(m), Int64(n), Int64(k), Int32(r), t)
         return LoweredStep(kernel: kernel, flops: 2 * m * n * k + 2 * m * r * (k + n),
-                           bytesMoved: weightBytes + 4 * (m * k + m * n + r * (k + n) + (a.hasBias ? n : 0)), scratchBytes: Int(scratch),
+                           bytesMoved: weightBytes + 4 * (m * k + m * n + r * (k + n) + (a.hasBias ? n : 0) + (kernel.keepsDownProjection ? m * r : 0)),
+                           scratchBytes: Int(scratch),
                            // A cached weight is already f32: the step no longer dequantizes.
                            fusedOps: quantized ? nil : a.fusedOps.filter { $0 != "dequantize" })
     }
@@ -124,9 +136,12 @@ struct FusedLinearKernel: StepKernel {
     var hasBias: Bool
     var quantized: Bool
     var bf16: Bool
+    /// Writes x·Aᵀ into result 1 (training).
+    var keepsDownProjection = false
 
     var name: String {
-        quantized ? (bf16 ? "fused_qlora_linear(on-the-fly, bf16)" : "fused_qlora_linear(on-the-fly)") : "dense_qlora_linear(cached)"
+        (quantized ? (bf16 ? "fused_qlora_linear(on-the-fly, bf16)" : "fused_qlora_linear(on-the-fly)") : "dense_qlora_linear(cached)")
+            + (keepsDownProjection ? "+x·Aᵀ" : "")
     }
     func workSplit(threads: Int) -> String { linearWorkSplit(m: m, n: n, threads: threads) }
 
@@ -134,7 +149,15 @@ struct FusedLinearKernel: StepKernel {
         let r = rank
         let a = r > 0 ? io.f32(2) : nil, b = r > 0 ? io.f32(3) : nil
         let bias = hasBias ? io.f32IfPresent(r > 0 ? 4 : 2) : nil
-        if quantized {
+        if keepsDownProjection {
+            if quantized {
+                _ = cq_fused_linear_keep_xa(io.f32(0), Int64(m), io.weight(1), a, b, Int32(r), scaling, bias, io.out, io.result(1), io.scratch,
+                                            io.threads, bf16 ? 1 : 0)
+            } else {
+                cq_dense_linear_keep_xa(io.f32(0), Int64(m), io.f32(1), Int64(n), Int64(k), a, b, Int32(r), scaling, bias, io.out, io.result(1),
+                                        io.scratch, io.threads)
+            }
+        } else if quantized {
             _ = cq_fused_linear_ex(io.f32(0), Int64(m), io.weight(1), a, b, Int32(r), scaling, bias, io.out, io.scratch, io.threads, bf16 ? 1 : 0)
         } else {
             cq_dense_linear(io.f32(0), Int64(m), io.f32(1), Int64(n), Int64(k), a, b, Int32(r), scaling, bias, io.out, io.scratch, io.threads)
