@@ -37,13 +37,14 @@ size_t cq_fused_linear_scratch_bytes(int64_t M, int64_t N, int64_t K, int32_t r,
                                    : cq_panel_gemm_scratch_bytes(M, K, r, threads));
 }
 
-// xa_out: where x·Aᵀ goes when the caller keeps it (training), else NULL: the start of scratch.
+// given_xa: x·Aᵀ computed by the caller (training keeps it for the backward), else NULL: it is
+// computed from A into the start of scratch.
 static int fused_linear(const float *x, int64_t M, const cq_qweight *w, const float *A, const float *B, int32_t r,
-                        float scaling, const float *bias, float *y, float *xa_out, void *scratch, int threads, int bf16) {
+                        float scaling, const float *bias, float *y, const float *given_xa, void *scratch, int threads, int bf16) {
     if (M <= 0 || w->rows <= 0) return 0;
     if (threads < 1) threads = 1;
-    if (r < 0 || A == NULL || B == NULL) r = 0;
-    float *xa = xa_out ? xa_out : (float *)scratch;
+    if (r < 0 || (A == NULL && given_xa == NULL) || B == NULL) r = 0;
+    float *xa = given_xa ? (float *)given_xa : (float *)scratch;
     void *rest = (char *)scratch + cq_align64((size_t)(M * r) * sizeof(float));
     const int small = M < CQ_GEMV_MAX_M;
     // bf16 (AVX512-BF16 only). Panel GEMM (M >= 64): x, the decoded weight and the LoRA block in
@@ -51,7 +52,7 @@ static int fused_linear(const float *x, int64_t M, const cq_qweight *w, const fl
     // LoRA and bias in f32.
     const int use_bf16 = bf16 && cq_bf16_isa_current() &&
                          (small ? cq_gemv_bf16_supported(w) : w->cols + r >= 2);
-    if (r > 0) cq_lora_down(x, M, w->cols, A, r, xa, threads);
+    if (r > 0 && !given_xa) cq_lora_down(x, M, w->cols, A, r, xa, threads);
     if (use_bf16) {
         if (small)
             cq_fused_gemv_ex(x, M, w, xa, B, r, scaling, bias, y, rest, threads, 1);
@@ -77,8 +78,8 @@ int cq_fused_linear_ex(const float *x, int64_t M, const cq_qweight *w,
     return fused_linear(x, M, w, A, B, r, scaling, bias, y, NULL, scratch, threads, bf16);
 }
 
-int cq_fused_linear_keep_xa(const float *x, int64_t M, const cq_qweight *w,
-                            const float *A, const float *B, int32_t r, float scaling,
-                            const float *bias, float *y, float *xa, void *scratch, int threads, int bf16) {
-    return fused_linear(x, M, w, A, B, r, scaling, bias, y, xa, scratch, threads, bf16);
+int cq_fused_linear_given_xa(const float *x, int64_t M, const cq_qweight *w,
+                             const float *xa, const float *B, int32_t r, float scaling,
+                             const float *bias, float *y, void *scratch, int threads, int bf16) {
+    return fused_linear(x, M, w, NULL, B, r, scaling, bias, y, xa, scratch, threads, bf16);
 }

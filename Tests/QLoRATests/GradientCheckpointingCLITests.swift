@@ -47,13 +47,13 @@ final class GradientCheckpointingCLITests: XCTestCase {
         XCTAssertFalse(quiet.contains("gradient checkpointing"), quiet)
         let (every, note) = try train(["--gradient-checkpointing"], "every")
         XCTAssertEqual(every, plain, "adapter bytes with every segment recomputed")
-        XCTAssertTrue(note.contains("gradient checkpointing: 1 of 2 segments recomputed"), note)
+        XCTAssertTrue(note.contains("gradient checkpointing: 2 of 4 segments recomputed"), note)
         let (budgeted, _) = try train(["--memory-budget", "64M"], "budget")
         XCTAssertEqual(budgeted, plain, "a budget the plan meets changes nothing")
 
         let text = try ok(["inspect", Self.mlp, "--weights", Self.bnb, "--tokens", "16", "--threads", "1", "--train", "--gradient-checkpointing"]).stdout
-        for fragment in ["checkpointing: 1 of 2 segments recomputed", "): recomputed (", ": kept (never recomputed)", ".recompute ",
-                         "kept vs recomputed (gradient checkpointing): planned peak", "+x·Aᵀ"] {
+        for fragment in ["checkpointing: 2 of 4 segments recomputed", "): recomputed (", ": kept (never recomputed)", ".recompute ",
+                         "kept vs recomputed (gradient checkpointing): planned peak", "(x·Aᵀ given)", "lora_down(x·Aᵀ)"] {
             XCTAssertTrue(text.contains(fragment), "inspect --train lacks '\(fragment)':\n\(text)")
         }
         let json = try JSONValue.parse(Array(try ok(["inspect", Self.mlp, "--weights", Self.bnb, "--tokens", "16", "--train",

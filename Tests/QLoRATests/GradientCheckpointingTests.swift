@@ -60,11 +60,11 @@ final class GradientCheckpointingTests: XCTestCase {
             let every = try mlp.plan(CompileOptions(threads: threads, gradientCheckpointing: true))
             XCTAssertNil(plain.checkpointing)
             let report = try XCTUnwrap(every.checkpointing)
-            // One segment per block (its residual add is the cut closing it; the first block's input is the
-            // graph input, so its silu is a cut too), then the loss's. The last block's backward starts
-            // right after the loss: never recomputed.
-            XCTAssertEqual(report.segments.map(\.first), ["blocks.0.up", "blocks.0.down", "blocks.1.up", "blocks.2.up", "blocks.3.up", "loss"],
-                           every.summary)
+            // Cuts (values all of the activation stream passes through) close the segments: the first
+            // block reads the graph input (a leaf, not an activation), so its up projection and its down
+            // projection are cuts of their own; later blocks end at their residual add. Then the loss.
+            XCTAssertEqual(report.segments.map { $0.first.split(separator: ".").prefix(3).joined(separator: ".") },
+                           ["blocks.0.up", "blocks.0.act", "blocks.0.residual", "blocks.2.up", "blocks.3.up", "loss"], every.summary)
             XCTAssertEqual(report.segments.map(\.candidate), [true, true, true, true, false, false])
             XCTAssertEqual(report.recomputedSegments, 4, every.summary)
             XCTAssertTrue(every.steps.contains { $0.label.hasSuffix(".recompute") }, every.summary)
@@ -74,11 +74,14 @@ final class GradientCheckpointingTests: XCTestCase {
                 let one = try mlp.run(try mlp.plan(CompileOptions(threads: 1, gradientCheckpointing: true)))
                 for (a, b) in zip(one, try mlp.run(every)) { assertBitIdentical(a, b, "checkpointed: 1 vs 2 threads") }
             }
-            // Across the turn from forward to backward the plan keeps exactly the recomputed segments'
-            // values fewer; the peak (at that turn without recomputation) falls by nearly as much: all
-            // but the recomputed copies of about one block at a time.
+            // Across the turn from forward to backward the plan keeps the recomputed segments' values
+            // fewer, less at most one kept cut per segment (a cut that, without recomputation, shared its
+            // buffer with the in-place residual add after it); the peak (at that turn without
+            // recomputation) falls by nearly as much: all but the recomputed copies of about one block.
             let saved = report.segments.filter(\.recomputed).map(\.savedBytes)
-            XCTAssertEqual(keptAcrossTurn(plain) - keptAcrossTurn(every), saved.reduce(0, +), every.summary)
+            let activation = mlp.m * 160 * 4   // the widest [m, hidden] f32 value
+            XCTAssertGreaterThanOrEqual(keptAcrossTurn(plain) - keptAcrossTurn(every), saved.reduce(0, +) - saved.count * activation, every.summary)
+            XCTAssertLessThanOrEqual(keptAcrossTurn(plain) - keptAcrossTurn(every), saved.reduce(0, +), every.summary)
             XCTAssertEqual(report.peakWithoutBytes, plain.plannedPeakBytes)
             XCTAssertLessThanOrEqual(every.plannedPeakBytes, plain.plannedPeakBytes - saved.reduce(0, +) + 2 * saved.max()!,
                                      "peak \(every.plannedPeakBytes) vs \(plain.plannedPeakBytes) without; saved \(saved)\n\(every.summary)")
