@@ -8,7 +8,9 @@ import QLoRA
 /// (LoRA r = 16, alpha 32 on all 7 projections, sequence 256, batch 1: forward, causal-LM loss,
 /// backward and AdamW in one plan). Medians of `runs` after a warm-up.
 enum LlamaBench {
-    static func run(model path: String, threads: Int, runs: Int, json: String?) throws {
+    /// `trainOnly` skips prefill and decode (the peak RSS is then the training step's alone);
+    /// `checkpointing` compiles the step with every segment recomputed.
+    static func run(model path: String, threads: Int, runs: Int, json: String?, trainOnly: Bool = false, checkpointing: Bool = false) throws {
         let url = URL(fileURLWithPath: path)
         var quantization = QuantizeOptions()
         quantization.threads = threads
@@ -17,17 +19,20 @@ enum LlamaBench {
         let prompt = randomFloats(256, seed: 7).map { Int32((($0 + 1) / 2 * 49151).rounded(.down)) }
         var results: [(String, Double)] = []
 
-        let model = try LlamaModel.load(url, quantization: quantization)
-        let vocab = model.config.vocabSize
-        let tokens = prompt.map { $0 % Int32(vocab) }
-        let generator = try LlamaGenerator(model: model, capacity: 160, options: options)
-        let prefill = try median(runs) { try generator.generate(prompt: Array(tokens.prefix(128)), maxNewTokens: 1).prefillTokensPerSecond }
-        results.append(("prefill-128", prefill))
-        let decode = try median(max(1, runs / 2 + 1)) {
-            try generator.generate(prompt: Array(tokens.prefix(16)), maxNewTokens: 33).decodeTokensPerSecond
+        var tokens = prompt
+        if !trainOnly {
+            let model = try LlamaModel.load(url, quantization: quantization)
+            let vocab = model.config.vocabSize
+            tokens = prompt.map { $0 % Int32(vocab) }
+            let generator = try LlamaGenerator(model: model, capacity: 160, options: options)
+            let prefill = try median(runs) { try generator.generate(prompt: Array(tokens.prefix(128)), maxNewTokens: 1).prefillTokensPerSecond }
+            results.append(("prefill-128", prefill))
+            let decode = try median(max(1, runs / 2 + 1)) {
+                try generator.generate(prompt: Array(tokens.prefix(16)), maxNewTokens: 33).decodeTokensPerSecond
+            }
+            results.append(("decode", decode))
+            print(String(format: "llama %@ threads=%d: prefill-128 %.1f tokens/s, decode %.1f tokens/s", url.lastPathComponent, threads, prefill, decode))
         }
-        results.append(("decode", decode))
-        print(String(format: "llama %@ threads=%d: prefill-128 %.1f tokens/s, decode %.1f tokens/s", url.lastPathComponent, threads, prefill, decode))
 
         var lora = QLoraConfig()
         lora.rank = 16
@@ -35,6 +40,7 @@ enum LlamaBench {
         let trainable = try LlamaModel.load(url, quantization: quantization,
                                             loraTargets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                                             freshLora: lora, seed: 1)
+        tokens = prompt.map { $0 % Int32(trainable.config.vocabSize) }
         let seq = 256
         let g = Graph()
         let input = g.input("input_ids", shape: [1, seq], element: .int32)
@@ -43,15 +49,23 @@ enum LlamaBench {
         let store = try ParameterStore(gathering: trainable.trainableParameters)
         let optimizer = try Optimizer(.adamW(learningRate: 1e-4), parameters: store)
         try g.backward(from: loss, optimizer: optimizer)
-        let plan = try g.compile(options)
+        var trainOptions = options
+        trainOptions.gradientCheckpointing = checkpointing
+        let plan = try g.compile(trainOptions)
         let feed = ["input_ids": try IntTensor(shape: [1, seq], scalars: Array(tokens.prefix(seq)))]
+        _ = try plan.run([:], ids: ["input_ids": try IntTensor(shape: [1, seq], scalars: Array(tokens.prefix(seq)))])
+        TrainStepBench.resetPeak()
         let stepRate = try median(max(1, runs / 2 + 1)) {
             let t0 = DispatchTime.now().uptimeNanoseconds
             _ = try plan.run([:], ids: feed)
             return Double(seq) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         }
         results.append(("train-step-256", stepRate))
-        print(String(format: "llama %@ threads=%d: QLoRA train step (r=16, all projections, seq 256) %.1f tokens/s", url.lastPathComponent, threads, stepRate))
+        let peak = TrainStepBench.peakMB()
+        print(String(format: "llama %@ threads=%d: QLoRA train step (r=16, all projections, seq 256) %.1f tokens/s, peak RSS %.0f MB, planned peak %.1f MB%@",
+                     url.lastPathComponent, threads, stepRate, peak, Double(plan.plannedPeakBytes) / 1_048_576,
+                     (plan.checkpointing.map { " (gradient checkpointing: \($0.recomputedSegments) of \($0.segments.count) segments recomputed; without %.1f MB)" }
+                        .map { String(format: $0, Double(plan.checkpointing!.peakWithoutBytes) / 1_048_576) } ?? "") as NSString))
 
         if let json {
             let body = "{" + (["\"threads\": \(threads)"] + results.map { "\"\($0.0)\": \($0.1)" }).joined(separator: ", ") + "}\n"

@@ -8,7 +8,7 @@ import QLoRA
 /// once setup is done, so building the random f32 weight does not count), against the f32 base
 /// weight's size. Run it in its own process: the peak is per process.
 enum TrainStepBench {
-    static func run(threads: Int, runs: Int) throws {
+    static func run(threads: Int, runs: Int, checkpointing: Bool = false) throws {
         let k = 4096, n = 11008, m = 128, r = 16
         var config = QLoraConfig()
         config.rank = r
@@ -29,7 +29,8 @@ enum TrainStepBench {
         g.output("loss", loss)
         let store = try ParameterStore(gathering: layer.trainableParameters)
         try g.backward(from: loss, parameters: store)
-        let step = PlanTrainingStep(plan: try g.compile(CompileOptions(threads: threads)), parameters: store, lossOutput: "loss")
+        let plan = try g.compile(CompileOptions(threads: threads, gradientCheckpointing: checkpointing))
+        let step = PlanTrainingStep(plan: plan, parameters: store, lossOutput: "loss")
         let optimizer = try Optimizer(.adamW(learningRate: 1e-4), parameters: store)
         let batch = TrainingBatch(feeds: ["x": x, "target": target], lossTerms: m * n, tokens: m)
         func once() throws {
@@ -47,8 +48,9 @@ enum TrainStepBench {
         samples.sort()
         let ms = samples[samples.count / 2]
         let peak = peakMB()
-        print(String(format: "qlora train-step 4096x11008 nf4 r=16 M=128 threads=%d: %.1f ms, %.0f tokens/s, peak RSS %.0f MB (f32 base weight %.0f MB)",
-                     threads, ms, Double(m) / (ms / 1000), peak, Double(n * k * 4) / 1_048_576))
+        print(String(format: "qlora train-step 4096x11008 nf4 r=16 M=128 threads=%d: %.1f ms, %.0f tokens/s, peak RSS %.0f MB (f32 base weight %.0f MB), planned peak %.1f MB%@",
+                     threads, ms, Double(m) / (ms / 1000), peak, Double(n * k * 4) / 1_048_576, Double(plan.plannedPeakBytes) / 1_048_576,
+                     (plan.checkpointing.map { ", gradient checkpointing: \($0.recomputedSegments) of \($0.segments.count) segments recomputed" } ?? "") as NSString))
     }
 
     /// Resets the process's peak RSS (Linux: "5" into /proc/self/clear_refs).

@@ -17,8 +17,8 @@ let threads = (option("--threads") ?? "1,\(min(2, Runtime.defaultThreads))")
 let threadCounts = Array(Set(threads)).sorted()
 if args.contains("--help") || threadCounts.isEmpty {
     print("usage: qlora-bench [--quick] [--graph-only] [--threads 1,2] [--output results.md]\n"
-          + "       qlora-bench --train-step [--threads 2] [--runs 5]   (forward+backward+AdamW, 4096x11008 NF4, r=16, M=128)\n"
-          + "       qlora-bench --llama MODEL.gguf|DIR [--threads 2] [--runs 5] [--json out.json]   (prefill-128, decode, train step seq 256)\n"
+          + "       qlora-bench --train-step [--threads 2] [--runs 5] [--gradient-checkpointing]   (forward+backward+AdamW, 4096x11008 NF4, r=16, M=128)\n"
+          + "       qlora-bench --llama MODEL.gguf|DIR [--threads 2] [--runs 5] [--json out.json] [--train-only] [--gradient-checkpointing]   (prefill-128, decode, train step seq 256 with peak RSS)\n"
           + "       qlora-bench --attention [--threads 2] [--runs 5]   (the attention kernel at SmolLM2's shape: prefill, backward, decode, packed)\n"
           + "       mpirun -np N qlora-bench --allreduce [--floats 4884480,39976960] [--runs 5]   (gradient all-reduce time)\n"
           + "       qlora-bench --tokenizer [--tokenizer-json path] [--mb 4] [--corpus-out text.txt] [--ids-out ids.u32]")
@@ -48,7 +48,8 @@ if args.contains("--tokenizer") {
 
 if let llama = option("--llama") {
     do {
-        try LlamaBench.run(model: llama, threads: threadCounts.max()!, runs: Int(option("--runs") ?? "") ?? 5, json: option("--json"))
+        try LlamaBench.run(model: llama, threads: threadCounts.max()!, runs: Int(option("--runs") ?? "") ?? 5, json: option("--json"),
+                           trainOnly: args.contains("--train-only"), checkpointing: args.contains("--gradient-checkpointing"))
         exit(0)
     } catch {
         print("error: \(error)")
@@ -63,7 +64,8 @@ if args.contains("--attention") {
 
 if args.contains("--train-step") {
     do {
-        try TrainStepBench.run(threads: threadCounts.max()!, runs: Int(option("--runs") ?? "") ?? 5)
+        try TrainStepBench.run(threads: threadCounts.max()!, runs: Int(option("--runs") ?? "") ?? 5,
+                               checkpointing: args.contains("--gradient-checkpointing"))
         exit(0)
     } catch {
         print("error: \(error)")

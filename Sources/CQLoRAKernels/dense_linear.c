@@ -68,15 +68,26 @@ size_t cq_dense_linear_scratch_bytes(int64_t M, int64_t N, int64_t K, int32_t r,
     return xa + panel_bytes(M, K, r, threads);
 }
 
+static void dense_linear(const float *x, int64_t M, const float *W, int64_t N, int64_t K, const float *A, const float *B,
+                         int32_t r, float scaling, const float *bias, float *y, const float *given_xa, void *scratch, int threads) {
+    if (M <= 0 || N <= 0) return;
+    if (threads < 1) threads = 1;
+    if (r < 0 || (!A && !given_xa) || !B) r = 0;
+    float *xa = given_xa ? (float *)given_xa : (float *)scratch;
+    const size_t xa_bytes = r > 0 ? cq_align64((size_t)(M * r) * sizeof(float)) : 0;
+    if (r > 0 && !given_xa) cq_lora_down(x, M, K, A, r, xa, threads);
+    void *panels = panel_bytes(M, K, r, threads) ? (char *)scratch + xa_bytes : NULL;
+    dense(x, M, W, N, K, xa, B, r, scaling, bias, y, panels, threads);
+}
+
 void cq_dense_linear(const float *x, int64_t M, const float *W, int64_t N, int64_t K,
                      const float *A, const float *B, int32_t r, float scaling,
                      const float *bias, float *y, void *scratch, int threads) {
-    if (M <= 0 || N <= 0) return;
-    if (threads < 1) threads = 1;
-    if (r < 0 || !A || !B) r = 0;
-    float *xa = (float *)scratch;
-    const size_t xa_bytes = r > 0 ? cq_align64((size_t)(M * r) * sizeof(float)) : 0;
-    if (r > 0) cq_lora_down(x, M, K, A, r, xa, threads);
-    void *panels = panel_bytes(M, K, r, threads) ? (char *)scratch + xa_bytes : NULL;
-    dense(x, M, W, N, K, xa, B, r, scaling, bias, y, panels, threads);
+    dense_linear(x, M, W, N, K, A, B, r, scaling, bias, y, NULL, scratch, threads);
+}
+
+void cq_dense_linear_given_xa(const float *x, int64_t M, const float *W, int64_t N, int64_t K,
+                              const float *xa, const float *B, int32_t r, float scaling,
+                              const float *bias, float *y, void *scratch, int threads) {
+    dense_linear(x, M, W, N, K, NULL, B, r, scaling, bias, y, xa, scratch, threads);
 }

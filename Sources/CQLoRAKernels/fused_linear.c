@@ -37,40 +37,49 @@ size_t cq_fused_linear_scratch_bytes(int64_t M, int64_t N, int64_t K, int32_t r,
                                    : cq_panel_gemm_scratch_bytes(M, K, r, threads));
 }
 
+// given_xa: x·Aᵀ computed by the caller (training keeps it for the backward), else NULL: it is
+// computed from A into the start of scratch.
+static int fused_linear(const float *x, int64_t M, const cq_qweight *w, const float *A, const float *B, int32_t r,
+                        float scaling, const float *bias, float *y, const float *given_xa, void *scratch, int threads, int bf16) {
+    if (M <= 0 || w->rows <= 0) return 0;
+    if (threads < 1) threads = 1;
+    if (r < 0 || (A == NULL && given_xa == NULL) || B == NULL) r = 0;
+    float *xa = given_xa ? (float *)given_xa : (float *)scratch;
+    void *rest = (char *)scratch + cq_align64((size_t)(M * r) * sizeof(float));
+    const int small = M < CQ_GEMV_MAX_M;
+    // bf16 (AVX512-BF16 only). Panel GEMM (M >= 64): x, the decoded weight and the LoRA block in
+    // bf16. Small M: the bf16 nibble-streaming tiles (K a multiple of the block, blocks of >= 64);
+    // LoRA and bias in f32.
+    const int use_bf16 = bf16 && cq_bf16_isa_current() &&
+                         (small ? cq_gemv_bf16_supported(w) : w->cols + r >= 2);
+    if (r > 0 && !given_xa) cq_lora_down(x, M, w->cols, A, r, xa, threads);
+    if (use_bf16) {
+        if (small)
+            cq_fused_gemv_ex(x, M, w, xa, B, r, scaling, bias, y, rest, threads, 1);
+        else
+            cq_panel_gemm_bf16(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
+    } else if (small) {
+        cq_fused_gemv(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
+    } else {
+        cq_panel_gemm(x, M, w->rows, w->cols, w, NULL, xa, B, r, scaling, bias, y, rest, threads);
+    }
+    return use_bf16;
+}
+
 void cq_fused_linear(const float *x, int64_t M, const cq_qweight *w,
                      const float *A, const float *B, int32_t r, float scaling,
                      const float *bias, float *y, void *scratch, int threads) {
-    if (M <= 0 || w->rows <= 0) return;
-    if (threads < 1) threads = 1;
-    if (r < 0 || A == NULL || B == NULL) r = 0;
-    float *xa = (float *)scratch;
-    void *rest = (char *)scratch + cq_align64((size_t)(M * r) * sizeof(float));
-    if (r > 0) cq_lora_down(x, M, w->cols, A, r, xa, threads);
-    if (M < CQ_GEMV_MAX_M)
-        cq_fused_gemv(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
-    else
-        cq_panel_gemm(x, M, w->rows, w->cols, w, NULL, xa, B, r, scaling, bias, y, rest, threads);
+    fused_linear(x, M, w, A, B, r, scaling, bias, y, NULL, scratch, threads, 0);
 }
 
 int cq_fused_linear_ex(const float *x, int64_t M, const cq_qweight *w,
                        const float *A, const float *B, int32_t r, float scaling,
                        const float *bias, float *y, void *scratch, int threads, int bf16) {
-    // Panel GEMM (M >= 64): x, the decoded weight and the LoRA block in bf16. Small M: the bf16
-    // nibble-streaming tiles (K a multiple of the block, blocks of >= 64); LoRA and bias in f32.
-    const int small = M < CQ_GEMV_MAX_M;
-    if (!bf16 || M <= 0 || w->rows <= 0 || !cq_bf16_isa_current() ||
-        (small ? !cq_gemv_bf16_supported(w) : w->cols + (r > 0 ? r : 0) < 2)) {
-        cq_fused_linear(x, M, w, A, B, r, scaling, bias, y, scratch, threads);
-        return 0;
-    }
-    if (threads < 1) threads = 1;
-    if (r < 0 || A == NULL || B == NULL) r = 0;
-    float *xa = (float *)scratch;
-    void *rest = (char *)scratch + cq_align64((size_t)(M * r) * sizeof(float));
-    if (r > 0) cq_lora_down(x, M, w->cols, A, r, xa, threads);
-    if (small)
-        cq_fused_gemv_ex(x, M, w, xa, B, r, scaling, bias, y, rest, threads, 1);
-    else
-        cq_panel_gemm_bf16(x, M, w, xa, B, r, scaling, bias, y, rest, threads);
-    return 1;
+    return fused_linear(x, M, w, A, B, r, scaling, bias, y, NULL, scratch, threads, bf16);
+}
+
+int cq_fused_linear_given_xa(const float *x, int64_t M, const cq_qweight *w,
+                             const float *xa, const float *B, int32_t r, float scaling,
+                             const float *bias, float *y, void *scratch, int threads, int bf16) {
+    return fused_linear(x, M, w, NULL, B, r, scaling, bias, y, xa, scratch, threads, bf16);
 }

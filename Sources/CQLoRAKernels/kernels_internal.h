@@ -190,7 +190,6 @@ const cq_bf16_isa *cq_bf16_isa_current(void);
 #define CQ_PANEL_K 256     // K block: the decoded panel is 96 x 256 floats = 96 KiB (L2)
 
 /// xa[m, j] = x[m,:]·A[j,:] (M x r), each dot in a fixed order; parallel over (m, j).
-void cq_lora_down(const float *x, int64_t M, int64_t K, const float *A, int32_t r, float *xa, int threads);
 
 size_t cq_gemv_scratch_bytes(int64_t M, int64_t K, int threads);
 void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,

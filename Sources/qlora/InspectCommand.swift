@@ -30,6 +30,15 @@ struct InspectCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Threads the plan is compiled for (default: all available cores).")
     var threads: Int?
 
+    @Flag(help: "Show the training plan instead: mse against the graph's output, backward into fresh LoRA adapters (r = 8) on every linear.")
+    var train = false
+
+    @Option(help: ArgumentHelp("With --train: the memory budget (arena + persistent), e.g. 512M or 2G; shows which segments are recomputed.", valueName: "size"))
+    var memoryBudget: String?
+
+    @Flag(help: "With --train: recompute every checkpoint segment in the backward.")
+    var gradientCheckpointing = false
+
     @Option(help: "Output format: text or json.")
     var format: InspectFormat = .text
 
@@ -39,10 +48,19 @@ struct InspectCommand: ParsableCommand {
         do {
             guard tokens > 0 else { throw QLoraError.invalidArgument("--tokens must be > 0, got \(tokens)") }
             let threads = try threadCount(threads)
-            let loaded = try graphOptions.load(weights: weights, extraDims: ["tokens": tokens], threads: threads)
-            let plan = try loaded.graph.compile(CompileOptions(mode: mode, threads: threads, computeType: computeType))
+            guard train || (memoryBudget == nil && !gradientCheckpointing) else {
+                throw QLoraError.invalidArgument("--memory-budget and --gradient-checkpointing apply to the training plan: add --train")
+            }
+            let budget = try memoryBudget.map { try ByteSize.parse($0, option: "--memory-budget") }
+            let loaded = try graphOptions.load(weights: weights, extraDims: ["tokens": tokens], threads: threads,
+                                               options: train ? GraphLoadOptions(freshLora: QLoraConfig()) : GraphLoadOptions())
+            if train { try Self.recordTraining(loaded) }
+            func options(_ m: ExecutionMode) -> CompileOptions {
+                CompileOptions(mode: m, threads: threads, computeType: computeType, memoryBudget: budget, gradientCheckpointing: gradientCheckpointing)
+            }
+            let plan = try loaded.graph.compile(options(mode))
             let modes: [ExecutionMode] = [.onTheFly, .cached]
-            let compared = try modes.map { m in m == mode ? plan : try loaded.graph.compile(CompileOptions(mode: m, threads: threads, computeType: computeType)) }
+            let compared = try modes.map { m in m == mode ? plan : try loaded.graph.compile(options(m)) }
             let reports = compared.map(PlanReport.init)
             let report = PlanReport(plan)
             let text: String
@@ -56,6 +74,19 @@ struct InspectCommand: ParsableCommand {
         } catch {
             throw fail(error)
         }
+    }
+
+    /// The training step `qlora train` compiles: mse of the (single) output against a `target`
+    /// input, backward into every linear's LoRA A and B.
+    static func recordTraining(_ loaded: LoadedGraph) throws {
+        let g = loaded.graph
+        guard loaded.definition.outputs.count == 1, let y = g.output(named: loaded.definition.outputs[0].name) else {
+            throw QLoraError.invalidArgument("--train needs a graph with one output (the prediction); \(loaded.definition.name) has \(loaded.definition.outputs.count)")
+        }
+        let store = try ParameterStore(gathering: loaded.layers.keys.sorted().flatMap { loaded.layers[$0]!.trainableParameters })
+        let loss = try g.mseLoss(y, target: g.input("target", shape: y.shape), label: "loss")
+        g.output("loss", loss)
+        try g.backward(from: loss, parameters: store)
     }
 
     static func header(_ loaded: LoadedGraph) -> String {
@@ -81,6 +112,9 @@ struct InspectCommand: ParsableCommand {
         row("  cached f32", \.cachedWeightBytes)
         row("  parameters", \.parameterBytes)
         row("  total", { $0.arenaBytes + $0.persistentBytes })
+        if let c = report.checkpointing {
+            lines.append("kept vs recomputed (gradient checkpointing): planned peak \(bytes(report.plannedPeakBytes)) with, \(bytes(c.peakWithoutBytes)) without")
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 

@@ -32,13 +32,14 @@ extension TrainCommand {
         }
         let llama = try LlamaModel(checkpoint: checkpoint, adapter: start, loraTargets: start == nil ? targets : [], freshLora: fresh, seed: seed)
         let dropoutContext = try dropout.flatMap { $0 > 0 ? try LoraDropout(probability: $0, seed: seed) : nil }
-        let step = try CausalLMTrainingStep(model: llama, options: CompileOptions(threads: threads), dropout: dropoutContext)
+        let step = try CausalLMTrainingStep(model: llama, options: try compileOptions(threads: threads), dropout: dropoutContext)
 
         let batches = try causalLMBatches(data, model: path, llama: llama, shuffle: true)
         let validBatches = try valid.map { try causalLMBatches($0, model: path, llama: llama, shuffle: false) }
         let method: Optimizer.Method = optimizer == .sgd ? .sgd(learningRate: Double(lr), momentum: Double(momentum ?? 0))
                                                         : .adamW(learningRate: Double(lr), weightDecay: Double(weightDecay ?? 0.01))
         let opt = try Optimizer(method, parameters: step.parameters)
+        if collective.rank == 0, let first = batches.batches.first?.ids["input_ids"]?.shape { Self.noteCheckpointing(try step.plan(shape: first)) }
         let options = try trainerOptions(batches: batches.count, threads: threads, ranks: collective.size)
         let trainer = try Trainer(step: step, batches: batches, optimizer: opt, dropout: dropoutContext, options: options)
         trainer.collective = collective

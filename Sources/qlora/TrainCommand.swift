@@ -140,6 +140,12 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Continue from a checkpoint directory written by --checkpoint-every.")
     var resume: String?
 
+    @Option(help: ArgumentHelp("Bound the training plan's memory (arena + persistent), e.g. 512M or 2G (binary units): segments of the forward are recomputed in the backward (gradient checkpointing) until the planned peak fits; below the smallest reachable peak, an error names it.", valueName: "size"))
+    var memoryBudget: String?
+
+    @Flag(help: "Recompute every checkpoint segment (each half decoder layer of a Llama model) in the backward instead of keeping its activations (transformers' gradient_checkpointing).")
+    var gradientCheckpointing = false
+
     @Option(help: "The adapter directory to write (created if missing).")
     var out: String
 
@@ -214,6 +220,22 @@ struct TrainCommand: ParsableCommand {
         }
         if let rank, rank <= 0 { throw QLoraError.invalidArgument("--rank must be > 0, got \(rank)") }
         if let alpha, !(alpha.isFinite && alpha >= 0) { throw QLoraError.invalidArgument("--alpha must be a finite number >= 0, got \(alpha)") }
+        _ = try memoryBudgetBytes()
+    }
+
+    /// --memory-budget in bytes.
+    func memoryBudgetBytes() throws -> Int? { try memoryBudget.map { try ByteSize.parse($0, option: "--memory-budget") } }
+
+    /// The training plan's compile options: threads, memory budget, gradient checkpointing.
+    func compileOptions(threads: Int) throws -> CompileOptions {
+        CompileOptions(threads: threads, memoryBudget: try memoryBudgetBytes(), gradientCheckpointing: gradientCheckpointing)
+    }
+
+    /// One stderr line on what checkpointing chose for `plan` (nothing when it was not asked for).
+    static func noteCheckpointing(_ plan: ExecutablePlan) {
+        guard let c = plan.checkpointing else { return }
+        FileHandle.standardError.write(Data(("gradient checkpointing: \(c.recomputedSegments) of \(c.segments.count) segments recomputed "
+            + "(\(c.recomputedSteps) steps); planned peak \(plan.plannedPeakBytes) bytes, \(c.peakWithoutBytes) without\n").utf8))
     }
 
     /// The output directory: an existing writable directory, or a new one in an existing writable directory.
@@ -352,7 +374,8 @@ struct TrainCommand: ParsableCommand {
         let lossValue = try g.mseLoss(prediction, target: g.input("target", shape: targetShape), label: "loss")
         g.output("loss", lossValue)
         try g.backward(from: lossValue, parameters: store)
-        let plan = try g.compile(CompileOptions(threads: threads))
+        let plan = try g.compile(try compileOptions(threads: threads))
+        if writes { Self.noteCheckpointing(plan) }
 
         let options = try trainerOptions(batches: batches.count, threads: threads, ranks: collective.size)
         let trainer = try Trainer(step: PlanTrainingStep(plan: plan, parameters: store, lossOutput: "loss"), batches: batches,

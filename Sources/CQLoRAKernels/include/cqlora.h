@@ -99,6 +99,17 @@ int cq_fused_linear_ex(const float *x, int64_t M, const cq_qweight *w,
                        const float *A, const float *B, int32_t r, float scaling,
                        const float *bias, float *y, void *scratch, int threads, int bf16);
 
+/// The LoRA down-projection xa = x·Aᵀ [M, r] (x [M, K], A [r, K]) exactly as the fused kernels
+/// compute it internally (one fixed-order dot per output, split over outputs).
+void cq_lora_down(const float *x, int64_t M, int64_t K, const float *A, int32_t r, float *xa, int threads);
+
+/// cq_fused_linear_ex with the down-projection xa = x·Aᵀ [M, r] given (from cq_lora_down: a
+/// training plan computes it once and keeps it for the backward's dB = (dY·s)ᵀ·(x·Aᵀ)); r > 0.
+/// Same scratch; with xa from cq_lora_down, y is bitwise cq_fused_linear_ex's. Returns 1 if bf16 ran.
+int cq_fused_linear_given_xa(const float *x, int64_t M, const cq_qweight *w,
+                             const float *xa, const float *B, int32_t r, float scaling,
+                             const float *bias, float *y, void *scratch, int threads, int bf16);
+
 /// Cached-mode linear on an f32 weight W [N, K] with the same LoRA epilogue. scratch:
 /// cq_dense_linear_scratch_bytes(M, N, K, r, threads) bytes (64-byte aligned, owned by the caller). Not OpenBLAS (its bits change with the thread
 /// count): the fused path's panel GEMM / dot products (dense_linear.c).
@@ -106,6 +117,10 @@ size_t cq_dense_linear_scratch_bytes(int64_t M, int64_t N, int64_t K, int32_t r,
 void cq_dense_linear(const float *x, int64_t M, const float *W, int64_t N, int64_t K,
                      const float *A, const float *B, int32_t r, float scaling,
                      const float *bias, float *y, void *scratch, int threads);
+/// cq_dense_linear with xa = x·Aᵀ [M, r] given (r > 0). Same scratch, same y bits as cq_dense_linear.
+void cq_dense_linear_given_xa(const float *x, int64_t M, const float *W, int64_t N, int64_t K,
+                              const float *xa, const float *B, int32_t r, float scaling,
+                              const float *bias, float *y, void *scratch, int threads);
 
 /// Plain y[M,N] = x[M,K]·W[N,K]ᵀ, the unfused matmul node (same kernels as cq_dense_linear).
 /// scratch: cq_matmul_nt_scratch_bytes(M, K, threads) bytes (may be NULL when that is 0).

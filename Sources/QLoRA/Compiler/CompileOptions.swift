@@ -20,12 +20,23 @@ public struct CompileOptions: Sendable, Equatable {
     /// weights to bf16 and accumulates in f32 (~1e-3 relative error) on CPUs with AVX512-BF16,
     /// where it is faster; elsewhere, and for shapes the bf16 kernels do not cover, f32 runs.
     public var computeType: ComputeType
+    /// Training plans: the most bytes the plan may allocate (`ExecutablePlan.plannedPeakBytes`:
+    /// arena + persistent). When the plan keeping every activation for the backward needs more,
+    /// the compiler recomputes segments of the forward in the backward instead (gradient
+    /// checkpointing, largest savings first) until it fits; below what recomputing every segment
+    /// reaches, `compile` throws, naming that minimum. nil: no bound.
+    public var memoryBudget: Int?
+    /// Training plans: recompute every checkpoint segment (transformers' `gradient_checkpointing`),
+    /// whatever the budget.
+    public var gradientCheckpointing: Bool
 
     public init(mode: ExecutionMode = .onTheFly, threads: Int = Runtime.defaultThreads, fusion: Bool = true,
-                computeType: ComputeType = .float32) {
+                computeType: ComputeType = .float32, memoryBudget: Int? = nil, gradientCheckpointing: Bool = false) {
         self.mode = mode
         self.threads = threads
         self.fusion = fusion
         self.computeType = computeType
+        self.memoryBudget = memoryBudget
+        self.gradientCheckpointing = gradientCheckpointing
     }
 }

@@ -5,11 +5,18 @@ enum Compiler {
         guard options.threads >= 1, options.threads <= 1024 else {
             throw QLoraError.invalidArgument("CompileOptions.threads must be in 1...1024, got \(options.threads)")
         }
+        if let budget = options.memoryBudget, budget <= 0 {
+            throw QLoraError.invalidArgument("CompileOptions.memoryBudget must be > 0 bytes, got \(budget)")
+        }
         let (g, decisions) = try optimizeWithDecisions(recorded, options: options)
-        try VerifyPass.run(g)
-        let lowered = Scheduler.lower(g, options: options)
-        let memory = MemoryPlanner.run(g, scratchPerNode: lowered.map { $0?.scratchBytes ?? 0 })
-        return Scheduler.run(g, lowered: lowered, memory: memory, options: options, decisions: decisions)
+        let plain = try PlannedGraph(g, options: options)
+        guard g.forwardCount != nil, options.gradientCheckpointing || options.memoryBudget.map({ plain.peakBytes > $0 }) == true else {
+            return plain.schedule(options: options, decisions: decisions)
+        }
+        let (chosen, report) = try CheckpointSelection.choose(g, plain: plain, options: options) { segments in
+            try PlannedGraph(DeadCodeElimination.run(Checkpointing.rewrite(g, recomputing: segments)), options: options)
+        }
+        return chosen.schedule(options: options, decisions: decisions, checkpointing: report)
     }
 
     /// The optimized IR (after fusion and mode lowering), for printers.
@@ -17,14 +24,17 @@ enum Compiler {
         try optimizeWithDecisions(recorded, options: options).graph
     }
 
-    /// verify → autodiff → dead code → fusion → dead code → mode lowering → dead code.
+    /// verify → autodiff → dead code → fusion → dead code → x·Aᵀ hand-off → dead code → mode lowering → dead code.
     private static func optimizeWithDecisions(_ recorded: IRGraph, options: CompileOptions)
         throws -> (graph: IRGraph, decisions: [ModeLowering.Decision]) {
         var g = recorded
         try VerifyPass.run(g)
         g = try Autodiff.run(g)
         g = DeadCodeElimination.run(g)
-        if options.fusion { g = DeadCodeElimination.run(FusionPass.run(g)) }
+        if options.fusion {
+            g = DeadCodeElimination.run(FusionPass.run(g))
+            g = DeadCodeElimination.run(DownProjectionHandOff.run(g))
+        }
         let lowered = ModeLowering.run(g, mode: options.mode, model: CostModel.default(threads: options.threads))
         return (DeadCodeElimination.run(lowered.graph), lowered.decisions)
     }
@@ -41,5 +51,27 @@ extension Graph {
             }
         }
         return try Compiler.compile(snapshot.bindingSizes(sizes), options: options)
+    }
+}
+
+/// A graph lowered and memory-planned, not yet scheduled into a plan (gradient checkpointing
+/// compares the peaks of several before building one).
+struct PlannedGraph {
+    let graph: IRGraph
+    let lowered: [LoweredStep?]
+    let memory: MemoryPlan
+
+    init(_ g: IRGraph, options: CompileOptions) throws {
+        try VerifyPass.run(g)
+        graph = g
+        lowered = Scheduler.lower(g, options: options)
+        memory = MemoryPlanner.run(g, scratchPerNode: lowered.map { $0?.scratchBytes ?? 0 })
+    }
+
+    /// What the plan will allocate: `ExecutablePlan.plannedPeakBytes`.
+    var peakBytes: Int { memory.arenaBytes + memory.persistentBytes }
+
+    func schedule(options: CompileOptions, decisions: [ModeLowering.Decision], checkpointing: CheckpointingReport? = nil) -> ExecutablePlan {
+        Scheduler.run(graph, lowered: lowered, memory: memory, options: options, decisions: decisions, checkpointing: checkpointing)
     }
 }

@@ -45,6 +45,9 @@ struct IRGraph: Sendable {
     var outputs: [(name: String, node: Int)] = []
     /// What the autodiff pass is asked to add (recorded by `Graph.backward`); nil for inference.
     var backward: BackwardRequest?
+    /// After the autodiff pass: nodes before this index are the forward pass and the loss, the
+    /// backward follows (gradient checkpointing recomputes forward values for the backward).
+    var forwardCount: Int?
 
     /// How many times each node is used as an operand or output.
     func useCounts() -> [Int] {
@@ -83,6 +86,7 @@ struct IRGraph: Sendable {
         }
         out.inputs = inputs.filter { keep[$0.node] }.map { ($0.name, remap[$0.node]) }
         out.outputs = outputs.map { ($0.name, remap[$0.node]) }
+        out.forwardCount = forwardCount.map { count in keep.prefix(count).filter { $0 }.count }
         return out
     }
 }

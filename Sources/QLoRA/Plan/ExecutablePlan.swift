@@ -20,6 +20,9 @@ public final class ExecutablePlan: @unchecked Sendable {
     let memory: MemoryPlan
     public let options: CompileOptions
     let decisions: [ModeLowering.Decision]
+    /// Gradient checkpointing: which segments are recomputed, and the planned peak with and
+    /// without (nil when the compile options asked for none).
+    public let checkpointing: CheckpointingReport?
     /// Persistent f32 copies of the cached weights, made when the plan is built.
     let cachedBuffers: [AlignedBuffer]
     /// The kernel views of the 4-bit weights (their pointers stay valid while the storages live,
@@ -29,7 +32,7 @@ public final class ExecutablePlan: @unchecked Sendable {
     private let runLock = NSLock()
 
     init(ir: IRGraph, steps: [Step], inputs: [Binding], outputs: [Binding], memory: MemoryPlan, options: CompileOptions,
-         decisions: [ModeLowering.Decision]) {
+         decisions: [ModeLowering.Decision], checkpointing: CheckpointingReport? = nil) {
         self.ir = ir
         self.steps = steps
         self.inputs = inputs
@@ -37,6 +40,7 @@ public final class ExecutablePlan: @unchecked Sendable {
         self.memory = memory
         self.options = options
         self.decisions = decisions
+        self.checkpointing = checkpointing
         cachedBuffers = memory.cachedWeights.map { $0.dequantized(threads: options.threads) }
         weightViews = .allocate(capacity: max(1, memory.weights.count))
         weightViews.initialize(from: memory.weights.map(\.kernelView), count: memory.weights.count)
@@ -55,10 +59,9 @@ public final class ExecutablePlan: @unchecked Sendable {
     /// Bytes of the kernel scratch region inside the arena.
     public var scratchBytes: Int { memory.scratchBytes }
     /// Bytes the plan keeps outside the arena: 4-bit weights with statistics, parameters, cached f32 weights, state.
-    public var persistentBytes: Int {
-        memory.weights.reduce(0) { $0 + $1.memoryBytes } + memory.parameters.reduce(0) { $0 + $1.memoryBytes }
-            + memory.cachedWeights.reduce(0) { $0 + $1.count * 4 } + memory.states.reduce(0) { $0 + $1.memoryBytes }
-    }
+    public var persistentBytes: Int { memory.persistentBytes }
+    /// Everything the plan allocates: the arena plus the persistent bytes. `CompileOptions.memoryBudget` bounds it.
+    public var plannedPeakBytes: Int { arenaBytes + persistentBytes }
     /// What the arena values would need with no reuse at all (each value its own buffer: no shared
     /// gaps, no in-place steps).
     public var unsharedBufferBytes: Int { memory.unsharedBytes }

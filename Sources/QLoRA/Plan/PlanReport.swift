@@ -59,6 +59,10 @@ public struct PlanReport: Sendable, Equatable {
     public var parameterBytes: Int
     /// Persistent buffers the steps update (accumulators, optimizer moments, caches).
     public var stateBytes: Int
+    /// Arena + persistent: what `CompileOptions.memoryBudget` bounds.
+    public var plannedPeakBytes: Int
+    /// Gradient checkpointing: segments kept or recomputed, the peak without (nil when not asked for).
+    public var checkpointing: CheckpointingReport?
     public var totalFlops: Int { steps.reduce(0) { $0 + $1.flops } }
     public var totalBytesMoved: Int { steps.reduce(0) { $0 + $1.bytesMoved } }
 
@@ -98,6 +102,8 @@ public struct PlanReport: Sendable, Equatable {
         cachedWeightBytes = plan.memory.cachedWeights.reduce(0) { $0 + $1.count * 4 }
         parameterBytes = plan.memory.parameters.reduce(0) { $0 + $1.memoryBytes }
         stateBytes = plan.memory.states.reduce(0) { $0 + $1.memoryBytes }
+        plannedPeakBytes = plan.plannedPeakBytes
+        checkpointing = plan.checkpointing
     }
 
     /// The report as JSON (keys in snake_case).
@@ -122,7 +128,17 @@ public struct PlanReport: Sendable, Equatable {
             ("memory", .object([("arena_bytes", .int(arenaBytes)), ("scratch_bytes", .int(scratchBytes)),
                                 ("unshared_buffer_bytes", .int(unsharedBufferBytes)), ("persistent_bytes", .int(persistentBytes)),
                                 ("quantized_weight_bytes", .int(quantizedWeightBytes)), ("cached_weight_bytes", .int(cachedWeightBytes)),
-                                ("parameter_bytes", .int(parameterBytes))])),
+                                ("parameter_bytes", .int(parameterBytes)), ("planned_peak_bytes", .int(plannedPeakBytes))])),
+            ("checkpointing", checkpointing.map { c in
+                .object([("budget", c.budget.map { .int($0) } ?? .null), ("every_segment", .bool(c.everySegment)),
+                         ("peak_without_bytes", .int(c.peakWithoutBytes)), ("peak_bytes", .int(plannedPeakBytes)),
+                         ("segments", .array(c.segments.map { s in
+                             .object([("index", .int(s.index)), ("first", .string(s.first)), ("boundary", .string(s.boundary)),
+                                      ("steps", .int(s.steps)), ("saved_values", .int(s.savedValues)), ("saved_bytes", .int(s.savedBytes)),
+                                      ("recomputed", .bool(s.recomputed)), ("recomputed_steps", .int(s.recomputedSteps)),
+                                      ("candidate", .bool(s.candidate))])
+                         }))])
+            } ?? .null),
             ("total_flops", .int(totalFlops)), ("total_bytes_moved", .int(totalBytesMoved)),
         ])
     }

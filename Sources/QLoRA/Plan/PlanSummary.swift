@@ -24,6 +24,7 @@ extension ExecutablePlan {
         }
         lines.append("memory: arena \(Self.bytes(arenaBytes)) (buffers \(Self.bytes(arenaBytes - scratchBytes)) reused from "
                      + "\(Self.bytes(unsharedBufferBytes)) unshared, scratch \(Self.bytes(scratchBytes))), persistent \(Self.bytes(persistentBytes))")
+        if let checkpointing { lines += checkpointing.lines(peak: plannedPeakBytes) }
         return lines.joined(separator: "\n")
     }
 

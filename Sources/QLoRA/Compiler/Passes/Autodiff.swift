@@ -17,6 +17,7 @@ enum Autodiff {
         guard let request = recorded.backward else { return recorded }
         var g = recorded
         g.backward = nil
+        g.forwardCount = recorded.nodes.count
         let loss = request.loss
         guard loss >= 0, loss < g.nodes.count, g.nodes[loss].type.count == 1, g.nodes[loss].type.element == .float32 else {
             throw QLoraError.invalidArgument("backward: the loss must be one f32 value")

@@ -18,7 +18,9 @@ enum FusionRules {
 
     /// The LoRA branch added to a plain fused linear of the same x.
     static func lora(scaled: Bool) -> FusionRule {
-        let product = Pattern.op(MatmulOp.self, "xab", .op(MatmulOp.self, "xa", .value("x"), .value("a")), .value("b"))
+        // x·Aᵀ may have other uses (the backward's dB reads it): `DownProjectionHandOff` then has
+        // the fused kernel write it instead of a separate matmul.
+        let product = Pattern.op(MatmulOp.self, "xab", .op(MatmulOp.self, "xa", .value("x"), .value("a"), shared: true), .value("b"))
         let term = scaled ? .op(ScaleOp.self, "scale", product) : product
         let plain = Pattern.op(FusedLinearOp.self, "base", .value("x"), .value("w")) { !$0.attributes.hasLora && !$0.attributes.hasBias }
         return FusionRule(name: scaled ? "linear+scaled lora" : "linear+lora", pattern: .op(AddOp.self, "add", plain, term),

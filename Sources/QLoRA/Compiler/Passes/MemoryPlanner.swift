@@ -31,6 +31,11 @@ struct MemoryPlan: Sendable {
     /// What the arena buffers would take with no reuse at all (neither shared gaps nor in-place steps).
     var unsharedBytes: Int
     var arenaBytes: Int { scratchOffset + scratchBytes }
+    /// Bytes outside the arena: 4-bit weights with statistics, parameters, cached f32 weights, state.
+    var persistentBytes: Int {
+        weights.reduce(0) { $0 + $1.memoryBytes } + parameters.reduce(0) { $0 + $1.memoryBytes }
+            + cachedWeights.reduce(0) { $0 + $1.count * 4 } + states.reduce(0) { $0 + $1.memoryBytes }
+    }
 }
 
 enum MemoryPlanner {

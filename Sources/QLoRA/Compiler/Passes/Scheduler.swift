@@ -11,7 +11,7 @@ enum Scheduler {
     }
 
     static func run(_ g: IRGraph, lowered: [LoweredStep?], memory: MemoryPlan, options: CompileOptions,
-                    decisions: [ModeLowering.Decision]) -> ExecutablePlan {
+                    decisions: [ModeLowering.Decision], checkpointing: CheckpointingReport? = nil) -> ExecutablePlan {
         var steps: [Step] = []
         for n in g.nodes {
             guard let l = lowered[n.id] else { continue }
@@ -29,6 +29,6 @@ enum Scheduler {
                                    ref: memory.refs[output.node]!)
         }
         return ExecutablePlan(ir: g, steps: steps, inputs: inputs, outputs: outputs, memory: memory, options: options,
-                              decisions: decisions)
+                              decisions: decisions, checkpointing: checkpointing)
     }
 }

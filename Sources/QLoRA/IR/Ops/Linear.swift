@@ -59,6 +59,9 @@ public struct FusedLinearAttributes: Sendable, Equatable {
     public var hasBias: Bool
     /// The names of the nodes the fusion replaced, for printers and plan summaries.
     public var fusedOps: [String]
+    /// Training: operand 2 is x·Aᵀ [..., r] (a `lora_down` step the backward's dB = (dY·s)ᵀ·(x·Aᵀ)
+    /// also reads) instead of A, so x·Aᵀ is computed once (`DownProjectionHandOff`).
+    public var takesDownProjection = false
 }
 
 /// The fused QLoRA linear (made by fusion). Its weight operand is the 4-bit weight (on-the-fly
@@ -69,11 +72,12 @@ struct FusedLinearOp: OpDefinition {
     var fusedOps: [String] { attributes.fusedOps }
     var jsonAttributes: [(key: String, value: JSONValue)] {
         [("scaling", IRDump.number(attributes.scaling)), ("has_lora", .bool(attributes.hasLora)), ("has_bias", .bool(attributes.hasBias)),
-         ("fused_ops", .array(attributes.fusedOps.map { .string($0) }))]
+         ("fused_ops", .array(attributes.fusedOps.map { .string($0) }))] + (attributes.takesDownProjection ? [("takes_xa", .bool(true))] : [])
     }
     var bracketAttributes: String {
         var parts: [String] = []
         if attributes.hasLora { parts.append("lora, scaling=\(attributes.scaling)") }
+        if attributes.takesDownProjection { parts.append("x·Aᵀ given") }
         if attributes.hasBias { parts.append("bias") }
         return parts.isEmpty ? "" : "[\(parts.joined(separator: ", "))]"
     }
@@ -85,7 +89,14 @@ struct FusedLinearOp: OpDefinition {
         try checkLinear(x: x, weight: w, site)
         let n = w[0], k = w[1]
         var next = 2
-        if a.hasLora {
+        if a.hasLora && a.takesDownProjection {
+            let xa = try site.f32(2, "x·Aᵀ"), lb = try site.f32(3, "lora_B")
+            guard xa.count == x.count, site.same(Array(xa.dropLast()), Array(x.dropLast())), let r = xa.last, r > 0 else {
+                throw site.mismatch("x·Aᵀ [..., r]", expected: Array(x.dropLast()) + [xa.last ?? 0], actual: xa)
+            }
+            guard lb == [n, r] else { throw site.mismatch("lora_B [out, r]", expected: [n, r], actual: lb) }
+            next = 4
+        } else if a.hasLora {
             let la = try site.f32(2, "lora_A"), lb = try site.f32(3, "lora_B")
             guard la.count == 2, la[1] == k, la[0] > 0 else { throw site.mismatch("lora_A [r, in]", expected: [la.first ?? 0, k], actual: la) }
             guard lb == [n, la[0]] else { throw site.mismatch("lora_B [out, r]", expected: [n, la[0]], actual: lb) }
@@ -101,16 +112,18 @@ struct FusedLinearOp: OpDefinition {
     func lower(_ input: LoweringInput) -> LoweredStep? {
         let a = attributes, w = input.operands[1]
         let m = input.rows(0), n = w.type.shape[0], k = w.type.shape[1]
-        let r = a.hasLora ? input.shape(2)[0] : 0
+        let r = a.hasLora ? (a.takesDownProjection ? input.shape(2).last! : input.shape(2)[0]) : 0
         let quantized = w.type.element == .quant4
         let weightBytes = quantized ? (w.op.weightStorage?.memoryBytes ?? 0) : 4 * n * k
         let t = Int32(input.threads)
         let kernel = FusedLinearKernel(m: m, n: n, k: k, rank: r, scaling: a.scaling, hasBias: a.hasBias, quantized: quantized,
-                                       bf16: quantized && input.options.computeType == .bfloat16)
+                                       bf16: quantized && input.options.computeType == .bfloat16, takesDownProjection: a.takesDownProjection && r > 0)
         let scratch = quantized ? cq_fused_linear_scratch_bytes(Int64(m), Int64(n), Int64(k), Int32(r), t)
                                 : cq_dense_linear_scratch_bytes(Int64(m), Int64(n), Int64(k), Int32(r), t)
-        return LoweredStep(kernel: kernel, flops: 2 * m * n * k + 2 * m * r * (k + n),
-                           bytesMoved: weightBytes + 4 * (m * k + m * n + r * (k + n) + (a.hasBias ? n : 0)), scratchBytes: Int(scratch),
+        let down = kernel.takesDownProjection   // x·Aᵀ read, not computed
+        return LoweredStep(kernel: kernel, flops: 2 * m * n * k + 2 * m * r * (down ? n : k + n),
+                           bytesMoved: weightBytes + 4 * (m * k + m * n + (down ? m * r : r * k) + r * n + (a.hasBias ? n : 0)),
+                           scratchBytes: Int(scratch),
                            // A cached weight is already f32: the step no longer dequantizes.
                            fusedOps: quantized ? nil : a.fusedOps.filter { $0 != "dequantize" })
     }
@@ -124,9 +137,12 @@ struct FusedLinearKernel: StepKernel {
     var hasBias: Bool
     var quantized: Bool
     var bf16: Bool
+    /// Operand 2 is x·Aᵀ, not A (training).
+    var takesDownProjection = false
 
     var name: String {
-        quantized ? (bf16 ? "fused_qlora_linear(on-the-fly, bf16)" : "fused_qlora_linear(on-the-fly)") : "dense_qlora_linear(cached)"
+        (quantized ? (bf16 ? "fused_qlora_linear(on-the-fly, bf16)" : "fused_qlora_linear(on-the-fly)") : "dense_qlora_linear(cached)")
+            + (takesDownProjection ? "(x·Aᵀ given)" : "")
     }
     func workSplit(threads: Int) -> String { linearWorkSplit(m: m, n: n, threads: threads) }
 
@@ -134,12 +150,41 @@ struct FusedLinearKernel: StepKernel {
         let r = rank
         let a = r > 0 ? io.f32(2) : nil, b = r > 0 ? io.f32(3) : nil
         let bias = hasBias ? io.f32IfPresent(r > 0 ? 4 : 2) : nil
-        if quantized {
+        if takesDownProjection {
+            if quantized {
+                _ = cq_fused_linear_given_xa(io.f32(0), Int64(m), io.weight(1), a, b, Int32(r), scaling, bias, io.out, io.scratch, io.threads, bf16 ? 1 : 0)
+            } else {
+                cq_dense_linear_given_xa(io.f32(0), Int64(m), io.f32(1), Int64(n), Int64(k), a, b, Int32(r), scaling, bias, io.out, io.scratch, io.threads)
+            }
+        } else if quantized {
             _ = cq_fused_linear_ex(io.f32(0), Int64(m), io.weight(1), a, b, Int32(r), scaling, bias, io.out, io.scratch, io.threads, bf16 ? 1 : 0)
         } else {
             cq_dense_linear(io.f32(0), Int64(m), io.f32(1), Int64(n), Int64(k), a, b, Int32(r), scaling, bias, io.out, io.scratch, io.threads)
         }
     }
+}
+
+/// x·Aᵀ for the LoRA down-projection: x [..., K], A [r, K] → [..., r], computed as the fused
+/// kernels compute it internally (`cq_lora_down`), so a training forward that keeps it for the
+/// backward (`DownProjectionHandOff`) gives the inference forward's bits. Made by that pass only.
+struct LoraDownOp: OpDefinition {
+    var name: String { "lora_down" }
+
+    func resultType(_ operands: [ValueType], at site: OpSite) throws -> ValueType {
+        try MatmulOp().resultType(operands, at: site)
+    }
+
+    func lower(_ input: LoweringInput) -> LoweredStep? {
+        let m = input.rows(0), a = input.shape(1)
+        return LoweredStep(kernel: LoraDownKernel(m: m, k: a[1], r: a[0]), flops: 2 * m * a[0] * a[1], bytesMoved: 4 * (m * a[1] + a[0] * a[1] + m * a[0]))
+    }
+}
+
+struct LoraDownKernel: StepKernel {
+    var m: Int, k: Int, r: Int
+    var name: String { "lora_down(x·Aᵀ)" }
+    func workSplit(threads: Int) -> String { "\(m * r) outputs over up to \(threads) \(threadWord(threads)), K whole per output" }
+    func run(_ io: KernelIO) { cq_lora_down(io.f32(0), Int64(m), Int64(k), io.f32(1), Int32(r), io.out, io.threads) }
 }
 
 /// What each thread of a linear kernel computes: rows of the weight (output features), with the
