@@ -145,6 +145,21 @@ public struct LlamaCheckpoint: Sendable {
         return try quantizedWeight(name, neededBy: neededBy)
     }
 
+    /// A plain tensor of a safetensors checkpoint as stored (dtype, shape, bytes), for exports that
+    /// keep it in its dtype; nil for a GGUF file or a 4-bit parameter.
+    public func storedPlainTensor(_ name: String) throws -> (dtype: SafeTensorsDType, shape: [Int], data: Data)? {
+        guard case let .safetensors(shards, shardOf) = source, let i = shardOf[name], !shards[i].isQuantized(name) else { return nil }
+        let info = try shards[i].file.info(name)
+        return (info.dtype, info.shape, try shards[i].file.rawData(name))
+    }
+
+    /// The torch dtype name the original weight `name` had: its safetensors dtype, a 4-bit
+    /// parameter's recorded dtype, "float32" for a GGUF tensor (transformers dequantizes to f32).
+    public func sourceDType(_ name: String) throws -> String {
+        guard case let .safetensors(shards, shardOf) = source, let i = shardOf[name] else { return "float32" }
+        return shards[i].isQuantized(name) ? try shards[i].quantState(name).dtype : try shards[i].file.info(name).dtype.torchName
+    }
+
     /// The named dimensions Graphs/llama.json uses, from the config.
     public var graphDims: [String: Int] {
         ["layers": config.layers, "hidden": config.hiddenSize, "intermediate": config.intermediateSize, "heads": config.heads,
