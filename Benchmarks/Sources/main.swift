@@ -19,6 +19,7 @@ if args.contains("--help") || threadCounts.isEmpty {
     print("usage: qlora-bench [--quick] [--graph-only] [--threads 1,2] [--output results.md]\n"
           + "       qlora-bench --train-step [--threads 2] [--runs 5]   (forward+backward+AdamW, 4096x11008 NF4, r=16, M=128)\n"
           + "       qlora-bench --llama MODEL.gguf|DIR [--threads 2] [--runs 5] [--json out.json]   (prefill-128, decode, train step seq 256)\n"
+          + "       qlora-bench --scale MODEL_DIR --phase inference|train [--threads 2] [--json out.json]   (7B scale: decode vs bandwidth bound, prefill-512, train step + peak RSS)\n"
           + "       qlora-bench --tokenizer [--tokenizer-json path] [--mb 4] [--corpus-out text.txt] [--ids-out ids.u32]")
     exit(threadCounts.isEmpty ? 1 : 0)
 }
@@ -36,6 +37,16 @@ if args.contains("--tokenizer") {
 if let llama = option("--llama") {
     do {
         try LlamaBench.run(model: llama, threads: threadCounts.max()!, runs: Int(option("--runs") ?? "") ?? 5, json: option("--json"))
+        exit(0)
+    } catch {
+        print("error: \(error)")
+        exit(1)
+    }
+}
+
+if let scale = option("--scale") {
+    do {
+        try ScaleBench.run(model: scale, phase: option("--phase") ?? "inference", threads: threadCounts.max()!, json: option("--json"))
         exit(0)
     } catch {
         print("error: \(error)")

@@ -113,7 +113,9 @@ public struct LlamaCheckpoint: Sendable {
     public func tensor(_ name: String, neededBy: String) throws -> Tensor {
         guard contains(name) else { throw missing(name, neededBy: neededBy) }
         switch source {
-        case let .safetensors(shards, shardOf): return try shards[shardOf[name]!].tensor(name, threads: quantization.threads)
+        case let .safetensors(shards, shardOf):
+            defer { Self.releasePages(name, of: shards[shardOf[name]!]) }
+            return try shards[shardOf[name]!].tensor(name, threads: quantization.threads)
         case let .gguf(w): return try w.tensor(name, threads: quantization.threads)
         }
     }
@@ -129,6 +131,7 @@ public struct LlamaCheckpoint: Sendable {
     public func quantizedWeight(_ name: String, neededBy: String) throws -> QuantizedTensor {
         guard contains(name) else { throw missing(name, neededBy: neededBy) }
         if case let .safetensors(shards, shardOf) = source, shards[shardOf[name]!].isQuantized(name) {
+            defer { Self.releasePages(name, of: shards[shardOf[name]!]) }
             return try shards[shardOf[name]!].quantized(name)
         }
         let t = try tensor(name, neededBy: neededBy)
@@ -143,6 +146,13 @@ public struct LlamaCheckpoint: Sendable {
     public func quantizedWeight(_ name: String, shape: [Int], neededBy: String) throws -> QuantizedTensor {
         try check(name, try self.shape(name, neededBy: neededBy), shape)
         return try quantizedWeight(name, neededBy: neededBy)
+    }
+
+    /// Drops the mapped pages of a tensor just copied out (and of its 4-bit companions), so a
+    /// loaded model is resident once, not twice (mapped file + copy) at the peak of a 7B load.
+    private static func releasePages(_ name: String, of shard: BnbCheckpoint) {
+        shard.file.releasePages(name)
+        for s in BnbCheckpoint.auxSuffixes { shard.file.releasePages("\(name).\(s)") }
     }
 
     /// A plain tensor of a safetensors checkpoint as stored (dtype, shape, bytes), for exports that
