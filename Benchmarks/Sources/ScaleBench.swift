@@ -32,12 +32,15 @@ enum ScaleBench {
             results.append(("weight_bytes_per_token", Double(bytes)))
             let tokens = (0..<512).map { Int32(($0 * 7919 + 13) % c.vocabSize) }
             let generator = try LlamaGenerator(model: model, capacity: 520, options: options)
+            let c0 = cpuSeconds(), w0 = now()
             let prefill = try generator.generate(prompt: tokens, maxNewTokens: 1).prefillTokensPerSecond
-            results.append(("prefill_512_tokens_per_s", prefill))
+            results += [("prefill_512_tokens_per_s", prefill), ("prefill_cores_used", (cpuSeconds() - c0) / (now() - w0))]
             print(String(format: "prefill 512 tokens: %.2f tokens/s", prefill))
             let bench = Bench(quick: true, threadCounts: [threads])
             let gbs = StreamRead.bandwidth(bench, bytes: 512 << 20, threads: threads)
+            let c1 = cpuSeconds(), w1 = now()
             let decode = try generator.generate(prompt: Array(tokens.prefix(16)), maxNewTokens: 9).decodeTokensPerSecond
+            results.append(("decode_run_cores_used", (cpuSeconds() - c1) / (now() - w1)))
             let gbsAfter = StreamRead.bandwidth(bench, bytes: 512 << 20, threads: threads)
             let bound = gbs * 1e9 / Double(bytes)
             results += [("stream_read_gb_s", gbs), ("stream_read_after_gb_s", gbsAfter), ("decode_tokens_per_s", decode),
@@ -67,10 +70,10 @@ enum ScaleBench {
             let ids = (0..<seq).map { Int32(($0 * 7919 + 13) % model.config.vocabSize) }
             let feed = ["input_ids": try IntTensor(shape: [1, seq], scalars: ids)]
             TrainStepBench.resetPeak()
-            let t2 = now()
+            let t2 = now(), c2 = cpuSeconds()
             let out = try plan.run([:], ids: feed)
             let step = now() - t2
-            results += [("step_s", step), ("step_tokens_per_s", Double(seq) / step), ("step_peak_rss_mb", TrainStepBench.peakMB()),
+            results += [("step_s", step), ("step_cpu_s", cpuSeconds() - c2), ("step_cores_used", (cpuSeconds() - c2) / step), ("step_tokens_per_s", Double(seq) / step), ("step_peak_rss_mb", TrainStepBench.peakMB()),
                         ("loss", Double(out["loss"]?.scalars.first ?? .nan))]
             print(String(format: "QLoRA step (r=16, all projections, seq 256): %.1f s, peak RSS of the step %.0f MB", step, TrainStepBench.peakMB()))
         default:
@@ -87,6 +90,14 @@ enum ScaleBench {
             try Data(body.utf8).write(to: URL(fileURLWithPath: json + ".tmp"))
             guard rename(json + ".tmp", json) == 0 else { throw QLoraError.invalidArgument("cannot rename \(json).tmp to \(json)") }
         }
+    }
+
+    /// User + system CPU seconds of the process: with the wall time, how much of the machine the
+    /// phase got (the machine is shared; 2.0 = both cores all the time).
+    static func cpuSeconds() -> Double {
+        var u = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+        return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
     }
 
     static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
