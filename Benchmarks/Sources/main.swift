@@ -21,6 +21,7 @@ if args.contains("--help") || threadCounts.isEmpty {
           + "       qlora-bench --llama MODEL.gguf|DIR [--threads 2] [--runs 5] [--json out.json] [--train-only] [--gradient-checkpointing]   (prefill-128, decode, train step seq 256 with peak RSS)\n"
           + "       qlora-bench --attention [--threads 2] [--runs 5]   (the attention kernel at SmolLM2's shape: prefill, backward, decode, packed)\n"
           + "       mpirun -np N qlora-bench --allreduce [--floats 4884480,39976960] [--runs 5]   (gradient all-reduce time)\n"
+          + "       qlora-bench --scale MODEL_DIR --phase inference|train [--threads 2] [--json out.json]   (7B scale: decode vs bandwidth bound, prefill-512, train step + peak RSS)\n"
           + "       qlora-bench --tokenizer [--tokenizer-json path] [--mb 4] [--corpus-out text.txt] [--ids-out ids.u32]")
     exit(threadCounts.isEmpty ? 1 : 0)
 }
@@ -60,6 +61,16 @@ if let llama = option("--llama") {
 if args.contains("--attention") {
     AttentionBench.run(threads: threadCounts.max()!, runs: Int(option("--runs") ?? "") ?? 5)
     exit(0)
+}
+
+if let scale = option("--scale") {
+    do {
+        try ScaleBench.run(model: scale, phase: option("--phase") ?? "inference", threads: threadCounts.max()!, json: option("--json"))
+        exit(0)
+    } catch {
+        print("error: \(error)")
+        exit(1)
+    }
 }
 
 if args.contains("--train-step") {

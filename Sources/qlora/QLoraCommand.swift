@@ -9,7 +9,7 @@ struct QLoraCommand: ParsableCommand {
         abstract: "Quantize, inspect and run QLoRA layers on the CPU.",
         version: QLoraCommand.version,
         subcommands: [QuantizeCommand.self, DequantizeCommand.self, DumpCommand.self, InspectCommand.self, RunCommand.self, TrainCommand.self, MergeCommand.self,
-                      GenerateCommand.self, ChatCommand.self, TokenizeCommand.self, PackCommand.self, DemoCommand.self])
+                      GenerateCommand.self, ChatCommand.self, TokenizeCommand.self, PackCommand.self, DemoCommand.self, SynthCommand.self])
 
     static let version = "0.15.0"
 

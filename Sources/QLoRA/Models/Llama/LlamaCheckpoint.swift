@@ -113,7 +113,9 @@ public struct LlamaCheckpoint: Sendable {
     public func tensor(_ name: String, neededBy: String) throws -> Tensor {
         guard contains(name) else { throw missing(name, neededBy: neededBy) }
         switch source {
-        case let .safetensors(shards, shardOf): return try shards[shardOf[name]!].tensor(name, threads: quantization.threads)
+        case let .safetensors(shards, shardOf):
+            defer { Self.releasePages(name, of: shards[shardOf[name]!]) }
+            return try shards[shardOf[name]!].tensor(name, threads: quantization.threads)
         case let .gguf(w): return try w.tensor(name, threads: quantization.threads)
         }
     }
@@ -129,6 +131,7 @@ public struct LlamaCheckpoint: Sendable {
     public func quantizedWeight(_ name: String, neededBy: String) throws -> QuantizedTensor {
         guard contains(name) else { throw missing(name, neededBy: neededBy) }
         if case let .safetensors(shards, shardOf) = source, shards[shardOf[name]!].isQuantized(name) {
+            defer { Self.releasePages(name, of: shards[shardOf[name]!]) }
             return try shards[shardOf[name]!].quantized(name)
         }
         let t = try tensor(name, neededBy: neededBy)
@@ -143,6 +146,28 @@ public struct LlamaCheckpoint: Sendable {
     public func quantizedWeight(_ name: String, shape: [Int], neededBy: String) throws -> QuantizedTensor {
         try check(name, try self.shape(name, neededBy: neededBy), shape)
         return try quantizedWeight(name, neededBy: neededBy)
+    }
+
+    /// Drops the mapped pages of a tensor just copied out (and of its 4-bit companions), so a
+    /// loaded model is resident once, not twice (mapped file + copy) at the peak of a 7B load.
+    private static func releasePages(_ name: String, of shard: BnbCheckpoint) {
+        shard.file.releasePages(name)
+        for s in BnbCheckpoint.auxSuffixes { shard.file.releasePages("\(name).\(s)") }
+    }
+
+    /// A plain tensor of a safetensors checkpoint as stored (dtype, shape, bytes), for exports that
+    /// keep it in its dtype; nil for a GGUF file or a 4-bit parameter.
+    public func storedPlainTensor(_ name: String) throws -> (dtype: SafeTensorsDType, shape: [Int], data: Data)? {
+        guard case let .safetensors(shards, shardOf) = source, let i = shardOf[name], !shards[i].isQuantized(name) else { return nil }
+        let info = try shards[i].file.info(name)
+        return (info.dtype, info.shape, try shards[i].file.rawData(name))
+    }
+
+    /// The torch dtype name the original weight `name` had: its safetensors dtype, a 4-bit
+    /// parameter's recorded dtype, "float32" for a GGUF tensor (transformers dequantizes to f32).
+    public func sourceDType(_ name: String) throws -> String {
+        guard case let .safetensors(shards, shardOf) = source, let i = shardOf[name] else { return "float32" }
+        return shards[i].isQuantized(name) ? try shards[i].quantState(name).dtype : try shards[i].file.info(name).dtype.torchName
     }
 
     /// The named dimensions Graphs/llama.json uses, from the config.

@@ -1,0 +1,104 @@
+import Foundation
+import QLoRA
+
+/// `qlora-bench --scale DIR --phase inference|train [--threads 2] [--json out.json]`: a large
+/// (e.g. `qlora synth` Llama-2-7B-shaped) 4-bit model directory, one phase per process so each
+/// phase's peak resident memory is its own (Benchmarks/scale/run_7b.sh runs both).
+/// - inference: the streaming-read bandwidth of a 512 MiB buffer measured right before decoding,
+///   the decode tokens/s (greedy, 8 tokens after a 16-token prompt) against the bandwidth bound
+///   (weight bytes read per token ÷ that bandwidth), and the prefill of 512 tokens.
+/// - train: one QLoRA step (LoRA r = 16, alpha 32 on all 7 projections, sequence 256, batch 1:
+///   forward, causal-LM loss, backward, AdamW in one plan): step time and the peak resident memory
+///   of the process (VmHWM: load and step), and of the step alone.
+/// Single runs (a 7B step takes minutes on 2 cores): the numbers are one sample each.
+enum ScaleBench {
+    static func run(model path: String, phase: String, threads: Int, json: String?) throws {
+        let url = URL(fileURLWithPath: path)
+        var quantization = QuantizeOptions()
+        quantization.threads = threads
+        let options = CompileOptions(threads: threads)
+        var results: [(String, Double)] = [("threads", Double(threads))]
+        let t0 = now()
+        switch phase {
+        case "inference":
+            let model = try LlamaModel.load(url, quantization: quantization)
+            results.append(("load_s", now() - t0))
+            results.append(("load_peak_rss_mb", TrainStepBench.peakMB()))
+            let c = model.config
+            // Bytes one decode step reads: every projection (codes + statistics), the final norm and
+            // lm_head (f32; the embedding matrix when tied), the norms; one embedding row.
+            var bytes = model.layers.flatMap(\.projections).reduce(0) { $0 + $1.quantizedWeight.memoryBytes }
+            bytes += c.vocabSize * c.hiddenSize * 4 + (2 * c.layers + 1) * c.hiddenSize * 4 + c.hiddenSize * 4
+            results.append(("weight_bytes_per_token", Double(bytes)))
+            let tokens = (0..<512).map { Int32(($0 * 7919 + 13) % c.vocabSize) }
+            let generator = try LlamaGenerator(model: model, capacity: 520, options: options)
+            let c0 = cpuSeconds(), w0 = now()
+            let prefill = try generator.generate(prompt: tokens, maxNewTokens: 1).prefillTokensPerSecond
+            results += [("prefill_512_tokens_per_s", prefill), ("prefill_cores_used", (cpuSeconds() - c0) / (now() - w0))]
+            print(String(format: "prefill 512 tokens: %.2f tokens/s", prefill))
+            let bench = Bench(quick: true, threadCounts: [threads])
+            let gbs = StreamRead.bandwidth(bench, bytes: 512 << 20, threads: threads)
+            let c1 = cpuSeconds(), w1 = now()
+            let decode = try generator.generate(prompt: Array(tokens.prefix(16)), maxNewTokens: 9).decodeTokensPerSecond
+            results.append(("decode_run_cores_used", (cpuSeconds() - c1) / (now() - w1)))
+            let gbsAfter = StreamRead.bandwidth(bench, bytes: 512 << 20, threads: threads)
+            let bound = gbs * 1e9 / Double(bytes)
+            results += [("stream_read_gb_s", gbs), ("stream_read_after_gb_s", gbsAfter), ("decode_tokens_per_s", decode),
+                        ("decode_bound_tokens_per_s", bound), ("decode_fraction_of_bound", decode / bound)]
+            print(String(format: "decode: %.3f tokens/s; bound %.3f tokens/s (%.2f GB per token at %.2f GB/s; %.2f GB/s after) = %.2fx",
+                         decode, bound, Double(bytes) / 1e9, gbs, gbsAfter, decode / bound))
+        case "train":
+            var lora = QLoraConfig()
+            lora.rank = 16
+            lora.alpha = 32
+            let model = try LlamaModel.load(url, quantization: quantization,
+                                            loraTargets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                            freshLora: lora, seed: 1)
+            results.append(("load_s", now() - t0))
+            results.append(("load_peak_rss_mb", TrainStepBench.peakMB()))
+            let seq = 256
+            let g = Graph()
+            let input = g.input("input_ids", shape: [1, seq], element: .int32)
+            let loss = try g.causalLMLoss(try model.record(inputIds: input).logits, labels: input, label: "loss")
+            g.output("loss", loss)
+            let store = try ParameterStore(gathering: model.trainableParameters)
+            let optimizer = try Optimizer(.adamW(learningRate: 1e-4), parameters: store)
+            try g.backward(from: loss, optimizer: optimizer)
+            let t1 = now()
+            let plan = try g.compile(options)
+            results.append(("compile_s", now() - t1))
+            let ids = (0..<seq).map { Int32(($0 * 7919 + 13) % model.config.vocabSize) }
+            let feed = ["input_ids": try IntTensor(shape: [1, seq], scalars: ids)]
+            TrainStepBench.resetPeak()
+            let t2 = now(), c2 = cpuSeconds()
+            let out = try plan.run([:], ids: feed)
+            let step = now() - t2
+            results += [("step_s", step), ("step_cpu_s", cpuSeconds() - c2), ("step_cores_used", (cpuSeconds() - c2) / step), ("step_tokens_per_s", Double(seq) / step), ("step_peak_rss_mb", TrainStepBench.peakMB()),
+                        ("loss", Double(out["loss"]?.scalars.first ?? .nan))]
+            print(String(format: "QLoRA step (r=16, all projections, seq 256): %.1f s, peak RSS of the step %.0f MB", step, TrainStepBench.peakMB()))
+        default:
+            throw QLoraError.invalidArgument("--phase must be inference or train, got \(phase)")
+        }
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+           let kb = Double(line.split(separator: " ").dropFirst().first ?? "") {
+            results.append(("process_peak_rss_mb_since_reset", kb / 1024))
+        }
+        print(results.map { "\($0.0)=\($0.1)" }.joined(separator: " "))
+        if let json {
+            let body = "{" + results.map { "\"\($0.0)\": \($0.1.isFinite ? "\($0.1)" : "null")" }.joined(separator: ", ") + "}\n"
+            try Data(body.utf8).write(to: URL(fileURLWithPath: json + ".tmp"))
+            guard rename(json + ".tmp", json) == 0 else { throw QLoraError.invalidArgument("cannot rename \(json).tmp to \(json)") }
+        }
+    }
+
+    /// User + system CPU seconds of the process: with the wall time, how much of the machine the
+    /// phase got (the machine is shared; 2.0 = both cores all the time).
+    static func cpuSeconds() -> Double {
+        var u = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+        return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
+    }
+
+    static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+}
