@@ -160,6 +160,9 @@ void cq_gemm_kernel_bf16(const void *xp, const void *wp, int64_t ldw, int64_t kp
 /// out[i] = bf16(in[i]) (round to nearest even) for n values; a zero is appended when n is odd.
 void cq_to_bf16(const float *in, int64_t n, uint16_t *out);
 
+/// cq_dot_avx512(a, row) for a row held in the exact int8 form (q, per-32 scales d): same bits.
+float cq_dot_exact_int8_avx512(const float *a, const int8_t *q, const float *d, int64_t n);
+
 // ---- dispatch.c: the kernels for the ISA in force (cq_detect_isa()).
 typedef struct {
     int mrp;                   // x panel width (rows of x per micro-tile)

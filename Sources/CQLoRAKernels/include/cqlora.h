@@ -142,6 +142,19 @@ void cq_dense_linear(const float *x, int64_t M, const float *W, int64_t N, int64
 size_t cq_matmul_nt_scratch_bytes(int64_t M, int64_t K, int threads);
 void cq_matmul_nt(const float *x, int64_t M, const float *W, int64_t N, int64_t K, float *y, void *scratch, int threads);
 
+/// The exact int8 form of an f32 matrix W [N, K]: per row, blocks of 32 values (the last may be
+/// shorter) with W = d·q bit for bit, d = max|block| / 127 and q an integer in [-127, 127] — what a
+/// GGUF Q8_0 tensor (e.g. a tied embedding / lm_head) dequantizes to. Fills q [N, K] and d
+/// [N, ceil(K/32)] and returns 1 when every value passes, else 0 (q, d then hold nothing useful).
+#define CQ_EXACT_INT8_BLOCK 32
+#define CQ_EXACT_INT8_MAX_K 16384
+int cq_exact_int8_blocks(const float *w, int64_t N, int64_t K, int8_t *q, float *d);
+/// cq_matmul_nt, reading the int8 form (q, d; NULL: none) instead of W where it is exact and
+/// cheaper: at M < 8 each row is decoded into an L1 buffer and dotted exactly as cq_matmul_nt's
+/// small-M path does, so the bits are the same; otherwise cq_matmul_nt on W. Same scratch.
+void cq_matmul_nt_exact(const float *x, int64_t M, const float *W, const int8_t *q, const float *d, int64_t N, int64_t K,
+                        float *y, void *scratch, int threads);
+
 // ---- memory.c ------------------------------------------------------------------------
 /// Returns freed heap pages to the OS (glibc malloc_trim); used by memory measurements.
 void cq_release_free_memory(void);
