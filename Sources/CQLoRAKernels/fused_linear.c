@@ -3,11 +3,6 @@
 // (panel_gemm.c, decodes L2-sized weight panels into per-thread scratch).
 #include "kernels_internal.h"
 
-// Below this many rows the nibble-streaming tiles (4 weight rows x 4 x rows, decoded in
-// registers once per 4 x rows) are as fast as decode + GEMM (~89 vs 80-90 GFLOP/s per core at
-// M = 16..64 on Zen 4), and need no panel scratch; from 64 rows on the panel GEMM wins.
-#define CQ_GEMV_MAX_M 64
-
 typedef struct {
     const float *x, *A;
     float *xa;

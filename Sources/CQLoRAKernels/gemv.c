@@ -99,6 +99,26 @@ static void gemv_worker(void *p, int t, int nt) {
     gemv_tiles(j, j->ntiles * t / nt, j->ntiles * (t + 1) / nt, j->rowbufs + t * j->rowbuf_stride);
 }
 
+/// A group's tiles as one list: member i owns tiles [first[i], first[i] + jobs[i].ntiles).
+typedef struct {
+    gemv_job jobs[CQ_LINEAR_GROUP_MAX];
+    int64_t first[CQ_LINEAR_GROUP_MAX];
+    int64_t total;
+    int count;
+} gemv_group_job;
+
+/// Thread t of nt takes a contiguous share of the whole list, crossing members as needed.
+static void gemv_group_worker(void *p, int t, int nt) {
+    const gemv_group_job *g = (const gemv_group_job *)p;
+    const int64_t t0 = g->total * t / nt, t1 = g->total * (t + 1) / nt;
+    float *rowbuf = g->jobs[0].rowbufs + t * g->jobs[0].rowbuf_stride;
+    for (int i = 0; i < g->count; i++) {
+        const int64_t lo = t0 > g->first[i] ? t0 : g->first[i];
+        const int64_t end = g->first[i] + g->jobs[i].ntiles, hi = t1 < end ? t1 : end;
+        if (lo < hi) gemv_tiles(&g->jobs[i], lo - g->first[i], hi - g->first[i], rowbuf);
+    }
+}
+
 void cq_fused_gemv_ex(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
                       float scaling, const float *bias, float *y, void *scratch, int threads, int bf16) {
     const int64_t N = w->rows, K = w->cols;
@@ -120,4 +140,31 @@ void cq_fused_gemv_ex(const float *x, int64_t M, const cq_qweight *w, const floa
     gemv_job job = {x, xa, B, bias, w, y, M, N, K, r, scaling, isa, tile, bf16_isa, streaming, use_tables,
                     xperm, rowbufs, (int64_t)per_thread_floats(K), (N + 3) / 4};
     cq_parallel(threads, gemv_worker, &job);
+}
+
+/// Several weights sharing x (q/k/v, gate/up): x is permuted once and one parallel region walks
+/// the members' 4-row tiles as one list, so a decode step pays one fork/join instead of one per
+/// weight. Each tile runs exactly as in cq_fused_gemv: the same bits as separate calls.
+int cq_fused_gemv_group(const float *x, int64_t M, int count, const cq_linear_member *members, void *scratch, int threads) {
+    if (count < 1 || count > CQ_LINEAR_GROUP_MAX) return 0;
+    const int64_t K = members[0].w->cols;
+    const cq_gemm_isa isa = cq_gemm_isa_current();
+    if (!isa.gemv_tile) return 0;
+    for (int i = 0; i < count; i++)
+        if (members[i].w->cols != K || K % members[i].w->block_size != 0) return 0;
+    float *xperm = (float *)scratch;
+    float *rowbufs = (float *)((char *)scratch + cq_align64((size_t)(M * K) * sizeof(float)));
+    permute_x(x, M, K, xperm);
+    gemv_group_job group = {.count = count, .total = 0};
+    for (int i = 0; i < count; i++) {
+        const cq_linear_member *m = &members[i];
+        const cq_qweight *w = m->w;
+        group.jobs[i] = (gemv_job){x, m->xa, m->B, m->bias, w, m->y, M, w->rows, K, m->r > 0 ? m->r : 0, m->scaling, isa,
+                                   isa.gemv_tile, NULL, 1, !w->absmax && w->block_size2 >= 64,
+                                   xperm, rowbufs, (int64_t)per_thread_floats(K), (w->rows + 3) / 4};
+        group.first[i] = group.total;
+        group.total += group.jobs[i].ntiles;
+    }
+    cq_parallel(threads, gemv_group_worker, &group);
+    return 1;
 }

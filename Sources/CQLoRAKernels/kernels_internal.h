@@ -160,6 +160,9 @@ void cq_gemm_kernel_bf16(const void *xp, const void *wp, int64_t ldw, int64_t kp
 /// out[i] = bf16(in[i]) (round to nearest even) for n values; a zero is appended when n is odd.
 void cq_to_bf16(const float *in, int64_t n, uint16_t *out);
 
+/// cq_dot_avx512(a, row) for a row held in the exact int8 form (q, per-32 scales d): same bits.
+float cq_dot_exact_int8_avx512(const float *a, const int8_t *q, const float *d, int64_t n);
+
 // ---- dispatch.c: the kernels for the ISA in force (cq_detect_isa()).
 typedef struct {
     int mrp;                   // x panel width (rows of x per micro-tile)
@@ -198,6 +201,10 @@ void cq_fused_gemv(const float *x, int64_t M, const cq_qweight *w, const float *
 /// LoRA epilogue and bias stay f32. Same scratch (bf16 x takes half the f32 x buffer).
 void cq_fused_gemv_ex(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
                       float scaling, const float *bias, float *y, void *scratch, int threads, int bf16);
+/// Every member's f32 GEMV tiles in one parallel region (cq_fused_linear_group, M < 64); the
+/// members' xa already computed. Returns 0 (nothing done) when a member cannot stream (K not
+/// whole blocks, different K, no tile kernel). Scratch as cq_gemv_scratch_bytes.
+int cq_fused_gemv_group(const float *x, int64_t M, int count, const cq_linear_member *members, void *scratch, int threads);
 size_t cq_panel_gemm_scratch_bytes(int64_t M, int64_t K, int32_t r, int threads);
 /// y = x·Wᵀ + [x·Aᵀ = xa]·scaling·Bᵀ + bias with W either 4-bit (w) or f32 [N, K] (wf), M >= 2.
 void cq_panel_gemm(const float *x, int64_t M, int64_t N, int64_t K, const cq_qweight *w, const float *wf,

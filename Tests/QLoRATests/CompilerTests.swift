@@ -66,7 +66,8 @@ final class CompilerTests: XCTestCase {
         let h = try g.mul(try g.silu(try gate(x)), try up(x))
         g.output("y", try down(h))
         let opt = try Compiler.optimize(g.snapshot, options: CompileOptions())
-        XCTAssertEqual(ops(opt), ["fused_qlora_linear", "fused_qlora_linear", "silu_mul", "fused_qlora_linear"])
+        // gate/up share x: one group step with the silu·mul epilogue (LinearGroupFusion).
+        XCTAssertEqual(ops(opt), ["fused_qlora_linear_group_silu_mul", "fused_qlora_linear"])
         let unfusedPlan = try g.compile(CompileOptions(threads: 1, fusion: false))
         let fusedPlan = try g.compile(CompileOptions(threads: 1, fusion: true))
         var rng = SeededRandom(seed: 9)

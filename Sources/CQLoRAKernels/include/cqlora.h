@@ -110,6 +110,36 @@ int cq_fused_linear_given_xa(const float *x, int64_t M, const cq_qweight *w,
                              const float *xa, const float *B, int32_t r, float scaling,
                              const float *bias, float *y, void *scratch, int threads, int bf16);
 
+// Below this many rows the nibble-streaming tiles (4 weight rows x 4 x rows, decoded in
+// registers once per 4 x rows) are as fast as decode + GEMM (~89 vs 80-90 GFLOP/s per core at
+// M = 16..64 on Zen 4), and need no panel scratch; from 64 rows on the panel GEMM wins.
+#define CQ_GEMV_MAX_M 64
+
+// ---- fused_linear_group.c: several on-the-fly linears of one x ------------------------
+/// Most weights one group takes (q/k/v: 3, gate/up: 2).
+#define CQ_LINEAR_GROUP_MAX 4
+/// One member of a group: y [M, N] = x·Wᵀ + scaling·(x·Aᵀ)·Bᵀ + bias, as cq_fused_linear.
+/// xa is the driver's (leave it NULL).
+typedef struct {
+    const cq_qweight *w;
+    const float *A, *B;
+    int32_t r;
+    float scaling;
+    const float *bias;
+    float *y;
+    const float *xa;
+} cq_linear_member;
+
+/// The members' linears of one x [M, K] (every W [N_i, K]); with silu_mul != 0 (two members,
+/// equal N) the result is silu(y0)·y1 into out [M, N] and y0, y1 live in the scratch. Bits
+/// equal separate cq_fused_linear_ex calls (then cq_silu_mul): small M (f32) runs every
+/// member's GEMV tiles in one parallel region over x permuted once; other cases run the members
+/// one after another. scratch: cq_fused_linear_group_scratch_bytes bytes, 64-byte aligned.
+size_t cq_fused_linear_group_scratch_bytes(int64_t M, int count, const int64_t *N, int64_t K, const int32_t *r,
+                                           int silu_mul, int threads);
+void cq_fused_linear_group(const float *x, int64_t M, int count, cq_linear_member *members, int silu_mul, float *out,
+                           void *scratch, int threads, int bf16);
+
 /// Cached-mode linear on an f32 weight W [N, K] with the same LoRA epilogue. scratch:
 /// cq_dense_linear_scratch_bytes(M, N, K, r, threads) bytes (64-byte aligned, owned by the caller). Not OpenBLAS (its bits change with the thread
 /// count): the fused path's panel GEMM / dot products (dense_linear.c).
@@ -126,6 +156,19 @@ void cq_dense_linear_given_xa(const float *x, int64_t M, const float *W, int64_t
 /// scratch: cq_matmul_nt_scratch_bytes(M, K, threads) bytes (may be NULL when that is 0).
 size_t cq_matmul_nt_scratch_bytes(int64_t M, int64_t K, int threads);
 void cq_matmul_nt(const float *x, int64_t M, const float *W, int64_t N, int64_t K, float *y, void *scratch, int threads);
+
+/// The exact int8 form of an f32 matrix W [N, K]: per row, blocks of 32 values (the last may be
+/// shorter) with W = d·q bit for bit, d = max|block| / 127 and q an integer in [-127, 127] — what a
+/// GGUF Q8_0 tensor (e.g. a tied embedding / lm_head) dequantizes to. Fills q [N, K] and d
+/// [N, ceil(K/32)] and returns 1 when every value passes, else 0 (q, d then hold nothing useful).
+#define CQ_EXACT_INT8_BLOCK 32
+#define CQ_EXACT_INT8_MAX_K 16384
+int cq_exact_int8_blocks(const float *w, int64_t N, int64_t K, int8_t *q, float *d);
+/// cq_matmul_nt, reading the int8 form (q, d; NULL: none) instead of W where it is exact and
+/// cheaper: at M < 8 each row is decoded into an L1 buffer and dotted exactly as cq_matmul_nt's
+/// small-M path does, so the bits are the same; otherwise cq_matmul_nt on W. Same scratch.
+void cq_matmul_nt_exact(const float *x, int64_t M, const float *W, const int8_t *q, const float *d, int64_t N, int64_t K,
+                        float *y, void *scratch, int threads);
 
 // ---- memory.c ------------------------------------------------------------------------
 /// Returns freed heap pages to the OS (glibc malloc_trim); used by memory measurements.

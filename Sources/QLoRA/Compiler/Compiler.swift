@@ -24,7 +24,7 @@ enum Compiler {
         try optimizeWithDecisions(recorded, options: options).graph
     }
 
-    /// verify → autodiff → dead code → fusion → dead code → x·Aᵀ hand-off → dead code → mode lowering → dead code.
+    /// verify → autodiff → dead code → fusion → dead code → x·Aᵀ hand-off → dead code → mode lowering → linear grouping → dead code.
     private static func optimizeWithDecisions(_ recorded: IRGraph, options: CompileOptions)
         throws -> (graph: IRGraph, decisions: [ModeLowering.Decision]) {
         var g = recorded
@@ -36,7 +36,8 @@ enum Compiler {
             g = DeadCodeElimination.run(DownProjectionHandOff.run(g))
         }
         let lowered = ModeLowering.run(g, mode: options.mode, model: CostModel.default(threads: options.threads))
-        return (DeadCodeElimination.run(lowered.graph), lowered.decisions)
+        let grouped = options.fusion ? LinearGroupFusion.run(lowered.graph) : lowered.graph
+        return (DeadCodeElimination.run(grouped), lowered.decisions)
     }
 }
 

@@ -16,6 +16,9 @@ public final class ParameterStorage: @unchecked Sendable {
     /// Set once a `ParameterStore` holds the values.
     private(set) var isGathered = false
     let lock = ReadWriteLock()
+    /// The values' exact int8 form when they have one (frozen f32 matrices only; kept in step with
+    /// `assign`); read it holding `lock`.
+    private(set) var exactInt8: ExactInt8Form?
 
     /// The values' address; read it holding `lock`.
     var floats: UnsafeMutablePointer<Float> { region.floats }
@@ -37,6 +40,11 @@ public final class ParameterStorage: @unchecked Sendable {
         store(tensor.scalars)
     }
 
+    private func refreshExactInt8() {
+        exactInt8 = ExactInt8Form.worthChecking(shape: shape, trainable: trainable, element: element)
+            ? ExactInt8Form(values: region.floats, rows: shape[0], cols: shape[1]) : nil
+    }
+
     /// A copy of the current values (bfloat16 ones widened exactly to f32).
     public var tensor: Tensor {
         lock.read {
@@ -51,6 +59,7 @@ public final class ParameterStorage: @unchecked Sendable {
 
     /// Writes `values` in the storage's element type (caller holds the write lock or owns self).
     private func store(_ values: [Float]) {
+        defer { refreshExactInt8() }
         if element == .bfloat16 {
             for (i, v) in values.enumerated() {
                 // Round to nearest even: add half an ulp of bf16 (minus one when the kept bit is even).
