@@ -75,6 +75,15 @@ final class SentencePieceJSONTests: XCTestCase {
             }
             XCTAssertEqual(encoded, 64)
             XCTAssertEqual(decoded, 81)
+            // Streaming the encodings of the strings gives decode's text (leading space stripped).
+            for c in cases where c["text"] != nil {
+                let ids = ints(c["ids"])
+                var stream = t.makeStreamingDecoder()
+                var text = ""
+                for id in ids { text += try stream.push(id) }
+                text += stream.finish()
+                XCTAssertEqual(c["decoded"], .string(text), "\(variant) stream \(ids)")
+            }
             XCTAssertEqual(t.prefixIds, [1])
             XCTAssertEqual(t.vocabularySize, 32000)
         }
