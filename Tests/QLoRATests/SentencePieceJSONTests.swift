@@ -172,6 +172,7 @@ final class SentencePieceJSONTests: XCTestCase {
         expect(#"{"type":"Strip","content":" ","start":1,"stop":0}"#, #"{"type":"Strip","content":" ","start":1,"stop":2}"#, ["tj", "decoder"])
         expect(#""prepend_scheme":"always""#, #""prepend_scheme":"sometimes""#, ["tj", "pre_tokenizer.prepend_scheme"])
         expect(#""normalizer":null"#, #""normalizer":{"type":"NFKC"}"#, ["tj", "normalizer"])
+        expect(#""ignore_merges":false"#, #""ignore_merges":true"#, ["tj", "model.ignore_merges"])
         expect(#""pre_tokenizer":{"type":"Metaspace""#, #""pre_tokenizer":{"type":"ByteLevel""#, ["tj", "pre_tokenizer"])
     }
 }

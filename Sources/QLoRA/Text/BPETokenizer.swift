@@ -115,6 +115,9 @@ public struct BPETokenizer: Sendable {
             throw QLoraError.unsupported("\(file): model.dropout: BPE dropout (encoding is deterministic here)")
         }
         let ignoreMerges = try boolField("ignore_merges")
+        if sentencePiece && ignoreMerges {
+            throw QLoraError.unsupported("\(file): model.ignore_merges: true with byte_fallback (not implemented for SentencePiece-style BPE)")
+        }
         let fuseUnk = try boolField("fuse_unk")
         let unkToken = try stringField("unk_token")
 
