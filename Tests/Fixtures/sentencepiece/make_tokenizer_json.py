@@ -15,7 +15,9 @@ transformers' apply_chat_template on the conversations of ../chat/make_fixtures.
 `tokenizers` (no special tokens added), with the assistant-only labels of docs/chat-templates.md
 computed here from `tokenizers`' offsets.
 
-Run:  /tmp/torchvenv/bin/python Tests/Fixtures/sentencepiece/make_tokenizer_json.py
+Run:  python3 -m pip install --target /tmp/pb protobuf   (transformers' converter needs it)
+      PYTHONPATH=/tmp/pb /tmp/torchvenv/bin/python Tests/Fixtures/sentencepiece/make_tokenizer_json.py
+(a venv with transformers, tokenizers, sentencepiece, jinja2 and protobuf does as well)
 (made with transformers 5.24.0, tokenizers 0.23.3)
 """
 import json
