@@ -9,11 +9,17 @@ struct BPEModel: Sendable {
     /// Emitted for a byte without a token; nil drops the byte (as Hugging Face does without unk).
     let unknownId: UInt32?
     let fuseUnknown: Bool
+    /// SentencePiece-style models (byte_fallback): the initial symbols are characters, looked up
+    /// by their UTF-8 here; nil for byte-level BPE.
+    var charToken: [[UInt8]: UInt32]? = nil
+    /// The `<0xXX>` token of each byte (UInt32.max: none), used for a character without a token.
+    var byteFallback: [UInt32]? = nil
 
     /// Appends the tokens of the piece b[lo..<hi] to `out`.
     func encode(_ b: UnsafeBufferPointer<UInt8>, _ lo: Int, _ hi: Int, into out: inout [UInt32],
                 scratch sym: inout [UInt32], ranks: inout [UInt64]) {
         if ignoreMerges, let id = vocabByBytes[Array(b[lo..<hi])] { out.append(id); return }
+        if let chars = charToken { encodeCharacters(b, lo, hi, chars, into: &out, scratch: &sym, ranks: &ranks); return }
         sym.removeAll(keepingCapacity: true)
         var lastWasUnknown = false
         for i in lo..<hi {
@@ -27,6 +33,32 @@ struct BPEModel: Sendable {
                 sym.removeAll(keepingCapacity: true)
                 out.append(unk)
             }
+            lastWasUnknown = true
+        }
+        merge(&sym, &ranks)
+        out.append(contentsOf: sym)
+    }
+
+    /// As `tokenizers`' BPE with byte_fallback: one symbol per character (its token, else its
+    /// bytes' `<0xXX>` tokens, else the unknown token, consecutive ones fused if fuse_unk), then merges.
+    func encodeCharacters(_ b: UnsafeBufferPointer<UInt8>, _ lo: Int, _ hi: Int, _ chars: [[UInt8]: UInt32],
+                          into out: inout [UInt32], scratch sym: inout [UInt32], ranks: inout [UInt64]) {
+        sym.removeAll(keepingCapacity: true)
+        var lastWasUnknown = false
+        var i = lo
+        while i < hi {
+            let c = b[i]
+            let n = min(c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2, hi - i)
+            let key = Array(b[i..<(i + n)])
+            i += n
+            if let t = chars[key] { sym.append(t); lastWasUnknown = false; continue }
+            if let fb = byteFallback, key.allSatisfy({ fb[Int($0)] != UInt32.max }) {
+                for x in key { sym.append(fb[Int(x)]) }
+                lastWasUnknown = false
+                continue
+            }
+            guard let unk = unknownId else { continue }
+            if !(fuseUnknown && lastWasUnknown) { sym.append(unk) }
             lastWasUnknown = true
         }
         merge(&sym, &ranks)

@@ -21,6 +21,12 @@ public struct BPETokenizer: Sendable {
     public let bosTokenId: Int?
     public let eosTokenId: Int?
     public let padTokenId: Int?
+    /// SentencePiece-style (byte_fallback) tokenizers: how segments become pieces, how many
+    /// leading spaces the decoder strips, and which ids are `<0xXX>` byte tokens. nil / 0 / empty
+    /// for byte-level BPE.
+    let metaspace: MetaspaceRule?
+    let decoderStripsLeadingSpaces: Int
+    let isByteToken: [Bool]
     /// The Jinja chat template (tokenizer_config.json `chat_template`, GGUF `tokenizer.chat_template`).
     public let chatTemplate: String?
 
@@ -64,8 +70,11 @@ public struct BPETokenizer: Sendable {
         func bad(_ field: String, _ reason: String) -> QLoraError { .malformedFile(file: file, field: field, reason: reason) }
         guard case .object = root else { throw bad("(root)", "expected an object, got \(root.kind)") }
 
+        // A byte_fallback BPE model is SentencePiece-style (Llama-2, Mistral): its normalizer,
+        // pre-tokenizer and decoder are read by MetaspaceRule / SentencePieceDecoder.
+        let sentencePiece = root["model"]?["byte_fallback"] == .bool(true)
         // normalizer: none supported beyond null.
-        if let n = root["normalizer"], !n.isNull {
+        if !sentencePiece, let n = root["normalizer"], !n.isNull {
             let type: String
             if case .string(let s)? = n["type"] { type = s } else { type = n.kind }
             throw QLoraError.unsupported("\(file): normalizer.type: normalizer '\(type)' (only null is implemented)")
@@ -101,13 +110,14 @@ public struct BPETokenizer: Sendable {
                 throw QLoraError.unsupported("\(file): model.\(key): '\(s)' (only byte-level BPE without affixes is implemented)")
             }
         }
-        if try boolField("byte_fallback") {
-            throw QLoraError.unsupported("\(file): model.byte_fallback: true (SentencePiece-style BPE is not implemented)")
-        }
+        _ = try boolField("byte_fallback")
         if let d = m["dropout"], !d.isNull, d.doubleValue != 0 {
             throw QLoraError.unsupported("\(file): model.dropout: BPE dropout (encoding is deterministic here)")
         }
         let ignoreMerges = try boolField("ignore_merges")
+        if sentencePiece && ignoreMerges {
+            throw QLoraError.unsupported("\(file): model.ignore_merges: true with byte_fallback (not implemented for SentencePiece-style BPE)")
+        }
         let fuseUnk = try boolField("fuse_unk")
         let unkToken = try stringField("unk_token")
 
@@ -189,22 +199,30 @@ public struct BPETokenizer: Sendable {
             unknownId = id
         }
 
-        // pre_tokenizer
-        var pre: PreTokenizer
-        if let p = root["pre_tokenizer"], !p.isNull {
-            pre = try PreTokenizer.parse(p, file: file, path: "pre_tokenizer")
+        // pre_tokenizer, decoder
+        var pre: PreTokenizer = .sequence([])
+        var spParts: SentencePieceParts? = nil
+        if sentencePiece {
+            spParts = SentencePieceParts(
+                metaspace: try MetaspaceRule.parse(normalizer: root["normalizer"], preTokenizer: root["pre_tokenizer"], file: file),
+                decoderStripsLeadingSpaces: try SentencePieceDecoder.parse(root["decoder"], file: file))
         } else {
-            pre = .sequence([])
-        }
-        // decoder
-        if let d = root["decoder"], !d.isNull {
-            guard case .string(let dtype)? = d["type"] else { throw bad("decoder.type", "expected a string") }
-            guard dtype == "ByteLevel" else {
-                throw QLoraError.unsupported("\(file): decoder.type: decoder '\(dtype)' (only ByteLevel is implemented)")
+            // pre_tokenizer
+            if let p = root["pre_tokenizer"], !p.isNull {
+                pre = try PreTokenizer.parse(p, file: file, path: "pre_tokenizer")
+            } else {
+                pre = .sequence([])
             }
-        }
-        guard pre.isByteLevel || (root["decoder"]?["type"] == .string("ByteLevel")) else {
-            throw QLoraError.unsupported("\(file): pre_tokenizer: no ByteLevel step and no ByteLevel decoder (only byte-level BPE is implemented)")
+            // decoder
+            if let d = root["decoder"], !d.isNull {
+                guard case .string(let dtype)? = d["type"] else { throw bad("decoder.type", "expected a string") }
+                guard dtype == "ByteLevel" else {
+                    throw QLoraError.unsupported("\(file): decoder.type: decoder '\(dtype)' (only ByteLevel is implemented)")
+                }
+            }
+            guard pre.isByteLevel || (root["decoder"]?["type"] == .string("ByteLevel")) else {
+                throw QLoraError.unsupported("\(file): pre_tokenizer: no ByteLevel step and no ByteLevel decoder (only byte-level BPE is implemented)")
+            }
         }
 
         // Special tokens of tokenizer_config.json, and what add_special_tokens puts around the text.
@@ -239,7 +257,7 @@ public struct BPETokenizer: Sendable {
             merges: mergePairs, mergesField: "model.merges", ignoreMerges: ignoreMerges, fuseUnknown: fuseUnk,
             unknownId: unknownId, preTokenizer: pre, bosTokenId: bosTokenId, eosTokenId: eosTokenId,
             padTokenId: padTokenId, prefixIds: prefix, suffixIds: suffix,
-            chatTemplate: try BPETokenizer.chatTemplate(config, file: configFile)))
+            chatTemplate: try BPETokenizer.chatTemplate(config, file: configFile), sentencePiece: spParts))
     }
 
 
@@ -255,6 +273,34 @@ public struct BPETokenizer: Sendable {
         var offsets = [Int](repeating: 0, count: count + 1)
         var byteToken = [UInt32](repeating: UInt32.max, count: 256)
         var vocabByBytes: [[UInt8]: UInt32] = [:]
+        var isByteToken: [Bool] = []
+        var charToken: [[UInt8]: UInt32]? = nil
+        var byteFallback: [UInt32]? = nil
+        if p.sentencePiece != nil {
+            // Tokens decode with "▁" as a space, `<0xXX>` as that byte; single-character tokens
+            // are BPE's initial symbols.
+            isByteToken = [Bool](repeating: false, count: count)
+            var chars: [[UInt8]: UInt32] = [:]
+            var fallback = [UInt32](repeating: UInt32.max, count: 256)
+            for id in 0..<count {
+                offsets[id] = flat.count
+                guard let s = strings[id] else { continue }
+                let u = Array(s.utf8)
+                if u.count == 6, s.hasPrefix("<0x"), s.hasSuffix(">"), let v = UInt8(s.dropFirst(3).prefix(2), radix: 16), !special[id] {
+                    flat.append(v)
+                    isByteToken[id] = true
+                    if fallback[Int(v)] == UInt32.max { fallback[Int(v)] = UInt32(id) }
+                    continue
+                }
+                flat.append(contentsOf: s.replacingOccurrences(of: "\u{2581}", with: " ").utf8)
+                if s.unicodeScalars.count == 1 && !special[id] {
+                    if chars[u] == nil { chars[u] = UInt32(id) }
+                    if u.count == 1 && byteToken[Int(u[0])] == UInt32.max { byteToken[Int(u[0])] = UInt32(id) }
+                }
+            }
+            charToken = chars
+            byteFallback = fallback
+        } else {
         for id in 0..<count {
             offsets[id] = flat.count
             guard let s = strings[id] else { continue }
@@ -267,6 +313,7 @@ public struct BPETokenizer: Sendable {
             } else {
                 flat.append(contentsOf: s.utf8)
             }
+        }
         }
         offsets[count] = flat.count
 
@@ -282,7 +329,8 @@ public struct BPETokenizer: Sendable {
         }
 
         model = BPEModel(byteToken: byteToken, merges: table, vocabByBytes: vocabByBytes, ignoreMerges: p.ignoreMerges,
-                         unknownId: p.unknownId.map { UInt32($0) }, fuseUnknown: p.fuseUnknown)
+                         unknownId: p.unknownId.map { UInt32($0) }, fuseUnknown: p.fuseUnknown,
+                         charToken: charToken, byteFallback: byteFallback)
         preTokenizer = p.preTokenizer
         added = AddedTokenMatcher(p.addedTokens)
         decodedBytes = flat
@@ -296,6 +344,9 @@ public struct BPETokenizer: Sendable {
         prefixIds = p.prefixIds
         suffixIds = p.suffixIds
         chatTemplate = p.chatTemplate
+        metaspace = p.sentencePiece?.metaspace
+        decoderStripsLeadingSpaces = p.sentencePiece?.decoderStripsLeadingSpaces ?? 0
+        self.isByteToken = isByteToken
     }
 
     /// tokenizer_config.json's `chat_template`: a string, or a list of {name, template} whose
@@ -379,4 +430,11 @@ struct BPETokenizerParts {
     var prefixIds: [Int]
     var suffixIds: [Int]
     var chatTemplate: String?
+    var sentencePiece: SentencePieceParts? = nil
+}
+
+/// What makes a tokenizer.json BPE model SentencePiece-style (see MetaspaceRule).
+struct SentencePieceParts {
+    var metaspace: MetaspaceRule
+    var decoderStripsLeadingSpaces: Int
 }

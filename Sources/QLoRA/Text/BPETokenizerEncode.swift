@@ -21,6 +21,12 @@ extension BPETokenizer {
             var encoder = PieceEncoder(model: model)
             for (range, addedId) in added.split(b, skipSpecial: splitSpecialTokens) {
                 if let id = addedId { ids.append(UInt32(id)); continue }
+                if let rule = metaspace {
+                    for piece in rule.pieces(b, range) {
+                        piece.withUnsafeBufferPointer { c in encoder.encode(c, 0..<c.count, into: &ids) }
+                    }
+                    continue
+                }
                 if preTokenizer.addsPrefixSpace {
                     for piece in preTokenizer.applyOwned([Array(b[range])]) {
                         piece.withUnsafeBufferPointer { c in encoder.encode(c, 0..<c.count, into: &ids) }

@@ -23,6 +23,29 @@ extension BPETokenizer {
             for (range, addedId) in added.split(b, skipSpecial: splitSpecialTokens) {
                 if let id = addedId { ids.append(id); spans.append(span(range.lowerBound, range.upperBound)); continue }
                 pieceIds.removeAll(keepingCapacity: true)
+                if let rule = metaspace {
+                    // Each token covers the next bytes of the normalized piece (its vocabulary
+                    // spelling, one byte for `<0xXX>`); its span is where those bytes came from.
+                    var sources: [[Int]] = []
+                    for (piece, source) in zip(rule.pieces(b, range, sources: &sources), sources) {
+                        pieceIds.removeAll(keepingCapacity: true)
+                        piece.withUnsafeBufferPointer { c in encoder.encode(c, 0..<c.count, into: &pieceIds) }
+                        var p = 0
+                        for id in pieceIds {
+                            let i = Int(id)
+                            var n = isByteToken[i] ? 1 : Int(id) == model.unknownId.map({ Int($0) }) ? 0 : tokenStrings[i]?.utf8.count ?? 0
+                            if n == 0 && p < piece.count {  // the unknown token: one character
+                                let c = piece[p]
+                                n = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2
+                            }
+                            let lo = min(p, piece.count), hi = min(p + n, piece.count)
+                            ids.append(i)
+                            spans.append(hi > lo ? span(source[lo], source[hi - 1] + 1) : span(range.upperBound, range.upperBound))
+                            p = hi
+                        }
+                    }
+                    continue
+                }
                 if preTokenizer.addsPrefixSpace {
                     for piece in preTokenizer.applyOwned([Array(b[range])]) {
                         piece.withUnsafeBufferPointer { c in encoder.encode(c, 0..<c.count, into: &pieceIds) }

@@ -56,12 +56,15 @@ extension BPETokenizer {
             var start = s
             var length = content.count
             if !occurs(content, at: s) {
-                // Templates that trim content (e.g. Llama-3's `| trim`): the trimmed content.
+                // Templates that trim content (e.g. Llama-3's `| trim`): the trimmed content,
+                // possibly after spaces (Llama-2 writes ' ' + content.strip() after [/INST]).
                 let trimmed = Array(JinjaBuiltins.strip(m.content, nil, left: true, right: true).unicodeScalars)
-                guard occurs(trimmed, at: s) else {
+                var at = s
+                while !occurs(trimmed, at: at) && at < scalars.count && scalars[at] == " " { at += 1 }
+                guard occurs(trimmed, at: at) else {
                     throw QLoraError.invalidArgument("chat template: assistant message \(i)'s content does not follow its header in the rendered text")
                 }
-                start = s; length = trimmed.count
+                start = at; length = trimmed.count
             }
             var end = start + length
             // The end-of-turn token closing the message, right after it or after spaces

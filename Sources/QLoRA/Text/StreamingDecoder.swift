@@ -1,15 +1,29 @@
 /// Decodes tokens one at a time during generation. A token can end inside a UTF-8 character
 /// (emoji and CJK are often split over several tokens): those bytes are held back until the
-/// character completes, so the pieces returned, joined with `finish()`, equal `decode` of all ids.
+/// character completes, so the pieces returned, joined with `finish()`, equal `decode` of all ids
+/// (for SentencePiece-style tokenizers: the leading space is stripped as `decode` does; a run of
+/// `<0xXX>` tokens that is not valid UTF-8 gives U+FFFD per maximal invalid subpart here, one per
+/// byte of the whole run in `decode`).
 public struct StreamingDecoder: Sendable {
     public let tokenizer: BPETokenizer
     public let skipSpecialTokens: Bool
     private var pending: [UInt8] = []
     private var count = 0
+    /// Leading spaces still to strip (a SentencePiece-style decoder's Strip step).
+    private var stripLeft: Int
 
     public init(tokenizer: BPETokenizer, skipSpecialTokens: Bool = false) {
         self.tokenizer = tokenizer
         self.skipSpecialTokens = skipSpecialTokens
+        stripLeft = tokenizer.decoderStripsLeadingSpaces
+    }
+
+    private mutating func stripLeading(_ t: String) -> String {
+        guard stripLeft > 0, !t.isEmpty else { return t }
+        var s = t.unicodeScalars[...]
+        while stripLeft > 0, s.first == " " { s = s.dropFirst(); stripLeft -= 1 }
+        if !s.isEmpty { stripLeft = 0 }
+        return String(String.UnicodeScalarView(s))
     }
 
     /// The text that is complete after `id` (possibly empty).
@@ -20,14 +34,14 @@ public struct StreamingDecoder: Sendable {
         if hold == pending.count { return "" }
         let text = String(decoding: pending[..<(pending.count - hold)], as: UTF8.self)
         pending.removeFirst(pending.count - hold)
-        return text
+        return stripLeading(text)
     }
 
     /// What is left: a held-back incomplete character becomes U+FFFD.
     public mutating func finish() -> String {
         let text = String(decoding: pending, as: UTF8.self)
         pending.removeAll()
-        return text
+        return stripLeading(text)
     }
 
     /// The length of the tail of `b` that is a valid but unfinished UTF-8 sequence (0...3): a
