@@ -34,26 +34,15 @@ enum LlamaBench {
             print(String(format: "llama %@ threads=%d: prefill-128 %.1f tokens/s, decode %.1f tokens/s", url.lastPathComponent, threads, prefill, decode))
         }
 
-        var lora = QLoraConfig()
-        lora.rank = 16
-        lora.alpha = 32
-        let trainable = try LlamaModel.load(url, quantization: quantization,
-                                            loraTargets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                                            freshLora: lora, seed: 1)
+        let trainable = try LlamaTrainStepCase.load(url, quantization: quantization)
         tokens = prompt.map { $0 % Int32(trainable.config.vocabSize) }
-        let seq = 256
-        let g = Graph()
-        let input = g.input("input_ids", shape: [1, seq], element: .int32)
-        let loss = try g.causalLMLoss(try trainable.record(inputIds: input).logits, labels: input, label: "loss")
-        g.output("loss", loss)
-        let store = try ParameterStore(gathering: trainable.trainableParameters)
-        let optimizer = try Optimizer(.adamW(learningRate: 1e-4), parameters: store)
-        try g.backward(from: loss, optimizer: optimizer)
+        let seq = LlamaTrainStepCase.seq
+        let g = try LlamaTrainStepCase.graph(trainable)
         var trainOptions = options
         trainOptions.gradientCheckpointing = checkpointing
         let plan = try g.compile(trainOptions)
         let feed = ["input_ids": try IntTensor(shape: [1, seq], scalars: Array(tokens.prefix(seq)))]
-        _ = try plan.run([:], ids: ["input_ids": try IntTensor(shape: [1, seq], scalars: Array(tokens.prefix(seq)))])
+        _ = try plan.run([:], ids: feed)
         TrainStepBench.resetPeak()
         let stepRate = try median(max(1, runs / 2 + 1)) {
             let t0 = DispatchTime.now().uptimeNanoseconds

@@ -48,22 +48,11 @@ enum ScaleBench {
             print(String(format: "decode: %.3f tokens/s; bound %.3f tokens/s (%.2f GB per token at %.2f GB/s; %.2f GB/s after) = %.2fx",
                          decode, bound, Double(bytes) / 1e9, gbs, gbsAfter, decode / bound))
         case "train":
-            var lora = QLoraConfig()
-            lora.rank = 16
-            lora.alpha = 32
-            let model = try LlamaModel.load(url, quantization: quantization,
-                                            loraTargets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                                            freshLora: lora, seed: 1)
+            let model = try LlamaTrainStepCase.load(url, quantization: quantization)
             results.append(("load_s", now() - t0))
             results.append(("load_peak_rss_mb", TrainStepBench.peakMB()))
-            let seq = 256
-            let g = Graph()
-            let input = g.input("input_ids", shape: [1, seq], element: .int32)
-            let loss = try g.causalLMLoss(try model.record(inputIds: input).logits, labels: input, label: "loss")
-            g.output("loss", loss)
-            let store = try ParameterStore(gathering: model.trainableParameters)
-            let optimizer = try Optimizer(.adamW(learningRate: 1e-4), parameters: store)
-            try g.backward(from: loss, optimizer: optimizer)
+            let seq = LlamaTrainStepCase.seq
+            let g = try LlamaTrainStepCase.graph(model)
             let t1 = now()
             let plan = try g.compile(options)
             results.append(("compile_s", now() - t1))
@@ -79,11 +68,8 @@ enum ScaleBench {
         default:
             throw QLoraError.invalidArgument("--phase must be inference or train, got \(phase)")
         }
-        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-           let kb = Double(line.split(separator: " ").dropFirst().first ?? "") {
-            results.append(("process_peak_rss_mb_since_reset", kb / 1024))
-        }
+        let processPeak = TrainStepBench.peakMB()
+        if processPeak >= 0 { results.append(("process_peak_rss_mb_since_reset", processPeak)) }
         print(results.map { "\($0.0)=\($0.1)" }.joined(separator: " "))
         if let json {
             let body = "{" + results.map { "\"\($0.0)\": \($0.1.isFinite ? "\($0.1)" : "null")" }.joined(separator: ", ") + "}\n"
