@@ -10,7 +10,7 @@ import QLoRA
 enum LlamaBench {
     /// `trainOnly` skips prefill and decode (the peak RSS is then the training step's alone);
     /// `checkpointing` compiles the step with every segment recomputed.
-    static func run(model path: String, threads: Int, runs: Int, json: String?, trainOnly: Bool = false, checkpointing: Bool = false) throws {
+    static func run(model path: String, threads: Int, runs: Int, json: String?, trainOnly: Bool = false, checkpointing: Bool = false, profile: Bool = false) throws {
         let url = URL(fileURLWithPath: path)
         var quantization = QuantizeOptions()
         quantization.threads = threads
@@ -50,6 +50,11 @@ enum LlamaBench {
             return Double(seq) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         }
         results.append(("train-step-256", stepRate))
+        if profile {
+            let profiler = StepProfiler()
+            try profiler.recording { for _ in 0..<max(1, runs / 2 + 1) { _ = try plan.run([:], ids: feed) } }
+            print(profiler.report())
+        }
         let peak = TrainStepBench.peakMB()
         print(String(format: "llama %@ threads=%d: QLoRA train step (r=16, all projections, seq 256) %.1f tokens/s, peak RSS %.0f MB, planned peak %.1f MB%@",
                      url.lastPathComponent, threads, stepRate, peak, Double(plan.plannedPeakBytes) / 1_048_576,

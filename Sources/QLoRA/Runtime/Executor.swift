@@ -1,3 +1,5 @@
+import Foundation
+
 /// Runs a plan's steps in order in one context. Checks the feeds, then calls each step's kernel:
 /// inputs are read where the caller's arrays are and outputs are written straight into the
 /// returned arrays (only an output that is an input, a parameter, a state or another output is
@@ -47,11 +49,15 @@ enum Executor {
         let threads = Int32(plan.options.threads)
         let scratch = arena + plan.memory.scratchOffset
         let slots = context.operandSlots
+        let profiler = StepProfiler.current
         for step in plan.steps {
             for (k, ref) in step.operands.enumerated() { slots[k] = pointer(ref) }
+            let start = profiler == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             try step.kernel.run(KernelIO(operands: UnsafeBufferPointer(start: slots, count: step.operands.count), output: pointer(step.output),
                                      scratch: scratch, threads: threads, resultOffsets: step.resultOffsets))
+            if let profiler { profiler.record(step, nanoseconds: DispatchTime.now().uptimeNanoseconds - start) }
         }
+        profiler?.finishRun()
         // Outputs not computed in place (an input, a parameter, a value another output owns) are copied.
         for (k, binding) in plan.outputs.enumerated() where binding.ref != .output(k) {
             outputs[k].update(from: pointer(binding.ref).assumingMemoryBound(to: Float.self), count: binding.shape.reduce(1, *))
