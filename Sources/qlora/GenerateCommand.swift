@@ -36,6 +36,9 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "With --prompt: render it as a user message with the model's chat template.")
     var chat = false
 
+    @Flag(help: profileHelp)
+    var profile = false
+
     @Option(help: "With --chat: a system message rendered before the prompt.")
     var system: String?
 
@@ -54,7 +57,9 @@ struct GenerateCommand: ParsableCommand {
     @OptionGroup(title: "Quantization at load (f32/f16/bf16 or GGUF weights)")
     var quantization: QuantizationOptions
 
-    func run() throws {
+    func run() throws { try profiled(profile) { try execute() } }
+
+    private func execute() throws {
         do {
             guard format == "text" || format == "json" else { throw QLoraError.invalidArgument("--format must be text or json, got \"\(format)\"") }
             let threads = try threadCount(threads)

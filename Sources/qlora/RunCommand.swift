@@ -43,7 +43,12 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Replace the output file even if it is read-only.")
     var force = false
 
-    func run() throws {
+    @Flag(help: profileHelp)
+    var profile = false
+
+    func run() throws { try profiled(profile) { try execute() } }
+
+    private func execute() throws {
         do {
             let threads = try threadCount(threads)
             let out = try OutputFile(output, force: force)

@@ -116,6 +116,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "LoRA alpha of new adapters (default 16; scaling alpha / r).")
     var alpha: Double?
 
+    @Flag(help: profileHelp)
+    var profile = false
+
     @Flag(help: "rsLoRA scaling alpha / √r for new adapters.")
     var rslora = false
 
@@ -156,7 +159,8 @@ struct TrainCommand: ParsableCommand {
         // Under mpirun every rank runs this command; without a launcher it is one process.
         let mpi = MPICollective.launched() ? try MPICollective() : nil
         do {
-            try train(collective: mpi ?? SingleProcess())
+            // Under mpirun only rank 0 prints the profile (every rank runs the same plans).
+            try profiled(profile && (mpi?.rank ?? 0) == 0) { try train(collective: mpi ?? SingleProcess()) }
             try mpi?.finish()
         } catch {
             guard let mpi else { throw fail(error) }

@@ -172,6 +172,23 @@ final class TrainCommandTests: XCTestCase {
         assertBitIdentical(trained.b.scalars, zip(b0, gB).map { $0 - lr * $1 }, "B - lr·grad_B")
     }
 
+    /// `--profile` prints the step table to stderr (one fused linear and its backward per step) and
+    /// changes no bit of the trained adapter.
+    func testProfilePrintsStepTimesAndChangesNothing() throws {
+        let data = try teacherData()
+        let base = ["train", Self.graph, "--weights", weights, "--data", data, "--loss", "mse", "--steps", "3", "--optimizer", "adamw",
+                    "--lr", "0.01", "--threads", "2"]
+        let plain = try ok(base + ["--out", path("plain")])
+        XCTAssertFalse(plain.stderr.contains("step profile"))
+        let profiled = try ok(base + ["--out", path("profiled"), "--profile"])
+        XCTAssert(profiled.stderr.contains("step profile:") && profiled.stderr.contains("over 3 run(s)"), profiled.stderr)
+        XCTAssert(profiled.stderr.contains("fused_qlora_linear"), profiled.stderr)
+        for file in ["adapter_model.safetensors", "adapter_config.json"] {
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path("plain/" + file))),
+                           try Data(contentsOf: URL(fileURLWithPath: path("profiled/" + file))), file)
+        }
+    }
+
     func testBadInputsAreOneErrorLine() throws {
         let data = try teacherData()
         let out = path("out")
