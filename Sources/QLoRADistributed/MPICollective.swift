@@ -13,19 +13,29 @@ public final class MPICollective: Collective {
     public let size: Int
     private let world = cmpi_comm_world()
     private var finished = false
+    /// MPI_Init_thread provided MPI_THREAD_SERIALIZED or more: any thread may call, one at a time.
+    public let allowsCallsFromAnotherThread: Bool
 
     /// True when this process was started by mpirun / a PMIx launcher (Open MPI sets these).
     public static func launched(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
         ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"].contains { environment[$0] != nil }
     }
 
-    /// MPI_Init, then this process's rank and the world's size.
-    public init() throws {
+    /// MPI_Init_thread asking for MPI_THREAD_SERIALIZED (the overlapped gradient reduction calls
+    /// from a communication thread), then this process's rank and the world's size. What the
+    /// library provides is checked, not assumed. `QLORA_MPI_THREAD_SINGLE=1` in the environment
+    /// asks for MPI_THREAD_SINGLE instead, as with a library without thread support (tests use it).
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) throws {
         var initialized: Int32 = 0
         MPI_Initialized(&initialized)
+        var provided = cmpi_thread_single()
         if initialized == 0 {
-            guard MPI_Init(nil, nil) == MPI_SUCCESS else { throw QLoraError.invalidArgument("MPI_Init failed") }
+            let wanted = environment["QLORA_MPI_THREAD_SINGLE"] == "1" ? cmpi_thread_single() : cmpi_thread_serialized()
+            guard MPI_Init_thread(nil, nil, wanted, &provided) == MPI_SUCCESS else { throw QLoraError.invalidArgument("MPI_Init_thread failed") }
+        } else {
+            MPI_Query_thread(&provided)
         }
+        allowsCallsFromAnotherThread = provided >= cmpi_thread_serialized()
         var r: Int32 = 0, n: Int32 = 0
         MPI_Comm_rank(world, &r)
         MPI_Comm_size(world, &n)
