@@ -54,22 +54,45 @@ public final class MPICollective: Collective {
         return all
     }
 
+    // The transfers are nonblocking calls completed by `wait`, which sleeps between tests: Open
+    // MPI's blocking calls busy-poll, and a communication thread polling while the backward runs
+    // on the same cores (the overlapped reduction) would take a core from the compute threads.
+
     public func send(_ buffer: UnsafeBufferPointer<Float>, to peer: Int) throws {
         for (start, count) in Self.pieces(buffer.count) {
-            try check(MPI_Send(buffer.baseAddress! + start, count, cmpi_float(), Int32(peer), 0, world), "MPI_Send to rank \(peer)")
+            var request: MPI_Request?
+            try check(MPI_Isend(buffer.baseAddress! + start, count, cmpi_float(), Int32(peer), 0, world, &request), "MPI_Isend to rank \(peer)")
+            try wait(&request, "MPI_Isend to rank \(peer)")
         }
     }
 
     public func receive(_ buffer: UnsafeMutableBufferPointer<Float>, from peer: Int) throws {
         for (start, count) in Self.pieces(buffer.count) {
-            try check(MPI_Recv(buffer.baseAddress! + start, count, cmpi_float(), Int32(peer), 0, world, cmpi_status_ignore()),
-                      "MPI_Recv from rank \(peer)")
+            var request: MPI_Request?
+            try check(MPI_Irecv(buffer.baseAddress! + start, count, cmpi_float(), Int32(peer), 0, world, &request), "MPI_Irecv from rank \(peer)")
+            try wait(&request, "MPI_Irecv from rank \(peer)")
         }
     }
 
     public func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws {
         for (start, count) in Self.pieces(buffer.count) {
-            try check(MPI_Bcast(buffer.baseAddress! + start, count, cmpi_float(), Int32(root), world), "MPI_Bcast")
+            var request: MPI_Request?
+            try check(MPI_Ibcast(buffer.baseAddress! + start, count, cmpi_float(), Int32(root), world, &request), "MPI_Ibcast")
+            try wait(&request, "MPI_Ibcast")
+        }
+    }
+
+    /// Completes `request`: a few quick tests, then tests with sleeps growing from 20 µs to 0.5 ms.
+    private func wait(_ request: inout MPI_Request?, _ what: String) throws {
+        var done: Int32 = 0, tests = 0, pause: UInt32 = 20
+        while true {
+            try check(MPI_Test(&request, &done, cmpi_status_ignore()), what)
+            if done != 0 { return }
+            tests += 1
+            if tests > 64 {
+                usleep(pause)
+                pause = min(pause * 2, 500)
+            }
         }
     }
 
