@@ -54,9 +54,11 @@ public final class MPICollective: Collective {
         return all
     }
 
-    // The transfers are nonblocking calls completed by `wait`, which sleeps between tests: Open
-    // MPI's blocking calls busy-poll, and a communication thread polling while the backward runs
-    // on the same cores (the overlapped reduction) would take a core from the compute threads.
+    // The transfers are nonblocking calls completed by `wait`. On the main thread (nothing else
+    // to do: the reduction after the backward) it polls like Open MPI's blocking calls; on another
+    // thread (the overlapped reduction's communication thread, while the backward runs on the
+    // same cores) it sleeps between tests, so that waiting for a peer takes no core from the
+    // compute threads.
 
     public func send(_ buffer: UnsafeBufferPointer<Float>, to peer: Int) throws {
         for (start, count) in Self.pieces(buffer.count) {
@@ -82,8 +84,10 @@ public final class MPICollective: Collective {
         }
     }
 
-    /// Completes `request`: a few quick tests, then tests with sleeps growing from 20 µs to 0.5 ms.
+    /// Completes `request`: on the main thread MPI_Wait; elsewhere a few quick tests, then tests
+    /// with sleeps growing from 20 µs to 0.5 ms.
     private func wait(_ request: inout MPI_Request?, _ what: String) throws {
+        if Thread.isMainThread { return try check(MPI_Wait(&request, cmpi_status_ignore()), what) }
         var done: Int32 = 0, tests = 0, pause: UInt32 = 20
         while true {
             try check(MPI_Test(&request, &done, cmpi_status_ignore()), what)
