@@ -35,7 +35,9 @@ struct TrainCommand: ParsableCommand {
             per step: step, loss, lr (scheduled), grad_norm (global L2 norm before clipping), tokens_per_s, ranks. \
             Under `mpirun -np N` the run is data-parallel (docs/distributed.md): each optimizer step takes N × --grad-accum \
             micro-batches, rank r computes its --grad-accum of them, and the gradients are summed in a fixed order, so the \
-            adapter equals one process's with N × --grad-accum bit for bit; rank 0 alone prints and writes files.
+            adapter equals one process's with N × --grad-accum bit for bit; rank 0 alone prints and writes files. The \
+            reduction overlaps the last micro-batch's backward (gradient buckets of --bucket-size, same bits; --no-overlap \
+            reduces after it), and the --log-json lines gain step_ms, reduce_wait_ms and overlap.
             """)
 
     @Argument(help: "The graph file (qlora-graph JSON, see docs/graph-format.md); with --model it may be left out (Graphs/llama.json).")
