@@ -43,6 +43,7 @@ extension TrainCommand {
         let options = try trainerOptions(batches: batches.count, threads: threads, ranks: collective.size)
         let trainer = try Trainer(step: step, batches: batches, optimizer: opt, dropout: dropoutContext, options: options)
         trainer.collective = collective
+        noteNoOverlap(trainer)
         let modules = llama.loraLayers.map(\.name)
         let config = start?.config ?? LoraAdapterConfig(r: fresh.rank, loraAlpha: alpha ?? Double(fresh.alpha), useRSLoRA: fresh.useRSLoRA,
                                                         targetModules: targets)
@@ -71,7 +72,7 @@ extension TrainCommand {
         try trainer.run { entry in
             if firstLoss == nil { firstLoss = entry.loss }
             lastLoss = entry.loss
-            var line = "{\"step\": \(entry.step), \"loss\": \(entry.loss), \"lr\": \(entry.learningRate), \"grad_norm\": \(entry.gradNorm), \"tokens_per_s\": \((entry.tokensPerSecond * 10).rounded() / 10), \"ranks\": \(collective.size)"
+            var line = "{\"step\": \(entry.step), \"loss\": \(entry.loss), \"lr\": \(entry.learningRate), \"grad_norm\": \(entry.gradNorm), \"tokens_per_s\": \((entry.tokensPerSecond * 10).rounded() / 10), \"ranks\": \(collective.size)" + Self.reductionFields(entry, ranks: collective.size, overlap: trainer.overlapsReduction)
             guard writes else { return }  // rank 0 alone evaluates and logs
             if let validBatches, entry.step % every == 0 || entry.step == options.steps {
                 let v = try step.evaluate(validBatches)

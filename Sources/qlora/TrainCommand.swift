@@ -35,7 +35,9 @@ struct TrainCommand: ParsableCommand {
             per step: step, loss, lr (scheduled), grad_norm (global L2 norm before clipping), tokens_per_s, ranks. \
             Under `mpirun -np N` the run is data-parallel (docs/distributed.md): each optimizer step takes N × --grad-accum \
             micro-batches, rank r computes its --grad-accum of them, and the gradients are summed in a fixed order, so the \
-            adapter equals one process's with N × --grad-accum bit for bit; rank 0 alone prints and writes files.
+            adapter equals one process's with N × --grad-accum bit for bit; rank 0 alone prints and writes files. The \
+            reduction overlaps the last micro-batch's backward (gradient buckets of --bucket-size, same bits; --no-overlap \
+            reduces after it), and the --log-json lines gain step_ms, reduce_wait_ms and overlap.
             """)
 
     @Argument(help: "The graph file (qlora-graph JSON, see docs/graph-format.md); with --model it may be left out (Graphs/llama.json).")
@@ -136,6 +138,12 @@ struct TrainCommand: ParsableCommand {
 
     @Option(help: "Write one JSON object per step to this file (JSON lines).")
     var logJson: String?
+
+    @Flag(help: "Under mpirun: reduce the gradients after the last micro-batch's backward instead of overlapping the reduction with it (the same bits either way).")
+    var noOverlap = false
+
+    @Option(help: ArgumentHelp("Under mpirun: the size of the gradient buckets the overlapped reduction sends as the backward finishes them (binary units, default 2M).", valueName: "size"))
+    var bucketSize = "2M"
 
     @Option(help: "Write a checkpoint to --out/checkpoint-<step> every N steps.")
     var checkpointEvery: Int?
@@ -292,7 +300,24 @@ struct TrainCommand: ParsableCommand {
         options.checkpointEvery = checkpointEvery
         options.checkpointDirectory = URL(fileURLWithPath: out)
         options.progress = true
+        options.overlapReduction = !noOverlap
+        options.bucketBytes = try ByteSize.parse(bucketSize, option: "--bucket-size")
+        guard options.bucketBytes > 0 else { throw QLoraError.invalidArgument("--bucket-size must be > 0 bytes, got \(bucketSize)") }
         return options
+    }
+
+    /// Once per run (rank 0): the overlap was asked for but the MPI library cannot give it.
+    func noteNoOverlap(_ trainer: Trainer) {
+        let c = trainer.collective
+        guard c.size > 1, c.rank == 0, trainer.options.overlapReduction, !trainer.overlapsReduction else { return }
+        FileHandle.standardError.write(Data("note: the MPI library does not allow calls from a second thread (MPI_THREAD_SERIALIZED not provided): the gradients are reduced after the backward, without overlap\n".utf8))
+    }
+
+    /// With N > 1 ranks, the --log-json fields of the reduction: the step's time and how long it
+    /// waited after its last backward for the gradients (and losses) to be combined.
+    static func reductionFields(_ entry: TrainingStepLog, ranks: Int, overlap: Bool) -> String {
+        guard ranks > 1 else { return "" }
+        return ", \"step_ms\": \((entry.seconds * 1e4).rounded() / 10), \"reduce_wait_ms\": \((entry.reductionWaitSeconds * 1e4).rounded() / 10), \"overlap\": \(overlap)"
     }
 
     func train(collective: any Collective) throws {
@@ -385,6 +410,7 @@ struct TrainCommand: ParsableCommand {
         let trainer = try Trainer(step: PlanTrainingStep(plan: plan, parameters: store, lossOutput: "loss"), batches: batches,
                                   optimizer: opt, dropout: dropoutContext, options: options)
         trainer.collective = collective
+        noteNoOverlap(trainer)
         let config = adapterConfig(start: start, fresh: fresh, modules: modules)
         let writeAdapter: (URL) throws -> Void = { dir in
             var tensors: [String: (a: Tensor, b: Tensor)] = [:]
@@ -415,7 +441,7 @@ struct TrainCommand: ParsableCommand {
             if firstLoss == nil { firstLoss = entry.loss }
             lastLoss = entry.loss
             if let log {
-                let line = "{\"step\": \(entry.step), \"loss\": \(entry.loss), \"lr\": \(entry.learningRate), \"grad_norm\": \(entry.gradNorm), \"tokens_per_s\": \((entry.tokensPerSecond * 10).rounded() / 10), \"ranks\": \(collective.size)}\n"
+                let line = "{\"step\": \(entry.step), \"loss\": \(entry.loss), \"lr\": \(entry.learningRate), \"grad_norm\": \(entry.gradNorm), \"tokens_per_s\": \((entry.tokensPerSecond * 10).rounded() / 10), \"ranks\": \(collective.size)" + Self.reductionFields(entry, ranks: collective.size, overlap: trainer.overlapsReduction) + "}\n"
                 try log.write(contentsOf: Data(line.utf8))
             }
         }

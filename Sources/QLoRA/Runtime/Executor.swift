@@ -50,12 +50,14 @@ enum Executor {
         let scratch = arena + plan.memory.scratchOffset
         let slots = context.operandSlots
         let profiler = StepProfiler.current
-        for step in plan.steps {
+        let observer = PlanStepObserver.current.flatMap { $0.plan === plan ? $0 : nil }
+        for (index, step) in plan.steps.enumerated() {
             for (k, ref) in step.operands.enumerated() { slots[k] = pointer(ref) }
             let start = profiler == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             try step.kernel.run(KernelIO(operands: UnsafeBufferPointer(start: slots, count: step.operands.count), output: pointer(step.output),
                                      scratch: scratch, threads: threads, resultOffsets: step.resultOffsets))
             if let profiler { profiler.record(step, nanoseconds: DispatchTime.now().uptimeNanoseconds - start) }
+            if let observer { observer.finished(step: index) }
         }
         profiler?.finishRun()
         // Outputs not computed in place (an input, a parameter, a value another output owns) are copied.

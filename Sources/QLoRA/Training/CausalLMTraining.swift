@@ -86,6 +86,11 @@ public final class CausalLMTrainingStep: TrainingStep {
         return total / Double(terms)
     }
 
+    public func plan(for batch: TrainingBatch) throws -> ExecutablePlan? {
+        let (inputs, packed) = try Self.planInputs(batch)
+        return try plan(shape: inputs["input_ids"]!.shape, packed: packed)
+    }
+
     public func run(_ batch: TrainingBatch) throws -> Float {
         let (inputs, packed) = try Self.planInputs(batch)
         let ids = inputs["input_ids"]!, labels = inputs["labels"]!

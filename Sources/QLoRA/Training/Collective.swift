@@ -19,6 +19,14 @@ public protocol Collective: AnyObject {
     /// `root`'s buffer into every rank's.
     func broadcast(_ buffer: UnsafeMutableBufferPointer<Float>, root: Int) throws
     func barrier() throws
+    /// Whether a thread other than the caller's may make these calls (one call at a time across
+    /// threads: MPI_THREAD_SERIALIZED or more). The overlapped reduction needs it; without it the
+    /// trainer reduces after the backward.
+    var allowsCallsFromAnotherThread: Bool { get }
+}
+
+extension Collective {
+    public var allowsCallsFromAnotherThread: Bool { false }
 }
 
 /// One process: rank 0 of 1. Gathering returns the local values, broadcast and barrier do

@@ -17,25 +17,40 @@ public enum OrderedGradientSum {
     /// micro-batches' wⱼ·gⱼ in order (and `sum` is overwritten). Afterwards every rank's `sum`
     /// is the fold over all ranks' micro-batches in rank order.
     public static func reduce(_ sum: inout [Float], weighted: [[Float]], collective: any Collective, threads: Int) throws {
-        let n = collective.size, rank = collective.rank, count = sum.count
-        guard n > 1 else { return }
-        try sum.withUnsafeMutableBufferPointer { s in
-            var offset = 0
-            while offset < count {
-                let len = min(chunk, count - offset)
-                let part = UnsafeMutableBufferPointer(rebasing: s[offset..<(offset + len)])
-                if rank > 0 {
-                    try collective.receive(part, from: rank - 1)
-                    for w in weighted {
-                        w.withUnsafeBufferPointer {
-                            cq_accumulate_scaled(part.baseAddress!, $0.baseAddress! + offset, 1, 0, Int64(len), Int32(threads))
-                        }
-                    }
-                }
-                if rank < n - 1 { try collective.send(UnsafeBufferPointer(part), to: rank + 1) }
-                offset += len
+        guard collective.size > 1 else { return }
+        let count = sum.count
+        try withPointers(weighted[...], []) { w in
+            try sum.withUnsafeMutableBufferPointer { s in
+                try chain(s.baseAddress!, weighted: w, range: 0..<count, collective: collective, threads: threads)
+                try collective.broadcast(s, root: collective.size - 1)
             }
-            try collective.broadcast(s, root: n - 1)
+        }
+    }
+
+    private static func withPointers(_ rest: ArraySlice<[Float]>, _ done: [UnsafePointer<Float>],
+                                     _ body: ([UnsafePointer<Float>]) throws -> Void) throws {
+        guard let first = rest.first else { return try body(done) }
+        try first.withUnsafeBufferPointer { try withPointers(rest.dropFirst(), done + [$0.baseAddress!], body) }
+    }
+
+    /// The chain over `range` of the flat buffers (the broadcast is the caller's): rank r > 0
+    /// receives the partial sum of `range` from rank r − 1 into `sum`, adds its `weighted`
+    /// products in order, and (except the last rank) sends it on, chunk by chunk.
+    public static func chain(_ sum: UnsafeMutablePointer<Float>, weighted: [UnsafePointer<Float>], range: Range<Int>,
+                             collective: any Collective, threads: Int) throws {
+        let n = collective.size, rank = collective.rank
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let len = min(chunk, range.upperBound - offset)
+            let part = UnsafeMutableBufferPointer(start: sum + offset, count: len)
+            if rank > 0 {
+                try collective.receive(part, from: rank - 1)
+                for w in weighted {
+                    cq_accumulate_scaled(part.baseAddress!, w + offset, 1, 0, Int64(len), Int32(threads))
+                }
+            }
+            if rank < n - 1 { try collective.send(UnsafeBufferPointer(part), to: rank + 1) }
+            offset += len
         }
     }
 }

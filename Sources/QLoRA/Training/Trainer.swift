@@ -22,6 +22,12 @@ public struct TrainerOptions: Sendable {
     public var checkpointDirectory: URL?
     /// A progress bar on stderr (step, loss, lr, tokens/s, ETA).
     public var progress = false
+    /// Data-parallel runs (N > 1 ranks): reduce the gradients bucket by bucket while the last
+    /// micro-batch's backward still runs, instead of after it (docs/distributed.md). The result
+    /// bits are the same either way. Needs a collective that allows calls from another thread.
+    public var overlapReduction = true
+    /// The size the overlapped reduction's gradient buckets reach (the last one may be smaller).
+    public var bucketBytes = 2 << 20
 
     public init(steps: Int) { self.steps = steps }
 
@@ -46,6 +52,10 @@ public struct TrainingStepLog: Sendable {
     public var gradNorm: Float
     public var tokensPerSecond: Double
     public var seconds: Double
+    /// N > 1 ranks: how long the step waited, after its last backward, for the losses to be
+    /// gathered and the gradients reduced (with the overlap, only the part not hidden behind the
+    /// backward). 0 in one process.
+    public var reductionWaitSeconds: Double = 0
 }
 
 /// Trains a `TrainingStep` on a `BatchSource` with an `Optimizer`: per optimizer step, k
@@ -71,9 +81,19 @@ public final class Trainer {
     public var collective: any Collective = SingleProcess()
     public private(set) var completedSteps = 0
     public private(set) var microBatches = 0
-    private var accumulator: [Float] = []
+    private var accumulator = AlignedBuffer(byteCount: 0)
     /// Rank r > 0: its micro-batches' weighted gradients, folded in after the ranks before it.
-    private var weighted: [[Float]] = []
+    private var weighted: [AlignedBuffer] = []
+    /// The overlapped reduction's buckets (made from the first plan, then fixed: every rank
+    /// must send the same messages) and each plan's step per bucket.
+    private var buckets: GradientBuckets?
+    private var bucketSteps: [ObjectIdentifier: (plan: ExecutablePlan, steps: [Int])] = [:]
+
+    /// Whether `run` overlaps the reduction with the backward: N > 1, asked for, and a
+    /// collective that allows calls from the communication thread.
+    public var overlapsReduction: Bool {
+        collective.size > 1 && options.overlapReduction && collective.allowsCallsFromAnotherThread
+    }
 
     public init(step: any TrainingStep, batches: any BatchSource, optimizer: Optimizer, dropout: LoraDropout? = nil,
                 options: TrainerOptions) throws {
@@ -143,7 +163,8 @@ public final class Trainer {
         let ranks = collective.size, rank = collective.rank
         let perRank = options.gradientAccumulation
         let k = ranks * perRank  // micro-batches per optimizer step, over all ranks
-        if ranks > 1 { try checkRanksAgree() }
+        let overlap = overlapsReduction
+        if ranks > 1 { try checkRanksAgree(overlap: overlap) }
         let started = DispatchTime.now().uptimeNanoseconds
         let firstStep = completedSteps + 1
         dropout?.isTraining = true
@@ -161,19 +182,29 @@ public final class Trainer {
             if ranks > 1 { terms = try collective.allGather(terms.map(Double.init)).map { Int($0) } }
             let totalTerms = terms.reduce(0, +)
             var losses: [Float] = [], tokens = 0
+            var reduction: OverlappedGradientSum?
             for (j, m) in micro.enumerated() {
                 dropout?.step = UInt64(m.index)
-                losses.append(try step.run(m.batch))
                 tokens += m.batch.tokens
-                guard k > 1 else { continue }
                 let weight = Float(Double(m.batch.lossTerms) / Double(totalTerms))
+                if overlap, j == perRank - 1, let plan = try step.plan(for: m.batch) {
+                    let (loss, running) = try runOverlapped(m.batch, plan: plan, weight: weight, first: j == 0, store: store)
+                    losses.append(loss)
+                    reduction = running
+                    continue
+                }
+                losses.append(try step.run(m.batch))
+                guard k > 1 else { continue }
                 if rank == 0 {
                     accumulate(store, weight: weight, first: j == 0)
                 } else {
                     keepWeighted(store, weight: weight, slot: j)
                 }
             }
+            var reductionWait = 0.0
             if ranks > 1 {
+                let backwardEnd = DispatchTime.now().uptimeNanoseconds
+                try reduction?.finish()
                 let gathered = try collective.allGather(losses.map(Double.init) + [Double(tokens)])
                 losses = []
                 tokens = 0
@@ -182,7 +213,8 @@ public final class Trainer {
                     losses += row.dropLast().map { Float($0) }
                     tokens += Int(row.last!)
                 }
-                try OrderedGradientSum.reduce(&accumulator, weighted: weighted, collective: collective, threads: options.threads)
+                if reduction == nil { try reduceAfterBackward(store) }
+                reductionWait = Double(DispatchTime.now().uptimeNanoseconds - backwardEnd) / 1e9
             }
             // The loss of the whole batch: micro-batch losses weighted by their loss terms, in order.
             var loss = 0.0
@@ -205,7 +237,8 @@ public final class Trainer {
             completedSteps = stepNumber
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             let log = TrainingStepLog(step: stepNumber, loss: Float(loss), learningRate: lr, gradNorm: gradNorm,
-                                      tokensPerSecond: seconds > 0 ? Double(tokens) / seconds : 0, seconds: seconds)
+                                      tokensPerSecond: seconds > 0 ? Double(tokens) / seconds : 0, seconds: seconds,
+                                      reductionWaitSeconds: reductionWait)
             if options.progress && rank == 0 {
                 let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
                 let eta = elapsed / Double(stepNumber - firstStep + 1) * Double(options.steps - stepNumber)
@@ -218,34 +251,93 @@ public final class Trainer {
         }
     }
 
+    /// The accumulation buffers for `store` (rank r > 0 also keeps one product per micro-batch).
+    private func ensureBuffers(_ store: ParameterStore) {
+        if accumulator.byteCount != store.count * 4 { accumulator = AlignedBuffer(byteCount: store.count * 4) }
+        let slots = collective.rank > 0 ? options.gradientAccumulation : 0
+        if weighted.count != slots || weighted.first?.byteCount != store.count * 4 {
+            weighted = (0..<slots).map { _ in AlignedBuffer(byteCount: store.count * 4) }
+        }
+    }
+
+    private var sum: UnsafeMutablePointer<Float> { accumulator.raw.assumingMemoryBound(to: Float.self) }
+
     /// accumulator = Σ weight_j · g_j over the micro-batches so far (first: starts over).
     private func accumulate(_ store: ParameterStore, weight: Float, first: Bool) {
-        if accumulator.count != store.count { accumulator = [Float](repeating: 0, count: store.count) }
+        ensureBuffers(store)
         store.flatGradientState.lock.read {
-            accumulator.withUnsafeMutableBufferPointer {
-                cq_accumulate_scaled($0.baseAddress!, store.flatGradientState.region.floats, weight, first ? 1 : 0,
-                                     Int64(store.count), Int32(options.threads))
-            }
+            cq_accumulate_scaled(sum, store.flatGradientState.region.floats, weight, first ? 1 : 0,
+                                 Int64(store.count), Int32(options.threads))
         }
     }
 
     /// Rank r > 0: weight · g into its slot for micro-batch `slot` (the product the fold would form).
     private func keepWeighted(_ store: ParameterStore, weight: Float, slot: Int) {
-        if weighted.count != options.gradientAccumulation || weighted.first?.count != store.count {
-            weighted = Array(repeating: [Float](repeating: 0, count: store.count), count: options.gradientAccumulation)
-        }
-        if accumulator.count != store.count { accumulator = [Float](repeating: 0, count: store.count) }
+        ensureBuffers(store)
         store.flatGradientState.lock.read {
-            weighted[slot].withUnsafeMutableBufferPointer {
-                cq_accumulate_scaled($0.baseAddress!, store.flatGradientState.region.floats, weight, 1,
-                                     Int64(store.count), Int32(options.threads))
-            }
+            cq_accumulate_scaled(weighted[slot].raw.assumingMemoryBound(to: Float.self), store.flatGradientState.region.floats, weight, 1,
+                                 Int64(store.count), Int32(options.threads))
         }
+    }
+
+    /// The ordered reduction of the whole buffer after the backward (no overlap).
+    private func reduceAfterBackward(_ store: ParameterStore) throws {
+        ensureBuffers(store)
+        try OrderedGradientSum.chain(sum, weighted: weighted.map { UnsafePointer($0.raw.assumingMemoryBound(to: Float.self)) },
+                                     range: 0..<store.count, collective: collective, threads: options.threads)
+        try collective.broadcast(UnsafeMutableBufferPointer(start: sum, count: store.count), root: collective.size - 1)
+    }
+
+    /// The last micro-batch of a step with the reduction overlapped: a communication thread
+    /// reduces each gradient bucket as the plan's steps finish it (`OverlappedGradientSum`) while
+    /// this thread runs the rest of the backward. Returns the loss and the running reduction.
+    ///
+    /// The thread reads a bucket's gradient slices after the executor signalled that their
+    /// `assign` steps ran; no later step of the run writes them (the plan holds their locks, the
+    /// signal orders the memory).
+    private func runOverlapped(_ batch: TrainingBatch, plan: ExecutablePlan, weight: Float, first: Bool,
+                               store: ParameterStore) throws -> (Float, OverlappedGradientSum) {
+        let layout = try bucketLayout(plan: plan, store: store)
+        let steps = try bucketSteps[ObjectIdentifier(plan)]?.steps ?? {
+            let steps = try layout.completionSteps(in: plan, store: store)
+            bucketSteps[ObjectIdentifier(plan)] = (plan, steps)
+            return steps
+        }()
+        ensureBuffers(store)
+        let reduction = OverlappedGradientSum(buckets: layout, collective: collective, sum: sum,
+                                              gradients: UnsafePointer(store.flatGradientState.region.floats),
+                                              weighted: weighted.map { $0.raw.assumingMemoryBound(to: Float.self) },
+                                              weight: weight, firstFold: first)
+        let observer = try PlanStepObserver(plan: plan, signals: steps.enumerated().map { (step: $0.element, tag: $0.offset) }) {
+            reduction.bucketReady($0)
+        }
+        reduction.start()
+        do {
+            let loss = try observer.observing { try step.run(batch) }
+            try reduction.checkEveryBucketSignalled()
+            return (loss, reduction)
+        } catch {
+            reduction.cancel()
+            throw error
+        }
+    }
+
+    /// The bucket layout, made once from the first plan; the ranks compare it before the first use.
+    private func bucketLayout(plan: ExecutablePlan, store: ParameterStore) throws -> GradientBuckets {
+        if let buckets { return buckets }
+        let layout = try GradientBuckets(plan: plan, store: store, targetBytes: options.bucketBytes)
+        let all = try collective.allGather([layout.fingerprint, Double(layout.buckets.count)])
+        for r in 1..<collective.size where all[2 * r] != all[0] || all[2 * r + 1] != all[1] {
+            guard collective.rank == 0 else { throw RankStopped(reporter: 0) }
+            throw QLoraError.invalidArgument("rank \(r) of \(collective.size) cut the gradients into other buckets than rank 0 (\(Int(all[2 * r + 1])) vs \(Int(all[1]))): every rank must train the same model")
+        }
+        buckets = layout
+        return layout
     }
 
     /// Ranks that disagree on the run (another --seed, data, checkpoint, …) would take different
     /// steps and silently diverge: every rank compares its settings with rank 0's first.
-    private func checkRanksAgree() throws {
+    private func checkRanksAgree(overlap: Bool) throws {
         let seed = options.seed
         let fields: [(String, Double)] = [
             ("trainable parameters", Double(optimizer.parameters.count)), ("steps", Double(options.steps)),
@@ -253,6 +345,7 @@ public final class Trainer {
             ("seed (high 32 bits)", Double(seed >> 32)), ("seed (low 32 bits)", Double(seed & 0xFFFF_FFFF)),
             ("completed steps", Double(completedSteps)), ("micro-batches", Double(microBatches)),
             ("shuffle", options.shuffle ? 1 : 0), ("dropout", dropout.map { Double($0.probability) } ?? 0),
+            ("overlapped reduction", overlap ? 1 : 0), ("gradient bucket bytes", Double(options.bucketBytes)),
         ]
         let all = try collective.allGather(fields.map(\.1))
         for r in 1..<collective.size {
@@ -268,7 +361,7 @@ public final class Trainer {
     /// The combined gradient back into the store's gradient buffer (what the optimizer reads).
     private func finishAccumulation(_ store: ParameterStore) {
         store.flatGradientState.lock.write {
-            accumulator.withUnsafeBufferPointer { store.flatGradientState.region.floats.update(from: $0.baseAddress!, count: store.count) }
+            store.flatGradientState.region.floats.update(from: sum, count: store.count)
         }
     }
 }

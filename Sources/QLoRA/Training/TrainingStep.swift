@@ -7,6 +7,13 @@ import Foundation
 public protocol TrainingStep: AnyObject {
     var parameters: ParameterStore { get }
     func run(_ batch: TrainingBatch) throws -> Float
+    /// The plan `run(batch)` runs (compiled now if it is not yet), so a trainer can watch its
+    /// steps (`PlanStepObserver`); nil when the step runs no single plan.
+    func plan(for batch: TrainingBatch) throws -> ExecutablePlan?
+}
+
+extension TrainingStep {
+    public func plan(for batch: TrainingBatch) throws -> ExecutablePlan? { nil }
 }
 
 /// A `TrainingStep` from a compiled plan whose graph asked for `backward(from: loss, parameters:)`
@@ -21,6 +28,8 @@ public final class PlanTrainingStep: TrainingStep {
         self.parameters = parameters
         self.lossOutput = lossOutput
     }
+
+    public func plan(for batch: TrainingBatch) throws -> ExecutablePlan? { plan }
 
     public func run(_ batch: TrainingBatch) throws -> Float {
         let result = try plan.run(batch.feeds, ids: batch.ids)

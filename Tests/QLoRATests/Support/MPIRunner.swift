@@ -32,11 +32,11 @@ enum MPIRunner {
     static let flags = ["--allow-run-as-root", "--oversubscribe"]
 
     /// `mpirun -np ranks qlora args…`.
-    static func run(ranks: Int, _ args: [String], seconds: Int = 120) throws -> CLIRunner.Result {
+    static func run(ranks: Int, _ args: [String], seconds: Int = 120, extraEnvironment: [String: String] = [:]) throws -> CLIRunner.Result {
         let mpirun = try require()
         return try CLIRunner.run(URL(fileURLWithPath: "/usr/bin/timeout"),
                                  ["\(seconds)", mpirun.path] + flags + ["-np", "\(ranks)", CLIRunner.executable.path] + args,
-                                 environment: environment)
+                                 environment: environment.merging(extraEnvironment) { $1 })
     }
 
     /// One rank per command (`mpirun -np 1 A : -np 1 B …`): each command is a program and its arguments.

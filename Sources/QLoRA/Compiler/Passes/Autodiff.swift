@@ -42,7 +42,27 @@ enum Autodiff {
         contributions[loss] = [try d.emit(Op(FillOp(value: 1, shape: g.nodes[loss].type.shape)), [], label: "grad.seed")]
         // Cotangents of a node's results after the first (read through `result` nodes), by producer.
         var extraCotangents: [Int: [Int: Int]] = [:]
+        // Parameter gradients into the store's slices (several leaves of one parameter add up). A
+        // parameter's gradient is complete once the walk reaches its first leaf (every reader has
+        // a larger id), so its assignment is emitted there: the steps then write each gradient
+        // slice as soon as it is final, last layer first, and a data-parallel trainer can reduce
+        // it while the rest of the backward runs (`GradientBuckets`).
+        var assigns: [Int] = []
+        var assigned = Set<Int>()
+        var firstLeaf: [Int: Int] = [:], seenSlots = Set<Int>()  // node id → slot, for the smallest leaf id of each slot
+        for (node, slot) in parameterNodes where seenSlots.insert(slot).inserted { firstLeaf[node] = slot }
+        func assign(_ slot: Int) throws {
+            guard let store = request.parameters, assigned.insert(slot).inserted else { return }
+            let p = store.parameters[slot]
+            let parts = parameterNodes.filter { $0.slot == slot }.flatMap { contributions[$0.node] ?? [] }
+            let grad = parts.isEmpty ? try d.emit(Op(FillOp(value: 0, shape: p.shape)), [], label: "\(p.name).grad")
+                                     : try d.sum(parts, label: "\(p.name).grad")
+            let state = d.leaf(Op(StateOp(storage: store.gradients[slot])), shape: p.shape, label: "\(p.name).grad")
+            // Each assignment names the previous one as an ordering operand (the optimizer then needs only the last).
+            assigns.append(try d.emit(Op(AssignOp()), [state, grad] + assigns.suffix(1), label: "\(p.name).grad"))
+        }
         for id in stride(from: loss, through: 0, by: -1) where active[id] {
+            if let slot = firstLeaf[id] { try assign(slot) }
             let node = d.graph.nodes[id]
             if let r = node.op.as(ResultOp.self) {
                 if let parts = contributions[id] { extraCotangents[node.operands[0], default: [:]][r.index] = try d.sum(parts, label: "grad.\(node.label)") }
@@ -60,18 +80,8 @@ enum Autodiff {
                 contributions[node.operands[k], default: []].append(grad)
             }
         }
-        // Parameter gradients into the store's slices (several leaves of one parameter add up).
-        var assigns: [Int] = []
-        if let store = request.parameters {
-            for (slot, p) in store.parameters.enumerated() {
-                let parts = parameterNodes.filter { $0.slot == slot }.flatMap { contributions[$0.node] ?? [] }
-                let grad = parts.isEmpty ? try d.emit(Op(FillOp(value: 0, shape: p.shape)), [], label: "\(p.name).grad")
-                                         : try d.sum(parts, label: "\(p.name).grad")
-                let state = d.leaf(Op(StateOp(storage: store.gradients[slot])), shape: p.shape, label: "\(p.name).grad")
-                // Each assignment names the previous one as an ordering operand (the optimizer then needs only the last).
-                assigns.append(try d.emit(Op(AssignOp()), [state, grad] + assigns.suffix(1), label: "\(p.name).grad"))
-            }
-        }
+        // The parameters no gradient reaches (zeros), in slot order.
+        for slot in (request.parameters?.parameters ?? []).indices { try assign(slot) }
         var outputs: [(name: String, node: Int)] = []
         for (name, node) in request.inputGradients {
             let parts = contributions[node] ?? []
