@@ -1,18 +1,12 @@
-// Backward-pass kernels: the matmul variants reverse mode needs (dY·W through a 4-bit weight
-// decoded on the fly, dense dY·W, dYᵀ·X), reductions, activation derivatives, softmax, RMSNorm,
-// embedding scatter-add, and the mean-squared-error loss. Every kernel splits its work over
+// Backward-pass kernels: reductions, activation derivatives, softmax, RMSNorm, embedding
+// scatter-add, and the mean-squared-error loss (the matmul variants reverse mode needs — dY·W
+// through a 4-bit weight decoded on the fly, dense dY·W, dYᵀ·X — are in gemm_kn.c). Every kernel splits its work over
 // independent outputs and reduces in a fixed order, so results are bitwise identical for any
 // thread count.
 #include "kernels_internal.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void *cq_aligned_malloc(size_t bytes) {
-    void *p = NULL;
-    return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
-}
-static void cq_aligned_free(void *p) { free(p); }
 
 typedef struct {
     const float *a, *b, *c;
@@ -26,86 +20,6 @@ typedef struct {
 
 #define BW_SERIAL_MAX 32768
 static int team(int64_t work, int threads) { return work > BW_SERIAL_MAX ? threads : 1; }
-
-// ---- dX = dY·W with W [N, K] (4-bit, decoded on the fly, or dense f32): dY [M, N] → dX [M, K].
-// The product runs on the panel GEMM of the forward pass (cq_matmul_nt, register-blocked,
-// deterministic for any thread count) over chunks of CQ_BW_CHUNK columns of dX: each chunk's
-// slice of W is decoded (or copied) transposed into [kc, N], so at most kc·N floats of the weight
-// exist in f32 at once — never a full f32 copy of a 4-bit weight.
-#define CQ_BW_CHUNK 256
-
-typedef struct {
-    const cq_qweight *w;   // 4-bit source, or NULL for dense
-    const float *wf;       // dense source [N, K]
-    float *wt;             // [kc, N]
-    int64_t n, k, k0, kc;
-} transpose_args;
-
-/// Rows n of W (over threads): W[n, k0:k0+kc] → wt[:, n].
-static void transpose_range(void *p, int64_t n0, int64_t n1) {
-    const transpose_args *t = (const transpose_args *)p;
-    const cq_decode_fn decode = cq_gemm_isa_current().decode;
-    float row[CQ_BW_CHUNK];
-    for (int64_t n = n0; n < n1; n++) {
-        const float *src = row;
-        if (t->w) decode(t->w, n * t->k + t->k0, t->kc, row);  // 4-bit chunks are <= CQ_BW_CHUNK wide
-        else src = t->wf + n * t->k + t->k0;
-        for (int64_t j = 0; j < t->kc; j++) t->wt[j * t->n + n] = src[j];
-    }
-}
-
-static void nn_chunked(const float *dy, int64_t M, const cq_qweight *w, const float *wf, int64_t N, int64_t K,
-                       float *dx, int threads) {
-    if (M <= 0 || K <= 0) return;
-    if (N <= 0) { memset(dx, 0, (size_t)(M * K) * sizeof(float)); return; }
-    // A dense weight (the lm_head) is transposed whole when that stays under 128 MiB, so dY — the
-    // [M, vocab] logits gradient — is packed once instead of once per chunk.
-    const int64_t chunk = (!w && K * N <= ((int64_t)32 << 20)) ? K : CQ_BW_CHUNK;
-    const int64_t kcMax = K < chunk ? K : chunk;
-    const size_t scratchBytes = cq_matmul_nt_scratch_bytes(M, N, threads);
-    float *wt = (float *)cq_aligned_malloc((size_t)(kcMax * N) * sizeof(float));
-    float *tmp = (float *)cq_aligned_malloc((size_t)(M * kcMax) * sizeof(float));
-    void *scratch = scratchBytes ? cq_aligned_malloc(scratchBytes) : NULL;
-    if (!wt || !tmp || (scratchBytes && !scratch)) abort();  // out of memory: nothing sensible to return
-    for (int64_t k0 = 0; k0 < K; k0 += kcMax) {
-        const int64_t kc = (K - k0) < kcMax ? (K - k0) : kcMax;
-        transpose_args t = {.w = w, .wf = wf, .wt = wt, .n = N, .k = K, .k0 = k0, .kc = kc};
-        cq_parallel_for(N, team(N * kc, threads), transpose_range, &t);
-        cq_matmul_nt(dy, M, wt, kc, N, tmp, scratch, threads);
-        for (int64_t i = 0; i < M; i++) memcpy(dx + i * K + k0, tmp + i * kc, (size_t)kc * sizeof(float));
-    }
-    cq_aligned_free(scratch);
-    cq_aligned_free(tmp);
-    cq_aligned_free(wt);
-}
-
-void cq_matmul_nn_q4(const float *dy, int64_t M, const cq_qweight *w, float *dx, int threads) {
-    nn_chunked(dy, M, w, NULL, w->rows, w->cols, dx, threads < 1 ? 1 : threads);
-}
-
-void cq_matmul_nn(const float *dy, int64_t M, const float *w, int64_t N, int64_t K, float *dx, int threads) {
-    nn_chunked(dy, M, NULL, w, N, K, dx, threads < 1 ? 1 : threads);
-}
-
-// ---- dW = dYᵀ·X: dY [M, N], X [M, K] → [N, K]; rows of dW over threads, m in order.
-static void tn_range(void *p, int64_t r0, int64_t r1) {
-    const bw_args *e = (const bw_args *)p;
-    const int64_t M = e->m, N = e->n, K = e->k;
-    for (int64_t n = r0; n < r1; n++) {
-        float *o = e->out + n * K;
-        memset(o, 0, (size_t)K * sizeof(float));
-        for (int64_t i = 0; i < M; i++) {
-            const float g = e->a[i * N + n];
-            const float *xr = e->b + i * K;
-            for (int64_t j = 0; j < K; j++) o[j] += g * xr[j];
-        }
-    }
-}
-
-void cq_matmul_tn(const float *dy, const float *x, int64_t M, int64_t N, int64_t K, float *dw, int threads) {
-    bw_args a = {.a = dy, .b = x, .out = dw, .m = M, .n = N, .k = K};
-    cq_parallel_for(N, team(M * N * K, threads), tn_range, &a);
-}
 
 // ---- column sums: x [rows, n] → [n], rows added in order; columns over threads.
 static void sum_rows_range(void *p, int64_t c0, int64_t c1) {

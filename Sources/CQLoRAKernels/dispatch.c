@@ -29,3 +29,16 @@ const cq_bf16_isa *cq_bf16_isa_current(void) {
 #endif
     return NULL;
 }
+
+cq_kn_isa cq_kn_isa_current(void) {
+    switch (cq_detect_isa()) {
+#if CQ_X86
+    case CQ_ISA_AVX512:
+        return (cq_kn_isa){CQ_MRP_AVX512, CQ_NR_AVX512, cq_kn_kernel_avx512, cq_kn_kernel_half_avx512, cq_decode_range_avx512};
+    case CQ_ISA_AVX2:
+        return (cq_kn_isa){CQ_MRP_AVX2, CQ_NR_AVX2, cq_kn_kernel_avx2, NULL, cq_decode_range_avx2};
+#endif
+    default:
+        return (cq_kn_isa){CQ_MRP_PORTABLE, CQ_NR_PORTABLE, cq_kn_kernel_portable, NULL, cq_decode_range_portable};
+    }
+}

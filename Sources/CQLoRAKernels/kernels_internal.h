@@ -215,6 +215,22 @@ void cq_panel_gemm(const float *x, int64_t M, int64_t N, int64_t K, const cq_qwe
 void cq_panel_gemm_bf16(const float *x, int64_t M, const cq_qweight *w, const float *xa, const float *B, int32_t r,
                         float scaling, const float *bias, float *y, void *scratch, int threads);
 
+/// Backward GEMM micro-kernels (gemm_kn*.c): ct[j*ldc + i] += Σ_k x[k*ldx + i]·w[k*ldw + j], both
+/// operands k-major (x: MR lanes per k, or MR/2 for the half kernel; w: NR per k), packed or read
+/// in place from a row-major source.
+typedef void (*cq_kn_kernel_fn)(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+void cq_kn_kernel_avx512(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+void cq_kn_kernel_half_avx512(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+void cq_kn_kernel_avx2(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+void cq_kn_kernel_portable(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t kc, float *ct, int64_t ldc);
+typedef struct {
+    int mrp, nr;
+    cq_kn_kernel_fn kernel, half; // half: optional mrp/2-lane kernel for a short last panel
+    cq_decode_fn decode;
+} cq_kn_isa;
+/// The backward GEMM kernels for the ISA in force (dispatch.c).
+cq_kn_isa cq_kn_isa_current(void);
+
 static inline size_t cq_align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /// Fully unrolls a loop over a micro-tile's registers. SwiftPM builds C at -O2 (and allows no

@@ -2,8 +2,8 @@ import CQLoRAKernels
 import XCTest
 @testable import QLoRA
 
-/// cq_matmul_nn (dX = dY·W for an f32 W, e.g. the tied lm_head's backward) runs on the panel GEMM
-/// over transposed column chunks of W: it equals a double-precision loop within float rounding,
+/// cq_matmul_nn (dX = dY·W for an f32 W, e.g. the tied lm_head's backward) runs on the backward
+/// GEMM (gemm_kn.c, W's rows packed as they lie): it equals a double-precision loop within float rounding,
 /// and gives the same bits for 1 and 2 threads, on shapes with partial panels and chunks.
 final class DenseBackwardTilingTests: XCTestCase {
     func testMatmulNNEqualsTheLoopAndIsThreadCountIndependent() {
@@ -29,7 +29,7 @@ final class DenseBackwardTilingTests: XCTestCase {
         }
     }
 
-    /// cq_matmul_nn_q4 (dX through the 4-bit projections, panel GEMM over decoded column chunks): a
+    /// cq_matmul_nn_q4 (dX through the 4-bit projections, weight rows decoded into tile blocks): a
     /// Llama training step over 80 tokens gives the same loss and LoRA gradients bit for bit with 1
     /// and 2 threads.
     func testLlamaGradientsOverSeveralRowBlocksAreThreadCountIndependent() throws {

@@ -204,13 +204,22 @@ int64_t cq_embedding_bf16(const int32_t *ids, int64_t count, const uint16_t *tab
 
 
 // ---- backward.c: what reverse mode needs (fixed reduction orders, split over outputs) ------
-/// dx = dy·W' for dy [M, N] and the 4-bit weight W' [N, K], decoding weight rows on the fly
-/// (never a full f32 copy of W').
+// gemm_kn.c: the backward GEMMs (docs/backward-gemm.md). Each output sums its reduction in
+// blocks of 256 in order (micro-kernel fma chains): bits independent of the thread count.
+/// dx = dy·W' for dy [M, N] and the 4-bit weight W' [N, K], weight rows decoded on the fly into
+/// per-thread [256, 192] tile blocks (never a full f32 copy of W').
 void cq_matmul_nn_q4(const float *dy, int64_t M, const cq_qweight *w, float *dx, int threads);
 /// dx = dy·W for dy [M, N], W [N, K].
 void cq_matmul_nn(const float *dy, int64_t M, const float *w, int64_t N, int64_t K, float *dx, int threads);
 /// dw = dyᵀ·x for dy [M, N], x [M, K]: [N, K].
 void cq_matmul_tn(const float *dy, const float *x, int64_t M, int64_t N, int64_t K, float *dw, int threads);
+/// The same three with the caller's scratch (a plan's; 64-byte aligned) instead of a malloc per
+/// call; same bits. quantized: the weight is 4-bit (cq_gemm_nn_q4) rather than f32.
+size_t cq_gemm_nn_scratch_bytes(int64_t M, int64_t N, int64_t K, int quantized, int threads);
+void cq_gemm_nn_q4(const float *dy, int64_t M, const cq_qweight *w, float *dx, void *scratch, int threads);
+void cq_gemm_nn(const float *dy, int64_t M, const float *w, int64_t N, int64_t K, float *dx, void *scratch, int threads);
+size_t cq_gemm_tn_scratch_bytes(int64_t M, int64_t N, int64_t K, int threads);
+void cq_gemm_tn(const float *dy, const float *x, int64_t M, int64_t N, int64_t K, float *dw, void *scratch, int threads);
 /// out[j] = Σ_i x[i, j] (rows in order).
 void cq_sum_rows(const float *x, int64_t rows, int64_t n, float *out, int threads);
 /// out = dy·f'(x); kind 0 silu, 1 gelu (erf form), 2 relu.

@@ -21,8 +21,10 @@ struct MatmulNNOp: OpDefinition {
         let m = input.rows(0), w = input.operands[1].type
         let quantized = w.element == .quant4
         let weightBytes = quantized ? (input.operands[1].op.weightStorage?.memoryBytes ?? 0) : 4 * w.count
+        let scratch = cq_gemm_nn_scratch_bytes(Int64(m), Int64(w.shape[0]), Int64(w.shape[1]), quantized ? 1 : 0, Int32(input.threads))
         return LoweredStep(kernel: MatmulNNKernel(m: m, n: w.shape[0], k: w.shape[1], quantized: quantized),
-                           flops: 2 * m * w.count, bytesMoved: weightBytes + 4 * m * (w.shape[0] + w.shape[1]))
+                           flops: 2 * m * w.count, bytesMoved: weightBytes + 4 * m * (w.shape[0] + w.shape[1]),
+                           scratchBytes: Int(scratch))
     }
 
     func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
@@ -36,12 +38,12 @@ struct MatmulNNKernel: StepKernel {
     var quantized: Bool
     var name: String { quantized ? "matmul_nn(4-bit on-the-fly)" : "matmul_nn" }
     func workSplit(threads: Int) -> String {
-        quantized ? "\((k + 255) / 256) column chunks over up to \(threads) \(threadWord(threads)), N in order"
-                  : "\(m) rows over up to \(threads) \(threadWord(threads)), N in order"
+        let columns = quantized || k >= 32 ? "\(k) columns" : "\(m) rows"
+        return "\(columns) over up to \(threads) \(threadWord(threads)), N in blocks of 256 in order"
     }
     func run(_ io: KernelIO) {
-        if quantized { cq_matmul_nn_q4(io.f32(0), Int64(m), io.weight(1), io.out, io.threads) }
-        else { cq_matmul_nn(io.f32(0), Int64(m), io.f32(1), Int64(n), Int64(k), io.out, io.threads) }
+        if quantized { cq_gemm_nn_q4(io.f32(0), Int64(m), io.weight(1), io.out, io.scratch, io.threads) }
+        else { cq_gemm_nn(io.f32(0), Int64(m), io.f32(1), Int64(n), Int64(k), io.out, io.scratch, io.threads) }
     }
 }
 
@@ -60,7 +62,8 @@ struct MatmulTNOp: OpDefinition {
 
     func lower(_ input: LoweringInput) -> LoweredStep? {
         let m = input.rows(0), n = input.shape(0).last!, k = input.shape(1).last!
-        return LoweredStep(kernel: MatmulTNKernel(m: m, n: n, k: k), flops: 2 * m * n * k, bytesMoved: 4 * (m * n + m * k + n * k))
+        return LoweredStep(kernel: MatmulTNKernel(m: m, n: n, k: k), flops: 2 * m * n * k, bytesMoved: 4 * (m * n + m * k + n * k),
+                           scratchBytes: Int(cq_gemm_tn_scratch_bytes(Int64(m), Int64(n), Int64(k), Int32(input.threads))))
     }
 
     func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
@@ -71,8 +74,10 @@ struct MatmulTNOp: OpDefinition {
 struct MatmulTNKernel: StepKernel {
     var m: Int, n: Int, k: Int
     var name: String { "matmul_tn" }
-    func workSplit(threads: Int) -> String { "\(n) rows of the result over up to \(threads) \(threadWord(threads)), M in order" }
-    func run(_ io: KernelIO) { cq_matmul_tn(io.f32(0), io.f32(1), Int64(m), Int64(n), Int64(k), io.out, io.threads) }
+    func workSplit(threads: Int) -> String {
+        "\(n > k ? "\(n) rows" : "\(k) columns") of the result over up to \(threads) \(threadWord(threads)), M in blocks of 256 in order"
+    }
+    func run(_ io: KernelIO) { cq_gemm_tn(io.f32(0), io.f32(1), Int64(m), Int64(n), Int64(k), io.out, io.scratch, io.threads) }
 }
 
 /// Σ over every dimension but the last: [..., N] → [N] (a broadcast row's gradient).
