@@ -21,7 +21,8 @@ struct MatmulNNOp: OpDefinition {
         let m = input.rows(0), w = input.operands[1].type
         let quantized = w.element == .quant4
         let weightBytes = quantized ? (input.operands[1].op.weightStorage?.memoryBytes ?? 0) : 4 * w.count
-        return LoweredStep(kernel: MatmulNNKernel(m: m, n: w.shape[0], k: w.shape[1], quantized: quantized),
+        return LoweredStep(kernel: MatmulNNKernel(m: m, n: w.shape[0], k: w.shape[1], quantized: quantized,
+                                                  bf16: input.bf16AgainstFrozenWeight(operand: 1)),
                            flops: 2 * m * w.count, bytesMoved: weightBytes + 4 * m * (w.shape[0] + w.shape[1]))
     }
 
@@ -34,12 +35,15 @@ struct MatmulNNOp: OpDefinition {
 struct MatmulNNKernel: StepKernel {
     var m: Int, n: Int, k: Int
     var quantized: Bool
-    var name: String { quantized ? "matmul_nn(4-bit on-the-fly)" : "matmul_nn" }
+    /// bf16 compute (cqlora_bf16.h), f32 where the CPU lacks AVX512-BF16.
+    var bf16 = false
+    var name: String { (quantized ? "matmul_nn(4-bit on-the-fly)" : "matmul_nn") + (bf16 ? "(bf16)" : "") }
     func workSplit(threads: Int) -> String {
         quantized ? "\((k + 255) / 256) column chunks over up to \(threads) \(threadWord(threads)), N in order"
                   : "\(m) rows over up to \(threads) \(threadWord(threads)), N in order"
     }
     func run(_ io: KernelIO) {
+        if bf16, runBF16(io) { return }
         if quantized { cq_matmul_nn_q4(io.f32(0), Int64(m), io.weight(1), io.out, io.threads) }
         else { cq_matmul_nn(io.f32(0), Int64(m), io.f32(1), Int64(n), Int64(k), io.out, io.threads) }
     }
