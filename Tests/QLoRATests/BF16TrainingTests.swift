@@ -10,11 +10,14 @@ import CQLoRAKernels
 final class BF16TrainingTests: XCTestCase {
     static let dir = "interop/causal_lm"
 
-    /// Measured on an AVX512-BF16 CPU (Zen 4), seq 7 ([2, 7], the reference's batch): loss
-    /// |bf16 − PEFT| / PEFT = 2.1e-5; worst gradient max|bf16 − PEFT| / max|PEFT| = 1.0e-3.
-    /// Tolerances a bit above: bf16 rounds dY and W (relative 2⁻⁹ each) in every dX.
+    /// Measured on an AVX512-BF16 CPU (Zen 4; the forward's fused linears also round x and W to
+    /// bf16): one step [2, 7]: loss |bf16 − PEFT| / PEFT = 7.6e-5, worst LoRA gradient
+    /// max|bf16 − PEFT| / max|PEFT| = 9.6e-3 (up_proj.lora_A; the same against the f32 plan);
+    /// [2, 32] against f32: 1.0e-2; 5 AdamW steps: losses within 5.0e-4 of PEFT's. Tolerances a
+    /// bit above those.
     static let lossTolerance: Float = 2e-4
-    static let gradientTolerance: Float = 4e-3
+    static let gradientTolerance: Float = 1.5e-2
+    static let adamLossTolerance: Float = 1e-3
 
     func model() throws -> LlamaModel {
         try LlamaModel.load(Reference.url("interop/model_bnb4bit"), adapter: LoraAdapter(directory: Reference.url("interop/adapter")))
@@ -111,7 +114,7 @@ final class BF16TrainingTests: XCTestCase {
     }
 
     /// torch AdamW lr 1e-2 (the reference's `adamw` run), 5 steps: the bf16 losses follow the f32
-    /// ones (each within the loss tolerance of PEFT's) and decrease the same way.
+    /// ones (each within adamLossTolerance of PEFT's) and decrease the same way.
     func testFiveAdamWStepsDecreaseLikeF32() throws {
         guard cq_bf16_available() != 0 else { throw XCTSkip("CPU without AVX512-BF16") }
         let ids = try LlamaReferenceTests.inputIds()
@@ -127,7 +130,7 @@ final class BF16TrainingTests: XCTestCase {
         let (bf, f32) = (runs[0], runs[1])
         print("bf16 AdamW losses \(bf); f32 \(f32); PEFT \(refLosses)")
         for i in 0..<5 {
-            XCTAssertEqual(bf[i], refLosses[i], accuracy: Self.lossTolerance * refLosses[i], "bf16 loss \(i + 1) vs PEFT")
+            XCTAssertEqual(bf[i], refLosses[i], accuracy: Self.adamLossTolerance * refLosses[i], "bf16 loss \(i + 1) vs PEFT")
             if i > 0 { XCTAssertLessThan(bf[i], bf[i - 1], "bf16 loss decreases at step \(i + 1)") }
         }
         let drop = { (l: [Float]) in l[0] - l[4] }
