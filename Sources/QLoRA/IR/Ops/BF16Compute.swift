@@ -16,6 +16,11 @@ extension LoweringInput {
 }
 
 extension MatmulNNKernel {
+    /// The bf16 kernel's split (matmul_nn_bf16_avx512.c); the f32 fallback splits as `workSplit` says without bf16.
+    func bf16WorkSplit(threads: Int) -> String {
+        "\((k + 31) / 32) 32-column panels of dX over up to \(threads) \(threadWord(threads)), N in order (f32 split without AVX512-BF16)"
+    }
+
     /// dX in bf16; false (nothing written) where the CPU lacks AVX512-BF16.
     func runBF16(_ io: KernelIO) -> Bool {
         quantized ? cq_matmul_nn_q4_bf16(io.f32(0), Int64(m), io.weight(1), io.out, io.threads) != 0

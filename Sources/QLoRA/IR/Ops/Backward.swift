@@ -39,7 +39,8 @@ struct MatmulNNKernel: StepKernel {
     var bf16 = false
     var name: String { (quantized ? "matmul_nn(4-bit on-the-fly)" : "matmul_nn") + (bf16 ? "(bf16)" : "") }
     func workSplit(threads: Int) -> String {
-        quantized ? "\((k + 255) / 256) column chunks over up to \(threads) \(threadWord(threads)), N in order"
+        if bf16 { return bf16WorkSplit(threads: threads) }
+        return quantized ? "\((k + 255) / 256) column chunks over up to \(threads) \(threadWord(threads)), N in order"
                   : "\(m) rows over up to \(threads) \(threadWord(threads)), N in order"
     }
     func run(_ io: KernelIO) {
