@@ -10,11 +10,12 @@ import QLoRA
 enum LlamaBench {
     /// `trainOnly` skips prefill and decode (the peak RSS is then the training step's alone);
     /// `checkpointing` compiles the step with every segment recomputed.
-    static func run(model path: String, threads: Int, runs: Int, json: String?, trainOnly: Bool = false, checkpointing: Bool = false, profile: Bool = false) throws {
+    static func run(model path: String, threads: Int, runs: Int, json: String?, trainOnly: Bool = false, checkpointing: Bool = false, profile: Bool = false,
+                    computeType: ComputeType = .float32) throws {
         let url = URL(fileURLWithPath: path)
         var quantization = QuantizeOptions()
         quantization.threads = threads
-        let options = CompileOptions(threads: threads)
+        let options = CompileOptions(threads: threads, computeType: computeType)
         // Token ids from the benchmarks' random floats (any ids do: the timing does not depend on them).
         let prompt = randomFloats(256, seed: 7).map { Int32((($0 + 1) / 2 * 49151).rounded(.down)) }
         var results: [(String, Double)] = []
@@ -56,8 +57,8 @@ enum LlamaBench {
             print(profiler.report())
         }
         let peak = TrainStepBench.peakMB()
-        print(String(format: "llama %@ threads=%d: QLoRA train step (r=16, all projections, seq 256) %.1f tokens/s, peak RSS %.0f MB, planned peak %.1f MB%@",
-                     url.lastPathComponent, threads, stepRate, peak, Double(plan.plannedPeakBytes) / 1_048_576,
+        print(String(format: "llama %@ threads=%d compute=%@: QLoRA train step (r=16, all projections, seq 256) %.1f tokens/s, peak RSS %.0f MB, planned peak %.1f MB%@",
+                     url.lastPathComponent, threads, computeType.rawValue as NSString, stepRate, peak, Double(plan.plannedPeakBytes) / 1_048_576,
                      (plan.checkpointing.map { " (gradient checkpointing: \($0.recomputedSegments) of \($0.segments.count) segments recomputed; without %.1f MB)" }
                         .map { String(format: $0, Double(plan.checkpointing!.peakWithoutBytes) / 1_048_576) } ?? "") as NSString))
 

@@ -6,6 +6,16 @@ import QLoRA
 enum LlamaTrainStepCase {
     static let seq = 256
 
+    /// `--compute-type f32|bf16` (default f32): bf16 runs the frozen base's matmuls (4-bit linears
+    /// forward and dX, lm_head forward and dX) in bf16 on AVX512-BF16 CPUs.
+    static func computeType(_ value: String?) throws -> ComputeType {
+        switch value {
+        case nil, "f32", "float32": return .float32
+        case "bf16", "bfloat16": return .bfloat16
+        case let v?: throw QLoraError.invalidArgument("--compute-type must be f32 or bf16, got \"\(v)\"")
+        }
+    }
+
     static func load(_ url: URL, quantization: QuantizeOptions) throws -> LlamaModel {
         var lora = QLoraConfig()
         lora.rank = 16

@@ -18,7 +18,7 @@ let threadCounts = Array(Set(threads)).sorted()
 if args.contains("--help") || threadCounts.isEmpty {
     print("usage: qlora-bench [--quick] [--graph-only] [--threads 1,2] [--output results.md]\n"
           + "       qlora-bench --train-step [--threads 2] [--runs 5] [--gradient-checkpointing]   (forward+backward+AdamW, 4096x11008 NF4, r=16, M=128)\n"
-          + "       qlora-bench --llama MODEL.gguf|DIR [--threads 2] [--runs 5] [--json out.json] [--train-only] [--gradient-checkpointing] [--profile]   (prefill-128, decode, train step seq 256 with peak RSS; --profile: time per plan step)\n"
+          + "       qlora-bench --llama MODEL.gguf|DIR [--threads 2] [--runs 5] [--json out.json] [--train-only] [--gradient-checkpointing] [--profile] [--compute-type f32|bf16]   (prefill-128, decode, train step seq 256 with peak RSS; --profile: time per plan step)\n"
           + "       qlora-bench --attention [--threads 2] [--runs 5]   (the attention kernel at SmolLM2's shape: prefill, backward, decode, packed)\n"
           + "       mpirun -np N qlora-bench --allreduce [--floats 4884480,39976960] [--runs 5]   (gradient all-reduce time)\n"
           + "       qlora-bench --scale MODEL_DIR --phase inference|train [--threads 2] [--json out.json]   (7B scale: decode vs bandwidth bound, prefill-512, train step + peak RSS)\n"
@@ -51,7 +51,7 @@ if let llama = option("--llama") {
     do {
         try LlamaBench.run(model: llama, threads: threadCounts.max()!, runs: Int(option("--runs") ?? "") ?? 5, json: option("--json"),
                            trainOnly: args.contains("--train-only"), checkpointing: args.contains("--gradient-checkpointing"),
-                           profile: args.contains("--profile"))
+                           profile: args.contains("--profile"), computeType: try LlamaTrainStepCase.computeType(option("--compute-type")))
         exit(0)
     } catch {
         print("error: \(error)")

@@ -8,6 +8,9 @@ Measured (median of --runs after a warm-up):
   hf-decode       greedy decode with the KV cache, 32 new tokens        -> tokens/s
   bnb-train       NF4 (block 64, double quant) base + PEFT LoRA r=16 on all 7 projections,
                   sequence 256, batch 1: forward + causal-LM loss + backward + AdamW step -> tokens/s
+  bnb-train-bf16  the same step with Linear4bit(compute_dtype=torch.bfloat16), QLoRA's usual setting
+                  (the 4-bit matmuls forward and backward in bf16; LoRA, norms, lm_head, loss in f32)
+                  -> tokens/s; compare with `qlora-bench --llama ... --compute-type bf16`
   llamacpp-prefill / llamacpp-decode   llama.cpp on the GGUF as shipped (Q4_1), same token counts
 """
 import argparse, json, os, statistics, sys, time
@@ -29,13 +32,13 @@ def hf_model(gguf):
     return AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
 
 
-def to_nf4(model):
+def to_nf4(model, compute_dtype=torch.float32):
     import bitsandbytes as bnb
     for name, mod in list(model.named_modules()):
         for child_name, child in list(mod.named_children()):
             if isinstance(child, torch.nn.Linear) and child_name.endswith("_proj"):
                 q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                      compute_dtype=torch.float32, compress_statistics=True, quant_type="nf4",
+                                      compute_dtype=compute_dtype, compress_statistics=True, quant_type="nf4",
                                       quant_storage=torch.uint8)
                 q.weight = bnb.nn.Params4bit(child.weight.data.clone(), requires_grad=False, quant_type="nf4",
                                              blocksize=64, compress_statistics=True)
@@ -50,7 +53,7 @@ def main():
     p.add_argument("--gguf", required=True)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--skip", default="", help="comma list of cases to skip")
+    p.add_argument("--skip", default="", help="comma list of cases to skip: hf, bnb, bnb-bf16, llamacpp")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -76,20 +79,22 @@ def main():
             dec_once()
             res["hf-decode"] = 32 / statistics.median([dec_once() for _ in range(max(1, a.runs // 2))])
         del m
-    if "bnb" not in skip:
+    for key, dtype in (("bnb", torch.float32), ("bnb-bf16", torch.bfloat16)):
+        if key in skip:
+            continue
         from peft import LoraConfig, get_peft_model
         import bitsandbytes, peft
         res["bitsandbytes"], res["peft"] = bitsandbytes.__version__, peft.__version__
-        m = to_nf4(hf_model(a.gguf))
+        m = to_nf4(hf_model(a.gguf), dtype)
         m = get_peft_model(m, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=[
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
         m.train()
         opt = torch.optim.AdamW([q for q in m.parameters() if q.requires_grad], lr=1e-4)
-        ids = torch.randint(0, 49152, (1, 256), generator=g)
+        ids = torch.randint(0, 49152, (1, 256), generator=torch.Generator().manual_seed(1))  # the same step for both
         def step():
             loss = m(input_ids=ids, labels=ids).loss
             loss.backward(); opt.step(); opt.zero_grad()
-        res["bnb-train"] = 256 / median_s(step, max(1, a.runs // 2))
+        res["bnb-train" if dtype == torch.float32 else "bnb-train-bf16"] = 256 / median_s(step, max(1, a.runs // 2))
         del m
     if "llamacpp" not in skip:
         try:

@@ -230,6 +230,13 @@ typedef struct {
 } cq_kn_isa;
 /// The backward GEMM kernels for the ISA in force (dispatch.c).
 cq_kn_isa cq_kn_isa_current(void);
+/// cq_panel_gemm on an f32 weight wf [N, K] in bf16 compute (no LoRA, no bias); needs
+/// cq_bf16_isa_current(). Same scratch (cqlora_bf16.h: cq_matmul_nt_bf16).
+void cq_panel_gemm_bf16_dense(const float *x, int64_t M, int64_t N, int64_t K, const float *wf, float *y, void *scratch,
+                              int threads);
+/// dx = dy·W in bf16 (matmul_nn_bf16_avx512.c) for the 4-bit w or else the f32 wf [N, K].
+void cq_matmul_nn_bf16_avx512(const float *dy, int64_t M, const cq_qweight *w, const float *wf, int64_t N, int64_t K,
+                              float *dx, int threads);
 
 static inline size_t cq_align64(size_t n) { return (n + 63) & ~(size_t)63; }
 

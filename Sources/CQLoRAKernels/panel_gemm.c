@@ -178,3 +178,9 @@ void cq_panel_gemm_bf16(const float *x, int64_t M, const cq_qweight *w, const fl
     const cq_panel_kind kind = cq_panel_kind_bf16(cq_bf16_isa_current());
     panel_gemm(&kind, x, M, w->rows, w->cols, w, NULL, xa, B, r, scaling, bias, y, scratch, threads);
 }
+
+void cq_panel_gemm_bf16_dense(const float *x, int64_t M, int64_t N, int64_t K, const float *wf, float *y, void *scratch,
+                              int threads) {
+    const cq_panel_kind kind = cq_panel_kind_bf16(cq_bf16_isa_current());
+    panel_gemm(&kind, x, M, N, K, NULL, wf, NULL, NULL, 0, 0.0f, NULL, y, scratch, threads);
+}

@@ -3,7 +3,17 @@ import Foundation
 import QLoRA
 
 extension ExecutionMode: ExpressibleByArgument {}
-extension ComputeType: ExpressibleByArgument {}
+extension ComputeType: ExpressibleByArgument {
+    /// float32 | bfloat16, or their short names f32 | bf16.
+    public init?(argument: String) {
+        switch argument {
+        case "float32", "f32": self = .float32
+        case "bfloat16", "bf16": self = .bfloat16
+        default: return nil
+        }
+    }
+    public static var allValueStrings: [String] { ["f32", "bf16", "float32", "bfloat16"] }
+}
 extension DumpStage: ExpressibleByArgument {}
 extension DumpFormat: ExpressibleByArgument {}
 

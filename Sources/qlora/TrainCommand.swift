@@ -136,6 +136,9 @@ struct TrainCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Worker threads (default: all available cores); results are identical for any count.")
     var threads: Int?
 
+    @Option(help: "Arithmetic of the frozen base's matmuls: f32, or bf16 (the 4-bit linears forward and dX, the lm_head forward and dX; LoRA, loss, norms, attention and the optimizer stay f32; AVX512-BF16 CPUs, f32 elsewhere; docs/bf16-training.md).")
+    var computeType: ComputeType = .float32
+
     @Option(help: "Write one JSON object per step to this file (JSON lines).")
     var logJson: String?
 
@@ -240,7 +243,7 @@ struct TrainCommand: ParsableCommand {
 
     /// The training plan's compile options: threads, memory budget, gradient checkpointing.
     func compileOptions(threads: Int) throws -> CompileOptions {
-        CompileOptions(threads: threads, memoryBudget: try memoryBudgetBytes(), gradientCheckpointing: gradientCheckpointing)
+        CompileOptions(threads: threads, computeType: computeType, memoryBudget: try memoryBudgetBytes(), gradientCheckpointing: gradientCheckpointing)
     }
 
     /// One stderr line on what checkpointing chose for `plan` (nothing when it was not asked for).

@@ -22,7 +22,8 @@ struct MatmulNNOp: OpDefinition {
         let quantized = w.element == .quant4
         let weightBytes = quantized ? (input.operands[1].op.weightStorage?.memoryBytes ?? 0) : 4 * w.count
         let scratch = cq_gemm_nn_scratch_bytes(Int64(m), Int64(w.shape[0]), Int64(w.shape[1]), quantized ? 1 : 0, Int32(input.threads))
-        return LoweredStep(kernel: MatmulNNKernel(m: m, n: w.shape[0], k: w.shape[1], quantized: quantized),
+        return LoweredStep(kernel: MatmulNNKernel(m: m, n: w.shape[0], k: w.shape[1], quantized: quantized,
+                                                  bf16: input.bf16AgainstFrozenWeight(operand: 1)),
                            flops: 2 * m * w.count, bytesMoved: weightBytes + 4 * m * (w.shape[0] + w.shape[1]),
                            scratchBytes: Int(scratch))
     }
@@ -36,12 +37,16 @@ struct MatmulNNOp: OpDefinition {
 struct MatmulNNKernel: StepKernel {
     var m: Int, n: Int, k: Int
     var quantized: Bool
-    var name: String { quantized ? "matmul_nn(4-bit on-the-fly)" : "matmul_nn" }
+    /// bf16 compute (cqlora_bf16.h), f32 where the CPU lacks AVX512-BF16.
+    var bf16 = false
+    var name: String { (quantized ? "matmul_nn(4-bit on-the-fly)" : "matmul_nn") + (bf16 ? "(bf16)" : "") }
     func workSplit(threads: Int) -> String {
+        if bf16 { return bf16WorkSplit(threads: threads) }
         let columns = quantized || k >= 32 ? "\(k) columns" : "\(m) rows"
         return "\(columns) over up to \(threads) \(threadWord(threads)), N in blocks of 256 in order"
     }
     func run(_ io: KernelIO) {
+        if bf16, runBF16(io) { return }
         if quantized { cq_gemm_nn_q4(io.f32(0), Int64(m), io.weight(1), io.out, io.scratch, io.threads) }
         else { cq_gemm_nn(io.f32(0), Int64(m), io.f32(1), Int64(n), Int64(k), io.out, io.scratch, io.threads) }
     }

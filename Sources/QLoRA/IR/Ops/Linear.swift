@@ -40,7 +40,8 @@ struct MatmulOp: OpDefinition {
         let m = input.rows(0), w = input.shape(1)
         var exact: ParameterStorage?
         if case let .parameter(p)? = input.operands[1].op.leaf, p.exactInt8 != nil { exact = p }
-        return LoweredStep(kernel: MatmulKernel(m: m, n: w[0], k: w[1], exactSource: exact), flops: 2 * m * w[0] * w[1],
+        let bf16 = input.bf16AgainstFrozenWeight(operand: 1) && m >= Int(CQ_BF16_NT_MIN_M)
+        return LoweredStep(kernel: MatmulKernel(m: m, n: w[0], k: w[1], exactSource: exact, bf16: bf16), flops: 2 * m * w[0] * w[1],
                            bytesMoved: 4 * (m * w[1] + w[0] * w[1] + m * w[0]),
                            scratchBytes: Int(cq_matmul_nt_scratch_bytes(Int64(m), Int64(w[1]), Int32(input.threads))))
     }
@@ -51,9 +52,12 @@ struct MatmulKernel: StepKernel {
     /// The weight parameter when it had an exact int8 form at planning (read again at each run,
     /// under the executor's lock, so an `assign` since then is seen).
     var exactSource: ParameterStorage? = nil
-    var name: String { exactSource != nil && m < 8 ? "matmul(exact int8 rows)" : "matmul(sgemm)" }
+    /// bf16 compute (a frozen weight, `computeType: .bfloat16`): f32 where the CPU lacks AVX512-BF16.
+    var bf16 = false
+    var name: String { bf16 ? "matmul(sgemm, bf16)" : exactSource != nil && m < 8 ? "matmul(exact int8 rows)" : "matmul(sgemm)" }
     func workSplit(threads: Int) -> String { linearWorkSplit(m: m, n: n, threads: threads) }
     func run(_ io: KernelIO) {
+        if bf16, cq_matmul_nt_bf16(io.f32(0), Int64(m), io.f32(1), Int64(n), Int64(k), io.out, io.scratch, io.threads) != 0 { return }
         if let form = exactSource?.exactInt8 {
             cq_matmul_nt_exact(io.f32(0), Int64(m), io.f32(1), form.codes, form.scales, Int64(n), Int64(k), io.out, io.scratch, io.threads)
         } else {
