@@ -142,11 +142,11 @@ extension BPETokenizer {
             all.append(contentsOf: local)
         }
         // Python's sorted(reverse=True) is stable: sort the positions, ties by position.
+        let score = all.map(\.score), leftLength = all.map(\.leftLength), rightLength = all.map(\.rightLength)
         let positions = (0..<all.count).sorted { i, j in
-            let x = all[i], y = all[j]
-            if x.score != y.score { return x.score > y.score }
-            if x.leftLength != y.leftLength { return x.leftLength > y.leftLength }
-            if x.rightLength != y.rightLength { return x.rightLength > y.rightLength }
+            if score[i] != score[j] { return score[i] > score[j] }
+            if leftLength[i] != leftLength[j] { return leftLength[i] > leftLength[j] }
+            if rightLength[i] != rightLength[j] { return rightLength[i] > rightLength[j] }
             return i < j
         }
         return positions.map { (all[$0].left, all[$0].right) }
