@@ -1,4 +1,4 @@
-// qlora-bench --tokenizer [--tokenizer-json path] [--mb 4] [--corpus-out text.txt] [--ids-out ids.u32]
+// qlora-bench --tokenizer [--tokenizer-json path (a tokenizer.json, a model folder or a GGUF)] [--mb 4] [--corpus-out text.txt] [--ids-out ids.u32]
 // Single-thread encode throughput of BPETokenizer on a few MB of varied, seeded text (English-like
 // prose with rare made-up words, numbers, code, accented Latin, Cyrillic, CJK, Arabic, emoji,
 // whitespace runs), plus decode throughput. --corpus-out / --ids-out write the text and the ids
@@ -59,7 +59,7 @@ enum TokenizerBench {
         let path = option("--tokenizer-json") ?? "../shared/reference/smollm2/tokenizer/tokenizer.json"
         let mb = Double(option("--mb") ?? "4") ?? 4
         var t0 = Date()
-        let tokenizer = try BPETokenizer.load(tokenizerJSON: path)
+        let tokenizer = try BPETokenizer.load(path: path)
         print("tokenizer: \(path), \(tokenizer.vocabularySize) ids, loaded in \(String(format: "%.0f", Date().timeIntervalSince(t0) * 1000)) ms")
         let text = corpus(bytes: Int(mb * 1_000_000))
         let size = Double(text.utf8.count)

@@ -1,7 +1,10 @@
 # Times Hugging Face `tokenizers` (pip install tokenizers) on qlora-bench --tokenizer's corpus,
 # single thread, and checks its ids equal BPETokenizer's. Not run by CI.
 #   .build/release/qlora-bench --tokenizer --corpus-out /tmp/corpus.txt --ids-out /tmp/ids.u32
-#   python3 Benchmarks/peer/tokenizer_peer.py /tmp/corpus.txt /tmp/ids.u32 [tokenizer.json]
+#   python3 Benchmarks/peer/tokenizer_peer.py /tmp/corpus.txt /tmp/ids.u32 [tokenizer.json | model.gguf]
+# A .gguf is loaded by transformers (AutoTokenizer.from_pretrained(dir, gguf_file=...)) and its
+# backend `tokenizers` object is timed (Llama-2-style "llama" vocabularies: qlora-bench --tokenizer
+# --tokenizer-json model.gguf).
 import os
 os.environ["RAYON_NUM_THREADS"] = "1"          # before tokenizers starts its thread pool
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -11,7 +14,12 @@ from tokenizers import Tokenizer
 
 corpus, ids_path = sys.argv[1], sys.argv[2]
 path = sys.argv[3] if len(sys.argv) > 3 else "../shared/reference/smollm2/tokenizer/tokenizer.json"
-tok = Tokenizer.from_file(path)
+if path.endswith(".gguf"):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(path)), gguf_file=os.path.basename(path)).backend_tokenizer
+    tok.no_padding(); tok.no_truncation()
+else:
+    tok = Tokenizer.from_file(path)
 text = open(corpus, encoding="utf-8").read()
 size = len(text.encode("utf-8"))
 times = []

@@ -9,7 +9,7 @@ struct TokenizeCommand: ParsableCommand {
         abstract: "Tokenize text from stdin (or, with --chat, render and tokenize a conversation).",
         discussion: """
             PATH is a tokenizer.json, a directory holding one (with tokenizer_config.json for the chat template \
-            and special tokens), a GGUF file, or a SentencePiece tokenizer.model (Llama-2, Mistral; no --chat: use their tokenizer.json). Prints {"ids": [...], "tokens": [...]}; special tokens written \
+            and special tokens), a GGUF file (gpt2 or llama vocabulary), or a SentencePiece tokenizer.model (Llama-2, Mistral; no --chat: it has no template). Prints {"ids": [...], "tokens": [...]}; special tokens written \
             in the text are matched, none are added. With --chat, stdin is a JSON array of {"role", "content"} \
             messages, rendered by the tokenizer's chat template; the output adds "text" (the rendered template) \
             and "labels" (the id where the token is trained, -100 elsewhere: a token is trained when its \
@@ -37,7 +37,7 @@ struct TokenizeCommand: ParsableCommand {
             let input = FileHandle.standardInput.readDataToEndOfFile()
             guard let text = String(data: input, encoding: .utf8) else { throw QLoraError.invalidArgument("stdin is not valid UTF-8") }
             if let sp = try TokenizeCommand.sentencePiece(tokenizer) {
-                if chat { throw QLoraError.unsupported("--chat with a SentencePiece tokenizer.model or GGUF 'llama' vocabulary (\(tokenizer)); give the model's tokenizer.json instead (Llama-2 / Mistral style works), with tokenizer_config.json beside it") }
+                if chat { throw QLoraError.unsupported("--chat with a SentencePiece tokenizer.model (\(tokenizer)) has no chat template; give the model's GGUF, or its tokenizer.json with tokenizer_config.json beside it") }
                 let ids = sp.encode(text)
                 try write([("ids", .array(ids.map { .int($0) })), ("tokens", .array(ids.map { .string(sp.token(of: $0) ?? "") }))], ids: ids,
                           tokens: ids.map { sp.token(of: $0) ?? "" })
@@ -75,18 +75,14 @@ struct TokenizeCommand: ParsableCommand {
     }
 
     /// A SentencePiece tokenizer when PATH is a SentencePiece model (a protobuf starting with a
-    /// piece, field 1) or a GGUF whose tokenizer.ggml.model is "llama"; nil otherwise.
+    /// piece, field 1); nil otherwise (a GGUF 'llama' vocabulary is read as transformers reads it,
+    /// by BPETokenizer).
     static func sentencePiece(_ path: String) throws -> SentencePieceTokenizer? {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
               let handle = FileHandle(forReadingAtPath: path) else { return nil }
         let magic = [UInt8](handle.readData(ofLength: 4))
         try? handle.close()
-        if magic == Array("GGUF".utf8) {
-            let md = try GGUFFile(url: URL(fileURLWithPath: path)).metadata
-            guard md["tokenizer.ggml.model"]?.stringValue == "llama" else { return nil }
-            return try SentencePieceTokenizer(ggufMetadata: md)
-        }
         if magic.first == 0x0A { return try SentencePieceTokenizer.load(model: path) }
         return nil
     }

@@ -100,7 +100,8 @@ final class GGUFTokenizerTests: XCTestCase {
                 XCTAssertTrue("\(e)".contains(needle), "\(e) lacks \(needle)", line: line)
             }
         }
-        expect(metadata([("tokenizer.ggml.model", .string("llama"))]), "tokenizer.ggml.model")
+        expect(metadata([("tokenizer.ggml.model", .string("bert"))]), "tokenizer.ggml.model")
+        expect(metadata([("tokenizer.ggml.model", .string("llama"))]), "tokenizer.ggml.scores")  // a llama vocabulary needs scores
         expect(metadata(drop: ["tokenizer.ggml.tokens"]), "tokenizer.ggml.tokens")
         expect(metadata([("tokenizer.ggml.token_type", .array(.int32([3, 1])))]), "tokenizer.ggml.token_type")
         expect(metadata([("tokenizer.ggml.token_type", .array(.int32([3, 1, 1, 1, 1, 9])))]), "element 5")

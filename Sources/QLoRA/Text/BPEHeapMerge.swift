@@ -12,40 +12,13 @@ extension BPEModel {
         var prev = [Int32](repeating: -1, count: n)
         var alive = [Bool](repeating: true, count: n)
         for k in 0..<n { next[k] = k + 1 < n ? Int32(k + 1) : -1; prev[k] = Int32(k - 1) }
-        var heap: [UInt64] = []   // rank << 32 | position
-        heap.reserveCapacity(n)
-        func push(_ x: UInt64) {
-            heap.append(x)
-            var c = heap.count - 1
-            while c > 0 {
-                let p = (c - 1) >> 1
-                if heap[p] <= heap[c] { break }
-                heap.swapAt(p, c); c = p
-            }
-        }
-        func pop() -> UInt64 {
-            let top = heap[0]
-            let last = heap.removeLast()
-            if !heap.isEmpty {
-                heap[0] = last
-                var p = 0
-                while true {
-                    let l = 2 * p + 1, r = l + 1
-                    var m = p
-                    if l < heap.count && heap[l] < heap[m] { m = l }
-                    if r < heap.count && heap[r] < heap[m] { m = r }
-                    if m == p { break }
-                    heap.swapAt(p, m); p = m
-                }
-            }
-            return top
-        }
+        var heap = MergeHeap(capacity: n)   // rank << 32 | position
         for k in 0..<(n - 1) {
             let v = merges.lookup(sym[k], sym[k + 1])
-            if v != UInt64.max { push((v >> 32) << 32 | UInt64(k)) }
+            if v != UInt64.max { heap.push((v >> 32) << 32 | UInt64(k)) }
         }
         while !heap.isEmpty {
-            let top = pop()
+            let top = heap.pop()
             let rank = top >> 32
             let at = Int(top & 0xFFFF_FFFF)
             guard alive[at], next[at] >= 0 else { continue }
@@ -59,11 +32,11 @@ extension BPEModel {
             if prev[at] >= 0 {
                 let p = Int(prev[at])
                 let w = merges.lookup(sym[p], sym[at])
-                if w != UInt64.max { push((w >> 32) << 32 | UInt64(p)) }
+                if w != UInt64.max { heap.push((w >> 32) << 32 | UInt64(p)) }
             }
             if next[at] >= 0 {
                 let w = merges.lookup(sym[at], sym[Int(next[at])])
-                if w != UInt64.max { push((w >> 32) << 32 | UInt64(at)) }
+                if w != UInt64.max { heap.push((w >> 32) << 32 | UInt64(at)) }
             }
         }
         var out: [UInt32] = []
@@ -71,5 +44,50 @@ extension BPEModel {
         var k = 0
         while k >= 0 { out.append(sym[k]); k = Int(next[k]) }
         sym = out
+    }
+}
+
+/// A binary min-heap of UInt64 (rank << 32 | position) for `mergeWithHeap`: a struct with
+/// mutating methods (no captured closure state), sifting a hole instead of swapping.
+struct MergeHeap {
+    private var a: [UInt64] = []
+
+    init(capacity: Int) { a.reserveCapacity(capacity) }
+
+    var isEmpty: Bool { a.isEmpty }
+
+    @inline(__always)
+    mutating func push(_ x: UInt64) {
+        a.append(x)
+        a.withUnsafeMutableBufferPointer { h in
+            var c = h.count - 1
+            while c > 0 {
+                let p = (c - 1) >> 1
+                if h[p] <= x { break }
+                h[c] = h[p]; c = p
+            }
+            h[c] = x
+        }
+    }
+
+    @inline(__always)
+    mutating func pop() -> UInt64 {
+        let top = a[0]
+        let last = a.removeLast()
+        if a.isEmpty { return top }
+        a.withUnsafeMutableBufferPointer { h in
+            let n = h.count
+            var p = 0
+            while true {
+                let l = 2 * p + 1
+                if l >= n { break }
+                var m = l
+                if l + 1 < n && h[l + 1] < h[l] { m = l + 1 }
+                if h[m] >= last { break }
+                h[p] = h[m]; p = m
+            }
+            h[p] = last
+        }
+        return top
     }
 }

@@ -10,8 +10,8 @@ struct BPEModel: Sendable {
     let unknownId: UInt32?
     let fuseUnknown: Bool
     /// SentencePiece-style models (byte_fallback): the initial symbols are characters, looked up
-    /// by their UTF-8 here; nil for byte-level BPE.
-    var charToken: [[UInt8]: UInt32]? = nil
+    /// by their UTF-8 packed into a UInt32 (`packedCharacter`); nil for byte-level BPE.
+    var charToken: [UInt32: UInt32]? = nil
     /// The `<0xXX>` token of each byte (UInt32.max: none), used for a character without a token.
     var byteFallback: [UInt32]? = nil
 
@@ -41,19 +41,21 @@ struct BPEModel: Sendable {
 
     /// As `tokenizers`' BPE with byte_fallback: one symbol per character (its token, else its
     /// bytes' `<0xXX>` tokens, else the unknown token, consecutive ones fused if fuse_unk), then merges.
-    func encodeCharacters(_ b: UnsafeBufferPointer<UInt8>, _ lo: Int, _ hi: Int, _ chars: [[UInt8]: UInt32],
+    func encodeCharacters(_ b: UnsafeBufferPointer<UInt8>, _ lo: Int, _ hi: Int, _ chars: [UInt32: UInt32],
                           into out: inout [UInt32], scratch sym: inout [UInt32], ranks: inout [UInt64]) {
         sym.removeAll(keepingCapacity: true)
         var lastWasUnknown = false
         var i = lo
         while i < hi {
             let c = b[i]
+            // ASCII characters with a token: byteToken holds them (no hashing).
+            if c < 0x80, byteToken[Int(c)] != UInt32.max { sym.append(byteToken[Int(c)]); lastWasUnknown = false; i += 1; continue }
             let n = min(c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2, hi - i)
-            let key = Array(b[i..<(i + n)])
+            let start = i
             i += n
-            if let t = chars[key] { sym.append(t); lastWasUnknown = false; continue }
-            if let fb = byteFallback, key.allSatisfy({ fb[Int($0)] != UInt32.max }) {
-                for x in key { sym.append(fb[Int(x)]) }
+            if let t = chars[BPEModel.packedCharacter(b, start, n)] { sym.append(t); lastWasUnknown = false; continue }
+            if let fb = byteFallback, (start..<i).allSatisfy({ fb[Int(b[$0])] != UInt32.max }) {
+                for k in start..<i { sym.append(fb[Int(b[k])]) }
                 lastWasUnknown = false
                 continue
             }
@@ -63,6 +65,19 @@ struct BPEModel: Sendable {
         }
         merge(&sym, &ranks)
         out.append(contentsOf: sym)
+    }
+
+    /// The n (1...4) UTF-8 bytes of a character at b[at...], little-endian in a UInt32: distinct
+    /// characters give distinct keys (the lead byte fixes the length, continuation bytes are not 0).
+    @inline(__always)
+    static func packedCharacter(_ b: UnsafeBufferPointer<UInt8>, _ at: Int, _ n: Int) -> UInt32 {
+        var key: UInt32 = 0
+        for j in 0..<n { key |= UInt32(b[at + j]) << (8 * UInt32(j)) }
+        return key
+    }
+
+    static func packedCharacter(_ utf8: [UInt8]) -> UInt32 {
+        utf8.withUnsafeBufferPointer { packedCharacter($0, 0, $0.count) }
     }
 
     /// Applies merges to `sym` in rank order (leftmost first among equal ranks) until none applies.

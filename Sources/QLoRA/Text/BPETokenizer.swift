@@ -274,13 +274,13 @@ public struct BPETokenizer: Sendable {
         var byteToken = [UInt32](repeating: UInt32.max, count: 256)
         var vocabByBytes: [[UInt8]: UInt32] = [:]
         var isByteToken: [Bool] = []
-        var charToken: [[UInt8]: UInt32]? = nil
+        var charToken: [UInt32: UInt32]? = nil
         var byteFallback: [UInt32]? = nil
         if p.sentencePiece != nil {
             // Tokens decode with "▁" as a space, `<0xXX>` as that byte; single-character tokens
             // are BPE's initial symbols.
             isByteToken = [Bool](repeating: false, count: count)
-            var chars: [[UInt8]: UInt32] = [:]
+            var chars: [UInt32: UInt32] = [:]
             var fallback = [UInt32](repeating: UInt32.max, count: 256)
             for id in 0..<count {
                 offsets[id] = flat.count
@@ -294,7 +294,8 @@ public struct BPETokenizer: Sendable {
                 }
                 flat.append(contentsOf: s.replacingOccurrences(of: "\u{2581}", with: " ").utf8)
                 if s.unicodeScalars.count == 1 && !special[id] {
-                    if chars[u] == nil { chars[u] = UInt32(id) }
+                    let key = BPEModel.packedCharacter(u)
+                    if chars[key] == nil { chars[key] = UInt32(id) }
                     if u.count == 1 && byteToken[Int(u[0])] == UInt32.max { byteToken[Int(u[0])] = UInt32(id) }
                 }
             }

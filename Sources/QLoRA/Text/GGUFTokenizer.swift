@@ -19,24 +19,14 @@ extension BPETokenizer {
         let file = md.path
         func bad(_ key: String, _ reason: String) -> QLoraError { .malformedFile(file: file, field: "metadata '\(key)'", reason: reason) }
         let kind = try md.string("tokenizer.ggml.model")
+        if kind == "llama" { try self.init(llamaVocabulary: md); return }
         guard kind == "gpt2" else {
-            throw QLoraError.unsupported("\(file): metadata 'tokenizer.ggml.model': tokenizer model '\(kind)' (only gpt2 byte-level BPE is implemented)")
+            throw QLoraError.unsupported("\(file): metadata 'tokenizer.ggml.model': tokenizer model '\(kind)' (implemented: gpt2 byte-level BPE, llama SentencePiece BPE)")
         }
         let tokens = try md.strings("tokenizer.ggml.tokens")
         guard !tokens.isEmpty else { throw bad("tokenizer.ggml.tokens", "empty vocabulary") }
         guard tokens.count < Int(Int32.max) else { throw bad("tokenizer.ggml.tokens", "\(tokens.count) tokens") }
-        var types = [Int](repeating: GGUFTokenType.normal.rawValue, count: tokens.count)
-        if let v = md["tokenizer.ggml.token_type"] {
-            guard case .array(let a) = v, a.count == tokens.count else {
-                throw bad("tokenizer.ggml.token_type", "expected an integer array of \(tokens.count) elements, got \(v.typeName)")
-            }
-            for i in 0..<a.count {
-                guard let t = a[i].intValue, GGUFTokenType(rawValue: t) != nil else {
-                    throw bad("tokenizer.ggml.token_type", "element \(i): \(a[i]) is not a token type 0...6")
-                }
-                types[i] = t
-            }
-        }
+        let types = try BPETokenizer.ggufTokenTypes(md, count: tokens.count)
         var idsByToken: [String: Int] = [:]
         idsByToken.reserveCapacity(tokens.count)
         var added: [AddedToken] = []
@@ -48,16 +38,7 @@ extension BPETokenizer {
                                         normalized: false, special: type == .control))
             }
         }
-        var merges: [(String, String)] = []
-        if md["tokenizer.ggml.merges"] != nil {
-            let lines = try md.strings("tokenizer.ggml.merges")
-            merges.reserveCapacity(lines.count)
-            for (k, line) in lines.enumerated() {
-                let parts = line.split(separator: " ", omittingEmptySubsequences: false)
-                guard parts.count == 2 else { throw bad("tokenizer.ggml.merges", "element \(k): expected \"left right\", got \(line.debugDescription)") }
-                merges.append((String(parts[0]), String(parts[1])))
-            }
-        }
+        let merges = md["tokenizer.ggml.merges"] == nil ? [] : try BPETokenizer.ggufMerges(md)
         func tokenId(_ key: String) throws -> Int? {
             guard md[key] != nil else { return nil }
             let id = try md.int(key)
@@ -81,5 +62,45 @@ extension BPETokenizer {
             unknownId: nil, preTokenizer: preTokenizer, bosTokenId: bos, eosTokenId: eos, padTokenId: pad,
             prefixIds: addBos ? bos.map { [$0] } ?? [] : [], suffixIds: addEos ? eos.map { [$0] } ?? [] : [],
             chatTemplate: template))
+    }
+
+    /// `tokenizer.ggml.token_type` (NORMAL for every token when absent), each 0...6.
+    static func ggufTokenTypes(_ md: GGUFMetadata, count: Int) throws -> [Int] {
+        let key = "tokenizer.ggml.token_type"
+        func bad(_ reason: String) -> QLoraError { .malformedFile(file: md.path, field: "metadata '\(key)'", reason: reason) }
+        var types = [Int](repeating: GGUFTokenType.normal.rawValue, count: count)
+        guard let v = md[key] else { return types }
+        guard case .array(let a) = v, a.count == count else {
+            throw bad("expected an integer array of \(count) elements (one per token), got \(v.typeName)\(elementCount(v))")
+        }
+        for i in 0..<a.count {
+            guard let t = a[i].intValue, GGUFTokenType(rawValue: t) != nil else {
+                throw bad("element \(i): \(a[i]) is not a token type 0...6")
+            }
+            types[i] = t
+        }
+        return types
+    }
+
+    /// `tokenizer.ggml.merges`: "left right" strings in rank order.
+    static func ggufMerges(_ md: GGUFMetadata) throws -> [(String, String)] {
+        let key = "tokenizer.ggml.merges"
+        let lines = try md.strings(key)
+        var merges: [(String, String)] = []
+        merges.reserveCapacity(lines.count)
+        for (k, line) in lines.enumerated() {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: false)
+            guard parts.count == 2 else {
+                throw QLoraError.malformedFile(file: md.path, field: "metadata '\(key)'", reason: "element \(k): expected \"left right\", got \(line.debugDescription)")
+            }
+            merges.append((String(parts[0]), String(parts[1])))
+        }
+        return merges
+    }
+
+    /// " of N elements" for an array value, "" otherwise (for error messages).
+    static func elementCount(_ v: GGUFValue) -> String {
+        if case .array(let a) = v { return " of \(a.count) elements" }
+        return ""
     }
 }
