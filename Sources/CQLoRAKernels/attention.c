@@ -10,9 +10,11 @@
 // i − positions[i] ... i, the keys of its own example; positions restart at 0 for each example,
 // so segment starts never decrease along a row (the caller checks that).
 //
-// Work is split over (batch, head, query tile) for the forward pass and dq, and over (batch, KV
-// head, key tile) for dk/dv; every output element is reduced by one thread in a fixed order, so
-// any thread count gives the same bits.
+// Work is split over (batch, KV head, its query heads, query tile) for the forward pass and dq
+// (cq_attn_grid: the GQA group's query heads share each K/V block), and over (batch, KV head,
+// key block) for dk/dv; every output element is reduced by one thread in a fixed order, so any
+// thread count gives the same bits. The causal tiles are visited in a zig-zag order so that the
+// static split gives each thread about the same work.
 //
 // The kernels themselves are in attention_core.h, compiled per ISA (attention_<isa>.c) and
 // picked here by cq_detect_isa(): vectorized dot products and head_dim loops.
@@ -43,15 +45,13 @@ void cq_attention_cached(const float *q, const float *k, const float *v, float *
                          int64_t batch, int64_t seq_q, int64_t kv_len, int64_t kv_cap, int64_t heads, int64_t kv_heads,
                          int64_t head_dim, float scale, int threads) {
     cq_attn_args a = {q, k, v, NULL, NULL, NULL, out, lse, NULL, NULL, NULL, NULL, batch, seq_q, kv_len, heads, kv_heads, head_dim, scale, kv_cap, NULL};
-    const int64_t units = batch * heads * ((seq_q + CQ_ATTN_QT - 1) / CQ_ATTN_QT);
-    cq_parallel_for(units, threads_for(batch * heads * seq_q * kv_len * head_dim, threads), kernels().forward, &a);
+    cq_parallel_for(cq_attn_grid_of(&a).units, threads_for(batch * heads * seq_q * kv_len * head_dim, threads), kernels().forward, &a);
 }
 
 void cq_attention_segmented(const float *q, const float *k, const float *v, const int32_t *positions, float *out, float *lse,
                             int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim, float scale, int threads) {
     cq_attn_args a = {q, k, v, NULL, NULL, NULL, out, lse, NULL, NULL, NULL, NULL, batch, seq, seq, heads, kv_heads, head_dim, scale, seq, positions};
-    const int64_t units = batch * heads * ((seq + CQ_ATTN_QT - 1) / CQ_ATTN_QT);
-    cq_parallel_for(units, threads_for(batch * heads * seq * seq * head_dim, threads), kernels().forward, &a);
+    cq_parallel_for(cq_attn_grid_of(&a).units, threads_for(batch * heads * seq * seq * head_dim, threads), kernels().forward, &a);
 }
 
 int64_t cq_attention_grad_scratch_bytes(int64_t batch, int64_t seq_q, int64_t heads) {
@@ -73,6 +73,6 @@ void cq_attention_grad_segmented(const float *q, const float *k, const float *v,
     const int t = threads_for(batch * heads * seq_q * seq_kv * head_dim, threads);
     const cq_attn_kernels f = kernels();
     cq_parallel_for(batch * heads * seq_q, t, f.delta, &a);
-    cq_parallel_for(batch * heads * seq_q, t, f.dq, &a);
-    cq_parallel_for(batch * kv_heads * seq_kv, t, f.dkv, &a);
+    cq_parallel_for(cq_attn_grid_of(&a).units, t, f.dq, &a);
+    cq_parallel_for(batch * kv_heads * ((seq_kv + CQ_ATTN_KB - 1) / CQ_ATTN_KB), t, f.dkv, &a);
 }

@@ -4,6 +4,7 @@
 // independent outputs and reduces in a fixed order, so results are bitwise identical for any
 // thread count.
 #include "kernels_internal.h"
+#include "pointwise_internal.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,10 +44,7 @@ static void act_grad_range(void *p, int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
         const float v = x[i];
         float d;
-        if (e->kind == 0) {
-            const float sg = 1.0f / (1.0f + expf(-v));
-            d = sg * (1.0f + v * (1.0f - sg));
-        } else if (e->kind == 1) {
+        if (e->kind == 1) {
             const float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
             const float pdf = 0.39894228040143268f * expf(-0.5f * v * v);
             d = cdf + v * pdf;
@@ -58,6 +56,11 @@ static void act_grad_range(void *p, int64_t i0, int64_t i1) {
 }
 
 void cq_activation_grad(int kind, const float *x, const float *dy, float *out, int64_t n, int threads) {
+    if (kind == 0) {  // silu: the vectorized exp of the per-ISA pointwise kernels
+        cq_pw_args args = {.a = x, .b = dy, .out = out};
+        cq_parallel_for(n, team(n, threads), cq_pw_kernels_current().silu_grad, &args);
+        return;
+    }
     bw_args a = {.a = x, .b = dy, .out = out, .kind = kind};
     cq_parallel_for(n, team(n, threads), act_grad_range, &a);
 }
@@ -170,48 +173,33 @@ void cq_fill(float value, float *out, int64_t n) { for (int64_t i = 0; i < n; i+
 void cq_copy(const float *src, float *out, int64_t n) { if (out != src) memmove(out, src, (size_t)n * sizeof(float)); }
 
 // ---- cross-entropy over logits [rows, n] with int32 labels (torch's mean reduction, labels
-// equal to -100 ignored). Rows in order, each row's log-sum-exp in double.
-static double row_lse(const float *x, int64_t n) {
-    float mx = x[0];
-    for (int64_t j = 1; j < n; j++) mx = x[j] > mx ? x[j] : mx;
-    double s = 0.0;
-    for (int64_t j = 0; j < n; j++) s += exp((double)x[j] - (double)mx);
-    return log(s) + (double)mx;
-}
+// equal to -100 ignored). Each row's log-sum-exp comes from the per-ISA pointwise kernels
+// (vectorized exp, double lane sums; rows over threads), the rows' losses are added in order.
 
 /// Returns -1, or the first row whose label is outside 0..<n (and not -100).
-int64_t cq_cross_entropy(const float *logits, const int32_t *labels, int64_t rows, int64_t n, float *loss) {
-    double total = 0.0;
+int64_t cq_cross_entropy(const float *logits, const int32_t *labels, int64_t rows, int64_t n, float *loss, int threads) {
     int64_t counted = 0;
     for (int64_t i = 0; i < rows; i++) {
         if (labels[i] == -100) continue;
         if (labels[i] < 0 || labels[i] >= n) return i;
-        total += row_lse(logits + i * n, n) - (double)logits[i * n + labels[i]];
         counted++;
     }
+    double *lse = (double *)malloc((size_t)(rows > 0 ? rows : 1) * sizeof(double));
+    if (!lse) abort();  // out of memory: nothing sensible to return
+    cq_pw_args a = {.a = logits, .row_lse = lse, .width = n};
+    cq_parallel_for(rows, team(rows * n, threads), cq_pw_kernels_current().ce_lse, &a);
+    double total = 0.0;
+    for (int64_t i = 0; i < rows; i++)
+        if (labels[i] != -100) total += lse[i] - (double)logits[i * n + labels[i]];
+    free(lse);
     loss[0] = counted ? (float)(total / (double)counted) : 0.0f;
     return -1;
 }
 
 /// dlogits = (softmax(logits) − onehot(label))·g[0]/counted per row (zero for ignored rows).
-static void ce_grad_range(void *p, int64_t r0, int64_t r1) {
-    const bw_args *e = (const bw_args *)p;
-    const int64_t n = e->n;
-    for (int64_t i = r0; i < r1; i++) {
-        float *o = e->out + i * n;
-        const int32_t label = e->ids[i];
-        if (label < 0 || label >= n) { memset(o, 0, (size_t)n * sizeof(float)); continue; }
-        const double lse = row_lse(e->a + i * n, n);
-        for (int64_t j = 0; j < n; j++) {
-            const float prob = (float)exp((double)e->a[i * n + j] - lse);
-            o[j] = (prob - (j == label ? 1.0f : 0.0f)) * e->s;
-        }
-    }
-}
-
 void cq_cross_entropy_grad(const float *logits, const int32_t *labels, const float *g, float *out, int64_t rows, int64_t n, int threads) {
     int64_t counted = 0;
     for (int64_t i = 0; i < rows; i++) counted += labels[i] != -100;
-    bw_args a = {.a = logits, .ids = labels, .out = out, .m = rows, .n = n, .s = counted ? g[0] / (float)counted : 0.0f};
-    cq_parallel_for(rows, team(rows * n, threads), ce_grad_range, &a);
+    cq_pw_args a = {.a = logits, .labels = labels, .out = out, .width = n, .s = counted ? g[0] / (float)counted : 0.0f};
+    cq_parallel_for(rows, team(rows * n, threads), cq_pw_kernels_current().ce_grad, &a);
 }

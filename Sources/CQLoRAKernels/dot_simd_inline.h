@@ -1,5 +1,5 @@
 // The fixed-order SIMD dot products as always-inline functions: cq_dot_avx2 / cq_dot_avx512 wrap
-// them, and the attention kernels inline them into their hot loops (same order, same bits).
+// them (kernels that inline them into hot loops get the same order, the same bits).
 #ifndef CQ_DOT_SIMD_INLINE_H
 #define CQ_DOT_SIMD_INLINE_H
 #include "kernels_internal.h"

@@ -1,6 +1,7 @@
 // Small elementwise kernels. Each output element depends on its inputs only, so splitting
 // over threads never changes a bit. The compiler vectorises the plain loops.
 #include "kernels_internal.h"
+#include "pointwise_internal.h"
 #include <math.h>
 
 /// Operands of one elementwise call; each kernel's range function reads the fields it needs.
@@ -28,13 +29,9 @@ static void run(int64_t n, int64_t elements, int threads, cq_range_fn fn, ew_arg
         for (int64_t i = i0; i < i1; i++) out[i] = (expr);                     \
     }
 
-static inline float silu1(float v) { return v / (1.0f + expf(-v)); }
-
 EW_RANGE(add_range, a[i] + b[i])
 EW_RANGE(mul_range, a[i] * b[i])
 EW_RANGE(scale_range, a[i] * s)
-EW_RANGE(silu_range, silu1(a[i]))
-EW_RANGE(silu_mul_range, silu1(a[i]) * b[i])
 EW_RANGE(gelu_range, 0.5f * a[i] * (1.0f + erff(a[i] * 0.70710678118654752f)))
 EW_RANGE(relu_range, a[i] > 0.0f ? a[i] : 0.0f)
 
@@ -50,12 +47,21 @@ void cq_scale(const float *a, float s, float *out, int64_t n, int threads) {
     run(n, n, threads, scale_range, (ew_args){a, NULL, out, s, 0});
 }
 
+// exp, SiLU and the SwiGLU gate run the vectorized exp of the per-ISA pointwise kernels
+// (fast_exp.h: within 1 ulp of libm expf, the same bits on every ISA).
+void cq_exp(const float *a, float *out, int64_t n, int threads) {
+    cq_pw_args args = {.a = a, .out = out};
+    cq_parallel_for(n, n > EW_SERIAL_MAX ? threads : 1, cq_pw_kernels_current().exp, &args);
+}
+
 void cq_silu(const float *a, float *out, int64_t n, int threads) {
-    run(n, n, threads, silu_range, (ew_args){a, NULL, out, 0, 0});
+    cq_pw_args args = {.a = a, .out = out};
+    cq_parallel_for(n, n > EW_SERIAL_MAX ? threads : 1, cq_pw_kernels_current().silu, &args);
 }
 
 void cq_silu_mul(const float *a, const float *b, float *out, int64_t n, int threads) {
-    run(n, n, threads, silu_mul_range, (ew_args){a, b, out, 0, 0});
+    cq_pw_args args = {.a = a, .b = b, .out = out};
+    cq_parallel_for(n, n > EW_SERIAL_MAX ? threads : 1, cq_pw_kernels_current().silu_mul, &args);
 }
 
 void cq_gelu(const float *a, float *out, int64_t n, int threads) {

@@ -180,6 +180,9 @@ void cq_mul(const float *a, const float *b, float *out, int64_t n, int threads);
 /// out[i, j] = a[i, j] + row[j] (bias broadcast over rows of width n)
 void cq_add_row(const float *a, const float *row, float *out, int64_t rows, int64_t n, int threads);
 void cq_scale(const float *a, float s, float *out, int64_t n, int threads);
+/// out = e^a by the vectorized polynomial of fast_exp.h (within 1 ulp of libm expf on [−87.3, 88.7],
+/// 0 below −103.9, +inf above 88.72; the same bits on every ISA and thread count).
+void cq_exp(const float *a, float *out, int64_t n, int threads);
 void cq_silu(const float *a, float *out, int64_t n, int threads);
 void cq_gelu(const float *a, float *out, int64_t n, int threads);   // tanh approximation off: erf form
 void cq_relu(const float *a, float *out, int64_t n, int threads);
@@ -240,7 +243,7 @@ float cq_mse(const float *y, const float *t, int64_t n);
 void cq_mse_grad(const float *y, const float *t, const float *g, float *out, int64_t n, int threads);
 /// Mean over rows of log Σ exp(logits[i]) − logits[i, labels[i]] (rows labelled -100 skipped), as
 /// torch's cross_entropy; returns -1, or the first row whose label is outside 0..<n.
-int64_t cq_cross_entropy(const float *logits, const int32_t *labels, int64_t rows, int64_t n, float *loss);
+int64_t cq_cross_entropy(const float *logits, const int32_t *labels, int64_t rows, int64_t n, float *loss, int threads);
 /// Its gradient: (softmax − onehot)·g[0]/counted rows, zero rows for ignored labels.
 void cq_cross_entropy_grad(const float *logits, const int32_t *labels, const float *g, float *out, int64_t rows, int64_t n, int threads);
 void cq_fill(float value, float *out, int64_t n);

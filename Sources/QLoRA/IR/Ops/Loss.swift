@@ -110,14 +110,15 @@ struct CrossEntropyKernel: StepKernel {
     var label: String
     var name: String { gradient ? "cross_entropy_grad" : "cross_entropy" }
     func workSplit(threads: Int) -> String {
-        gradient ? "\(rows) rows over up to \(threads) \(threadWord(threads))" : "\(rows) rows, 1 thread (one sum in order)"
+        gradient ? "\(rows) rows over up to \(threads) \(threadWord(threads))"
+            : "\(rows) rows over up to \(threads) \(threadWord(threads)), then one sum in order"
     }
     func run(_ io: KernelIO) throws {
         if gradient {
             cq_cross_entropy_grad(io.f32(0), io.int32(1), io.f32(2), io.out, Int64(rows), Int64(width), io.threads)
             return
         }
-        let bad = cq_cross_entropy(io.f32(0), io.int32(1), Int64(rows), Int64(width), io.out)
+        let bad = cq_cross_entropy(io.f32(0), io.int32(1), Int64(rows), Int64(width), io.out, io.threads)
         guard bad < 0 else {
             let what = label.isEmpty ? "cross_entropy" : "cross_entropy '\(label)'"
             throw QLoraError.invalidArgument("\(what): label \(io.int32(1)[Int(bad)]) at row \(bad) is outside the \(width) classes")
