@@ -19,6 +19,7 @@ trap 'rm -rf "$work"' EXIT
 for i in $(seq "$rounds"); do
   echo "round $i/$rounds" >&2
   "$bench" --llama "$model" --threads "$threads" --runs "$runs" --json "$work/ours.$i.json" >&2
+  "$bench" --llama "$model" --threads "$threads" --runs "$runs" --train-only --compute-type bf16 --json "$work/oursbf16.$i.json" >&2
   "$py" "$here/smollm2_peer.py" --gguf "$model" --threads "$threads" --runs "$runs" --json "$work/peer.$i.json" >&2
 done
 out="$root/Benchmarks/results/smollm2.md"

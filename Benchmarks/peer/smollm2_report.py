@@ -6,12 +6,19 @@ import json, os, platform, statistics, sys
 work, rounds, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 ours = [json.load(open(os.path.join(work, f"ours.{i}.json"))) for i in range(1, rounds + 1)]
 peer = [json.load(open(os.path.join(work, f"peer.{i}.json"))) for i in range(1, rounds + 1)]
+# bf16-compute training step (qlora-bench --compute-type bf16), when the run made it
+for i, o in enumerate(ours, 1):
+    f = os.path.join(work, f"oursbf16.{i}.json")
+    if os.path.exists(f):
+        o["train-step-256-bf16"] = json.load(open(f))["train-step-256"]
 cases = [  # (what, our key, peer key)
     ("prefill 128 tokens vs llama.cpp (same GGUF, Q4_1)", "prefill-128", "llamacpp-prefill"),
     ("decode vs llama.cpp (same GGUF, Q4_1)", "decode", "llamacpp-decode"),
     ("prefill 128 tokens vs transformers f32", "prefill-128", "hf-prefill"),
     ("decode vs transformers f32", "decode", "hf-decode"),
     ("QLoRA training step vs bitsandbytes + PEFT", "train-step-256", "bnb-train"),
+    ("QLoRA training step, bf16 compute, vs bitsandbytes (compute_dtype bf16) + PEFT", "train-step-256-bf16", "bnb-train-bf16"),
+    ("QLoRA training step, ours f32 vs bitsandbytes (compute_dtype bf16) + PEFT", "train-step-256", "bnb-train-bf16"),
 ]
 lines = [
     "# SmolLM2-135M-Instruct: qlora vs llama.cpp, transformers, bitsandbytes + PEFT",
