@@ -50,16 +50,17 @@ enum Executor {
         let scratch = arena + plan.memory.scratchOffset
         let slots = context.operandSlots
         let profiler = StepProfiler.current
+        var stepNanoseconds = [UInt64](repeating: 0, count: profiler == nil ? 0 : plan.steps.count)
         let observer = PlanStepObserver.current.flatMap { $0.plan === plan ? $0 : nil }
         for (index, step) in plan.steps.enumerated() {
             for (k, ref) in step.operands.enumerated() { slots[k] = pointer(ref) }
             let start = profiler == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             try step.kernel.run(KernelIO(operands: UnsafeBufferPointer(start: slots, count: step.operands.count), output: pointer(step.output),
                                      scratch: scratch, threads: threads, resultOffsets: step.resultOffsets))
-            if let profiler { profiler.record(step, nanoseconds: DispatchTime.now().uptimeNanoseconds - start) }
+            if profiler != nil { stepNanoseconds[index] = DispatchTime.now().uptimeNanoseconds - start }
             if let observer { observer.finished(step: index) }
         }
-        profiler?.finishRun()
+        profiler?.record(plan, nanoseconds: stepNanoseconds)
         // Outputs not computed in place (an input, a parameter, a value another output owns) are copied.
         for (k, binding) in plan.outputs.enumerated() where binding.ref != .output(k) {
             outputs[k].update(from: pointer(binding.ref).assumingMemoryBound(to: Float.self), count: binding.shape.reduce(1, *))

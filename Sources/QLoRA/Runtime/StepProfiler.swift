@@ -19,7 +19,9 @@ public final class StepProfiler: @unchecked Sendable {
     }
 
     private let lock = NSLock()
-    private var byKey: [String: Entry] = [:]
+    /// Per plan profiled (held, so its identifier is not reused while recorded): per step, the
+    /// nanoseconds summed over the plan's runs, and how many runs that is.
+    private var perPlan: [ObjectIdentifier: (plan: ExecutablePlan, nanoseconds: [UInt64], runs: Int)] = [:]
     private var runs = 0
 
     public init() {}
@@ -29,26 +31,40 @@ public final class StepProfiler: @unchecked Sendable {
         try StepProfiler.$current.withValue(self, operation: body)
     }
 
-    func record(_ step: Step, nanoseconds: UInt64) {
-        let label = Self.foldingNumbers(step.label)
-        let key = step.kernelName + "\u{1}" + label
+    /// One run's step times (`nanoseconds[i]` for `plan.steps[i]`), added once the run is over so
+    /// that nothing but two clock reads happens between steps.
+    func record(_ plan: ExecutablePlan, nanoseconds: [UInt64]) {
         lock.lock(); defer { lock.unlock() }
-        var entry = byKey[key] ?? Entry(kernel: step.kernelName, label: label)
-        entry.calls += 1
-        entry.nanoseconds += nanoseconds
-        entry.flops += step.flops
-        entry.bytesMoved += step.bytesMoved
-        byKey[key] = entry
+        let key = ObjectIdentifier(plan)
+        var sums = perPlan[key] ?? (plan, [UInt64](repeating: 0, count: plan.steps.count), 0)
+        for i in sums.nanoseconds.indices { sums.nanoseconds[i] += nanoseconds[i] }
+        sums.runs += 1
+        perPlan[key] = sums
+        runs += 1
     }
 
-    func finishRun() {
-        lock.lock(); runs += 1; lock.unlock()
+    /// The (kernel, folded label) groups, summed over every recorded run.
+    private var byKey: [String: Entry] {
+        lock.lock(); defer { lock.unlock() }
+        var groups: [String: Entry] = [:]
+        for (plan, nanoseconds, runs) in perPlan.values {
+            for (step, ns) in zip(plan.steps, nanoseconds) {
+                let label = Self.foldingNumbers(step.label)
+                let key = step.kernelName + "\u{1}" + label
+                var entry = groups[key] ?? Entry(kernel: step.kernelName, label: label)
+                entry.calls += runs
+                entry.nanoseconds += ns
+                entry.flops += runs * step.flops
+                entry.bytesMoved += runs * step.bytesMoved
+                groups[key] = entry
+            }
+        }
+        return groups
     }
 
     /// Every group, the most expensive first.
     public var entries: [Entry] {
-        lock.lock(); defer { lock.unlock() }
-        return byKey.values.sorted { ($0.nanoseconds, $1.label) > ($1.nanoseconds, $0.label) }
+        byKey.values.sorted { ($0.nanoseconds, $1.label) > ($1.nanoseconds, $0.label) }
     }
 
     /// The same entries summed per kernel, the most expensive first.

@@ -25,7 +25,6 @@ extension BPETokenizer {
 
     init(llamaVocabulary md: GGUFMetadata) throws {
         let file = md.path
-        func bad(_ key: String, _ reason: String) -> QLoraError { .malformedFile(file: file, field: "metadata '\(key)'", reason: reason) }
         if let arch = md["general.architecture"]?.stringValue, ["gemma", "gemma2", "gemma3", "phi3"].contains(arch) {
             throw QLoraError.unsupported("\(file): metadata 'general.architecture': a '\(arch)' SentencePiece vocabulary (transformers builds it differently from Llama's; not implemented)")
         }
@@ -35,11 +34,7 @@ extension BPETokenizer {
                 throw QLoraError.unsupported("\(file): metadata 'tokenizer.ggml.pre': '\(pre)' with a 'llama' vocabulary (a byte-level split over SentencePiece pieces is not implemented)")
             }
         }
-        let tokens = try md.strings("tokenizer.ggml.tokens")
-        guard !tokens.isEmpty else { throw bad("tokenizer.ggml.tokens", "empty vocabulary") }
-        guard tokens.count <= BPETokenizer.idLimit else {
-            throw bad("tokenizer.ggml.tokens", "\(tokens.count) tokens, more than the \(BPETokenizer.idLimit) a tokenizer may have")
-        }
+        let tokens = try BPETokenizer.ggufTokens(md)
         let types = try BPETokenizer.ggufTokenTypes(md, count: tokens.count)
         let scores = try BPETokenizer.ggufScores(md, count: tokens.count)
 
@@ -48,13 +43,8 @@ extension BPETokenizer {
         idsByToken.reserveCapacity(tokens.count)
         for (id, t) in tokens.enumerated() { idsByToken[t] = id }
 
-        func tokenId(_ key: String) throws -> Int? {
-            guard md[key] != nil else { return nil }
-            let id = try md.int(key)
-            guard id >= 0 && id < tokens.count else { throw bad(key, "id \(id) is outside the vocabulary 0..<\(tokens.count)") }
-            return id
-        }
-        func flag(_ key: String, _ fallback: Bool) throws -> Bool { md[key] == nil ? fallback : try md.bool(key) }
+        func tokenId(_ key: String) throws -> Int? { try BPETokenizer.ggufTokenId(md, key, vocabulary: tokens.count) }
+        func flag(_ key: String, _ fallback: Bool) throws -> Bool { try BPETokenizer.ggufFlag(md, key, default: fallback) }
         let bos = try tokenId("tokenizer.ggml.bos_token_id")
         let eos = try tokenId("tokenizer.ggml.eos_token_id")
         let unk = try tokenId("tokenizer.ggml.unknown_token_id")

@@ -17,15 +17,12 @@ extension BPETokenizer {
 
     public init(ggufMetadata md: GGUFMetadata) throws {
         let file = md.path
-        func bad(_ key: String, _ reason: String) -> QLoraError { .malformedFile(file: file, field: "metadata '\(key)'", reason: reason) }
         let kind = try md.string("tokenizer.ggml.model")
         if kind == "llama" { try self.init(llamaVocabulary: md); return }
         guard kind == "gpt2" else {
             throw QLoraError.unsupported("\(file): metadata 'tokenizer.ggml.model': tokenizer model '\(kind)' (implemented: gpt2 byte-level BPE, llama SentencePiece BPE)")
         }
-        let tokens = try md.strings("tokenizer.ggml.tokens")
-        guard !tokens.isEmpty else { throw bad("tokenizer.ggml.tokens", "empty vocabulary") }
-        guard tokens.count < Int(Int32.max) else { throw bad("tokenizer.ggml.tokens", "\(tokens.count) tokens") }
+        let tokens = try BPETokenizer.ggufTokens(md)
         let types = try BPETokenizer.ggufTokenTypes(md, count: tokens.count)
         var idsByToken: [String: Int] = [:]
         idsByToken.reserveCapacity(tokens.count)
@@ -39,13 +36,8 @@ extension BPETokenizer {
             }
         }
         let merges = md["tokenizer.ggml.merges"] == nil ? [] : try BPETokenizer.ggufMerges(md)
-        func tokenId(_ key: String) throws -> Int? {
-            guard md[key] != nil else { return nil }
-            let id = try md.int(key)
-            guard id >= 0 && id < tokens.count else { throw bad(key, "id \(id) is outside the vocabulary 0..<\(tokens.count)") }
-            return id
-        }
-        func flag(_ key: String, _ fallback: Bool) throws -> Bool { md[key] == nil ? fallback : try md.bool(key) }
+        func tokenId(_ key: String) throws -> Int? { try BPETokenizer.ggufTokenId(md, key, vocabulary: tokens.count) }
+        func flag(_ key: String, _ fallback: Bool) throws -> Bool { try BPETokenizer.ggufFlag(md, key, default: fallback) }
         let bos = try tokenId("tokenizer.ggml.bos_token_id")
         let eos = try tokenId("tokenizer.ggml.eos_token_id")
         let pad = try tokenId("tokenizer.ggml.padding_token_id")
@@ -62,6 +54,33 @@ extension BPETokenizer {
             unknownId: nil, preTokenizer: preTokenizer, bosTokenId: bos, eosTokenId: eos, padTokenId: pad,
             prefixIds: addBos ? bos.map { [$0] } ?? [] : [], suffixIds: addEos ? eos.map { [$0] } ?? [] : [],
             chatTemplate: template))
+    }
+
+    /// `tokenizer.ggml.tokens`: the vocabulary by id, non-empty and within `idLimit`.
+    static func ggufTokens(_ md: GGUFMetadata) throws -> [String] {
+        let key = "tokenizer.ggml.tokens"
+        func bad(_ reason: String) -> QLoraError { .malformedFile(file: md.path, field: "metadata '\(key)'", reason: reason) }
+        let tokens = try md.strings(key)
+        guard !tokens.isEmpty else { throw bad("empty vocabulary") }
+        guard tokens.count <= BPETokenizer.idLimit else {
+            throw bad("\(tokens.count) tokens, more than the \(BPETokenizer.idLimit) a tokenizer may have")
+        }
+        return tokens
+    }
+
+    /// A token id the metadata may give (`tokenizer.ggml.bos_token_id`, …): nil when absent, else inside the vocabulary.
+    static func ggufTokenId(_ md: GGUFMetadata, _ key: String, vocabulary count: Int) throws -> Int? {
+        guard md[key] != nil else { return nil }
+        let id = try md.int(key)
+        guard id >= 0 && id < count else {
+            throw QLoraError.malformedFile(file: md.path, field: "metadata '\(key)'", reason: "id \(id) is outside the vocabulary 0..<\(count)")
+        }
+        return id
+    }
+
+    /// A boolean flag (`tokenizer.ggml.add_bos_token`, …), `fallback` when absent.
+    static func ggufFlag(_ md: GGUFMetadata, _ key: String, default fallback: Bool) throws -> Bool {
+        md[key] == nil ? fallback : try md.bool(key)
     }
 
     /// `tokenizer.ggml.token_type` (NORMAL for every token when absent), each 0...6.
