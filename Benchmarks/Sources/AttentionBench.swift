@@ -31,7 +31,7 @@ enum AttentionBench {
         let dout = floats(s * heads * d, seed: 4)
         var out = [Float](repeating: 0, count: s * heads * d), lse = [Float](repeating: 0, count: heads * s)
         var dq = out, dk = [Float](repeating: 0, count: s * kvHeads * d), dv = dk
-        var scratch = [Float](repeating: 0, count: Int(cq_attention_grad_scratch_bytes(1, Int64(s), Int64(heads))) / 4)
+        var scratch = [Float](repeating: 0, count: Int(cq_attention_grad_scratch_bytes(1, Int64(s), Int64(s), Int64(heads), Int64(kvHeads), Int64(d))) / 4)
         let causal = heads * s * (s + 1) / 2
         report("prefill seq \(s)", median { cq_attention(q, k, v, &out, &lse, 1, Int64(s), Int64(s), Int64(heads), Int64(kvHeads), Int64(d), scale, Int32(threads)) },
                pairs: causal)

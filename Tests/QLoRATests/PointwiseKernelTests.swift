@@ -186,7 +186,7 @@ final class PointwiseKernelTests: XCTestCase {
                     var out = [Float](repeating: .nan, count: q.count), lse = [Float](repeating: .nan, count: b * heads * sq)
                     cq_attention(q, k, v, &out, &lse, Int64(b), Int64(sq), Int64(skv), Int64(heads), Int64(kvHeads), Int64(d), scale, threads)
                     var gq = [Float](repeating: .nan, count: q.count), gk = [Float](repeating: .nan, count: k.count), gv = gk
-                    var scratch = [UInt8](repeating: 0, count: Int(cq_attention_grad_scratch_bytes(Int64(b), Int64(sq), Int64(heads))))
+                    var scratch = [UInt8](repeating: 0, count: Int(cq_attention_grad_scratch_bytes(Int64(b), Int64(sq), Int64(skv), Int64(heads), Int64(kvHeads), Int64(d))))
                     cq_attention_grad(q, k, v, out, lse, dout, &gq, &gk, &gv, &scratch, Int64(b), Int64(sq), Int64(skv), Int64(heads),
                                       Int64(kvHeads), Int64(d), scale, threads)
                     runs.append([out, lse, gq, gk, gv])

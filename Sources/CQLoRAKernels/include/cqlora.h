@@ -293,8 +293,11 @@ void cq_attention_cached(const float *q, const float *k, const float *v, float *
 /// 0 or the previous position + 1 (checked by the caller).
 void cq_attention_segmented(const float *q, const float *k, const float *v, const int32_t *positions, float *out, float *lse,
                             int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim, float scale, int threads);
-/// Scratch of cq_attention_grad (each query row's Σ dout·out).
-int64_t cq_attention_grad_scratch_bytes(int64_t batch, int64_t seq_q, int64_t heads);
+/// Scratch of cq_attention_grad (each query row's Σ dout·out and the key chunks' partial dq sums).
+int64_t cq_attention_grad_scratch_bytes(int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads, int64_t kv_heads,
+                                        int64_t head_dim);
+/// Key chunks per (batch, KV head) in cq_attention_grad's split (a function of the shape only).
+int64_t cq_attention_grad_chunks(int64_t batch, int64_t kv_heads, int64_t seq_kv);
 /// dq, dk, dv of cq_attention from its inputs, output, lse and dout (scores recomputed).
 void cq_attention_grad(const float *q, const float *k, const float *v, const float *out, const float *lse, const float *dout,
                        float *dq, float *dk, float *dv, void *scratch,

@@ -108,7 +108,7 @@ struct AttentionKernel: StepKernel {
         cached ? "attention(causal, online softmax, KV cache)" : segmented ? "attention(causal within segments, online softmax)" : "attention(causal, online softmax)"
     }
     func workSplit(threads: Int) -> String {
-        "\(batch * heads * ((seq + 15) / 16)) (batch, head, 16-query tile) units over up to \(threads) \(threadWord(threads)), keys in order"
+        "(batch, KV head, query tile) units of up to 48 rows (the group's heads × queries) over up to \(threads) \(threadWord(threads)), keys in order"
     }
     func run(_ io: KernelIO) throws {
         if segmented {
@@ -160,9 +160,11 @@ struct AttentionGradOp: OpDefinition {
         let kernel = AttentionGradKernel(batch: q[0], seq: q[1], kvSeq: k[1], heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale,
                                          segmented: segmented)
         let pairs = q[0] * heads * q[1] * (k[1] - q[1]) + q[0] * heads * q[1] * (q[1] + 1) / 2
-        return LoweredStep(kernel: kernel, flops: 14 * pairs * headDim,
+        // Five products per visible (query, key) pair: S and dP recomputed, dq, dk, dv.
+        return LoweredStep(kernel: kernel, flops: 10 * pairs * headDim,
                            bytesMoved: 4 * (6 * input.operands[0].type.count + 4 * input.operands[1].type.count),
-                           scratchBytes: Int(cq_attention_grad_scratch_bytes(Int64(q[0]), Int64(q[1]), Int64(heads))))
+                           scratchBytes: Int(cq_attention_grad_scratch_bytes(Int64(q[0]), Int64(q[1]), Int64(k[1]), Int64(heads), Int64(kvHeads),
+                                                                           Int64(headDim))))
     }
 }
 
@@ -172,7 +174,9 @@ struct AttentionGradKernel: StepKernel {
     var segmented = false
     var name: String { segmented ? "attention_grad(causal within segments, recomputed scores)" : "attention_grad(causal, recomputed scores)" }
     func workSplit(threads: Int) -> String {
-        "dq: \(batch * heads * seq) query rows, dk/dv: \(batch * kvHeads * kvSeq) key rows, over up to \(threads) \(threadWord(threads)), each reduced in order"
+        let chunks = Int(cq_attention_grad_chunks(Int64(batch), Int64(kvHeads), Int64(kvSeq)))
+        return "\(batch * kvHeads * chunks) (batch, KV head, key chunk) units over up to \(threads) \(threadWord(threads)), "
+            + "each owning its keys' dk/dv and a partial dq; the \(chunks) partials added in order"
     }
     func run(_ io: KernelIO) throws {
         if segmented {
