@@ -41,6 +41,17 @@ final class LlamaCppVocabTests: XCTestCase {
         return zip(strings, lines).map { s, line in (s, line.split(separator: " ").map { Int($0)! }) }
     }
 
+    /// Each supported vocabulary's tokenizer, loaded once for the tests of this file.
+    static let tokenizers: Result<[String: BPETokenizer], Error> = Result {
+        var out: [String: BPETokenizer] = [:]
+        for name in supported { out[name] = try BPETokenizer.load(gguf: try gguf(name).path) }
+        return out
+    }
+
+    static func tokenizer(_ name: String) throws -> BPETokenizer {
+        try XCTUnwrap(try tokenizers.get()[name], name)
+    }
+
     static let fixture: Result<JSONValue, Error> = Result {
         let url = Reference.projectRoot.appendingPathComponent("Tests/Fixtures/llamacpp-vocab/cases.json")
         return try JSONValue.parse([UInt8](try Data(contentsOf: url)), file: url.path, field: "(root)")
@@ -62,8 +73,7 @@ final class LlamaCppVocabTests: XCTestCase {
     func testEncodesAsLlamaCpp() throws {
         var checked = 0, againstTransformers = 0
         for name in Self.supported {
-            let url = try Self.gguf(name)
-            let t = try BPETokenizer.load(gguf: url.path)
+            let t = try Self.tokenizer(name)
             let cases = try Self.vectors(name)
             let entry = try Self.entry(name)
             XCTAssertEqual(entry["count"], .int(cases.count), name)
@@ -92,7 +102,7 @@ final class LlamaCppVocabTests: XCTestCase {
     func testDecodesWhereLlamaCppRoundTrips() throws {
         var roundTrips = 0
         for name in Self.supported {
-            let t = try BPETokenizer.load(gguf: try Self.gguf(name).path)
+            let t = try Self.tokenizer(name)
             guard case .array(let detokenized)? = try Self.entry(name)["llamacpp_detokenized"] else { return XCTFail("\(name): llamacpp_detokenized") }
             for (k, c) in try Self.vectors(name).enumerated() where detokenized[k] == .string(c.text) {
                 XCTAssertEqual(try t.decode(c.ids), c.text, "\(name) decode of \(c.ids)")
@@ -103,15 +113,15 @@ final class LlamaCppVocabTests: XCTestCase {
     }
 
     func testVocabularies() throws {
-        let spm = try BPETokenizer.load(gguf: try Self.gguf("llama-spm").path)
+        let spm = try Self.tokenizer("llama-spm")
         XCTAssertEqual(spm.vocabularySize, 32000)
         XCTAssertEqual(spm.encode("Hello world", addSpecialTokens: true), [1, 15043, 3186])
-        let phi = try BPETokenizer.load(gguf: try Self.gguf("phi-3").path)
+        let phi = try Self.tokenizer("phi-3")
         XCTAssertEqual(phi.metaspace, MetaspaceRule(prepend: .everySegment, split: false))
         XCTAssertEqual(phi.eosTokenId, 32000)
         XCTAssertTrue(phi.isSpecialToken(32007))  // <|end|>: CONTROL
         XCTAssertFalse(phi.isSpecialToken(2))  // </s>: USER_DEFINED, as transformers
-        let llama3 = try BPETokenizer.load(gguf: try Self.gguf("llama-bpe").path)
+        let llama3 = try Self.tokenizer("llama-bpe")
         XCTAssertEqual(llama3.vocabularySize, 128256)
         XCTAssertEqual(llama3.preTokenizer, try PreTokenizer.llamaCpp(pre: "llama-bpe"))
         XCTAssertEqual(llama3.encode("Hello world", addSpecialTokens: true), [128000, 9906, 1917])

@@ -14,7 +14,7 @@ import Foundation
 ///   (4) tokens are added tokens that are not special;
 /// - BOS added unless `tokenizer.ggml.add_bos_token` is false; EOS if `add_eos_token`.
 /// transformers ignores `tokenizer.ggml.add_space_prefix` (always "first"), and so does this.
-/// Where llama.cpp differs (text after a special token, leading spaces) see docs/tokenizers.md.
+/// Where llama.cpp differs (text after a special token, leading spaces) see docs/tokenizer.md.
 extension BPETokenizer {
     /// GGUF `tokenizer.ggml.pre` values for which transformers replaces the pre-tokenizer by a
     /// byte-level regex split (GGUF_PRE_TOKENIZER_SPLITS): not a SentencePiece vocabulary's.
