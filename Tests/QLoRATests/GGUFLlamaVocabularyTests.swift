@@ -193,8 +193,14 @@ final class GGUFLlamaVocabularyTests: XCTestCase {
     /// The GGUF file itself: tokenizer metadata, and with `model` a tiny random Llama (F32,
     /// hidden 64, one layer, tied embeddings) that `qlora generate / chat / train` run.
     static func writeGGUF(to url: URL, model: Bool) throws {
+        try writeTinyLlama(to: url, tokenizer: try metadata(), vocabulary: 32000, model: model)
+    }
+
+    /// A GGUF with the tokenizer metadata `tokenizer` (of `vocabulary` tokens) and, with `model`,
+    /// the tiny random Llama described above.
+    static func writeTinyLlama(to url: URL, tokenizer: [(String, GGUFValue)], vocabulary vocab: Int, model: Bool = true) throws {
         var b = GGUFBuilder()
-        let hidden = 64, ff = 128, heads = 2, vocab = 32000
+        let hidden = 64, ff = 128, heads = 2
         if model {
             b.kv("llama.embedding_length", .uint32(UInt32(hidden)))
             b.kv("llama.feed_forward_length", .uint32(UInt32(ff)))
@@ -204,7 +210,7 @@ final class GGUFLlamaVocabularyTests: XCTestCase {
             b.kv("llama.attention.layer_norm_rms_epsilon", .float32(1e-5))
             b.kv("llama.context_length", .uint32(256))
         }
-        for (k, v) in try metadata() { b.kv(k, v) }
+        for (k, v) in tokenizer { b.kv(k, v) }
         if model {
             var rng = SplitMix64(seed: 5)
             func random(_ n: Int, scale: Float) -> [UInt8] {

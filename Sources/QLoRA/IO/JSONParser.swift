@@ -61,14 +61,14 @@ private struct JSONParser {
     mutating func object(depth: Int) throws -> JSONValue {
         pos += 1
         var members: [(key: String, value: JSONValue)] = []
-        var seen = Set<String>()
+        var seen = Set<[UInt8]>()  // byte-exact: String equality would join canonically equivalent keys
         skipWhitespace()
         if peek == UInt8(ascii: "}") { pos += 1; return .object(members) }
         while true {
             skipWhitespace()
             guard peek == UInt8(ascii: "\"") else { throw error("expected a string key") }
             let key = try string()
-            guard seen.insert(key).inserted else { throw error("duplicate key \"\(key)\"") }
+            guard seen.insert(Array(key.utf8)).inserted else { throw error("duplicate key \"\(key)\"") }
             skipWhitespace()
             guard peek == UInt8(ascii: ":") else { throw error("expected ':' after key \"\(key)\"") }
             pos += 1

@@ -124,6 +124,12 @@ public struct BPETokenizer: Sendable {
         guard case .object(let vocabMembers)? = m["vocab"] else { throw bad("model.vocab", "missing or not an object") }
         var idsByToken: [String: Int] = [:]
         idsByToken.reserveCapacity(vocabMembers.count + 64)
+        // Byte-exact: Swift's String equality is canonical equivalence, but a vocabulary may hold
+        // "ί" (U+03AF) and "ί" (U+1F77) as two tokens (Llama-2's does).
+        var exactIds: [[UInt8]: Int] = [:]
+        exactIds.reserveCapacity(vocabMembers.count + 64)
+        var tokenById: [(Int, String)] = []
+        tokenById.reserveCapacity(vocabMembers.count + 64)
         var maxId = -1
         for (token, v) in vocabMembers {
             guard case .int(let id) = v, id >= 0 else {
@@ -132,9 +138,11 @@ public struct BPETokenizer: Sendable {
             guard id < BPETokenizer.idLimit else {
                 throw bad("model.vocab[\(token.debugDescription)]", "id \(id) is beyond the \(BPETokenizer.idLimit) ids a tokenizer may have (the id tables are sized by the largest id)")
             }
-            if idsByToken.updateValue(id, forKey: token) != nil {
+            if exactIds.updateValue(id, forKey: Array(token.utf8)) != nil {
                 throw bad("model.vocab[\(token.debugDescription)]", "token listed twice")
             }
+            idsByToken[token] = id
+            tokenById.append((id, token))
             maxId = max(maxId, id)
         }
 
@@ -158,10 +166,12 @@ public struct BPETokenizer: Sendable {
                 addedTokens.append(AddedToken(id: id, content: content, singleWord: try flag("single_word", false),
                                               lstrip: try flag("lstrip", false), rstrip: try flag("rstrip", false),
                                               normalized: try flag("normalized", !special), special: special))
-                if let old = idsByToken[content], old != id {
+                if let old = exactIds[Array(content.utf8)], old != id {
                     throw bad("\(at)", "'\(content)' has id \(id) but the vocabulary gives it \(old)")
                 }
+                exactIds[Array(content.utf8)] = id
                 idsByToken[content] = id
+                tokenById.append((id, content))
                 maxId = max(maxId, id)
             }
         }
@@ -251,7 +261,7 @@ public struct BPETokenizer: Sendable {
             (prefix, suffix) = try BPETokenizer.template(pp, idsByToken: idsByToken, file: file)
         }
         var strings = [String?](repeating: nil, count: maxId + 1)
-        for (token, id) in idsByToken { strings[id] = token }
+        for (id, token) in tokenById { strings[id] = token }
         try self.init(parts: BPETokenizerParts(
             file: file, tokenStrings: strings, idsByToken: idsByToken, addedTokens: addedTokens,
             merges: mergePairs, mergesField: "model.merges", ignoreMerges: ignoreMerges, fuseUnknown: fuseUnk,
@@ -318,12 +328,21 @@ public struct BPETokenizer: Sendable {
         }
         offsets[count] = flat.count
 
+        // Merges look tokens up byte-exactly (String equality is canonical equivalence, and a
+        // vocabulary may hold canonically equivalent tokens): each token string's id, and among
+        // identical duplicates the one `idsByToken` chose.
+        var exactIds: [[UInt8]: Int] = [:]
+        exactIds.reserveCapacity(idsByToken.count)
+        for id in 0..<count { if let s = strings[id] { exactIds[Array(s.utf8)] = exactIds[Array(s.utf8)] ?? id } }
+        for (s, id) in idsByToken where id < count && strings[id].map({ $0.utf8.elementsEqual(s.utf8) }) == true {
+            exactIds[Array(s.utf8)] = id
+        }
         var table = BPEMergeTable(capacity: p.merges.count)
         for (rank, (left, right)) in p.merges.enumerated() {
             let at = "\(p.mergesField)[\(rank)]"
-            guard let a = idsByToken[left] else { throw bad(at, "token \(left.debugDescription) is not in the vocabulary") }
-            guard let b = idsByToken[right] else { throw bad(at, "token \(right.debugDescription) is not in the vocabulary") }
-            guard let c = idsByToken[left + right] else {
+            guard let a = exactIds[Array(left.utf8)] else { throw bad(at, "token \(left.debugDescription) is not in the vocabulary") }
+            guard let b = exactIds[Array(right.utf8)] else { throw bad(at, "token \(right.debugDescription) is not in the vocabulary") }
+            guard let c = exactIds[Array(left.utf8) + Array(right.utf8)] else {
                 throw bad(at, "merged token \((left + right).debugDescription) is not in the vocabulary")
             }
             table.insert(left: UInt32(a), right: UInt32(b), rank: UInt32(rank), merged: UInt32(c))

@@ -7,13 +7,14 @@ import Foundation
 /// - BPE with byte fallback and fuse_unk, no unknown token in the model;
 /// - merges derived from the tokens and their scores (`derivedMerges`), or the file's own
 ///   `tokenizer.ggml.merges` when it has them;
-/// - the pre-tokenizer Metaspace("▁", prepend_scheme "first", split false) and the decoder
+/// - the pre-tokenizer Metaspace("▁", prepend_scheme "first", split false) (for a "phi3" file the
+///   normalizer Prepend("▁") + Replace(" ", "▁") instead, as transformers' phi3 builder) and the decoder
 ///   Replace("▁", " ") + ByteFallback + Fuse + Strip(" ", 1, 0) (MetaspaceRule / SentencePieceDecoder);
 /// - special tokens: CONTROL (3) tokens and the bos / eos / unknown / padding tokens; USER_DEFINED
 ///   (4) tokens are added tokens that are not special;
 /// - BOS added unless `tokenizer.ggml.add_bos_token` is false; EOS if `add_eos_token`.
 /// transformers ignores `tokenizer.ggml.add_space_prefix` (always "first"), and so does this.
-/// Where llama.cpp differs (text after a special token, leading spaces) see docs/tokenizers.md.
+/// Where llama.cpp differs (text after a special token, leading spaces) see docs/tokenizer.md.
 extension BPETokenizer {
     /// GGUF `tokenizer.ggml.pre` values for which transformers replaces the pre-tokenizer by a
     /// byte-level regex split (GGUF_PRE_TOKENIZER_SPLITS): not a SentencePiece vocabulary's.
@@ -25,7 +26,8 @@ extension BPETokenizer {
 
     init(llamaVocabulary md: GGUFMetadata) throws {
         let file = md.path
-        if let arch = md["general.architecture"]?.stringValue, ["gemma", "gemma2", "gemma3", "phi3"].contains(arch) {
+        let architecture = md["general.architecture"]?.stringValue
+        if let arch = architecture, ["gemma", "gemma2", "gemma3"].contains(arch) {
             throw QLoraError.unsupported("\(file): metadata 'general.architecture': a '\(arch)' SentencePiece vocabulary (transformers builds it differently from Llama's; not implemented)")
         }
         if md["tokenizer.ggml.pre"] != nil {
@@ -81,7 +83,16 @@ extension BPETokenizer {
             unknownId: nil, preTokenizer: .sequence([]), bosTokenId: bos, eosTokenId: eos, padTokenId: pad,
             prefixIds: addBos ? bos.map { [$0] } ?? [] : [], suffixIds: addEos ? eos.map { [$0] } ?? [] : [],
             chatTemplate: template,
-            sentencePiece: SentencePieceParts(metaspace: MetaspaceRule(prepend: .first, split: false), decoderStripsLeadingSpaces: 1)))
+            sentencePiece: SentencePieceParts(metaspace: BPETokenizer.llamaVocabularyMetaspace(architecture: architecture),
+                                              decoderStripsLeadingSpaces: 1)))
+    }
+
+    /// How transformers puts "▁" in front: Metaspace(prepend_scheme "first") for Llama's
+    /// LlamaTokenizer, but for a "phi3" file the normalizer Prepend("▁") + Replace(" ", "▁") and
+    /// no pre-tokenizer (its phi3_tokenizer builder), so "▁" goes before every segment between
+    /// added tokens, whatever it starts with — which is also what llama.cpp does.
+    static func llamaVocabularyMetaspace(architecture: String?) -> MetaspaceRule {
+        architecture == "phi3" ? MetaspaceRule(prepend: .everySegment, split: false) : MetaspaceRule(prepend: .first, split: false)
     }
 
     /// `tokenizer.ggml.scores`: one finite float per token.

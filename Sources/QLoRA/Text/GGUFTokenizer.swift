@@ -3,7 +3,8 @@ import Foundation
 /// A byte-level BPE tokenizer from a GGUF file's `tokenizer.ggml.*` metadata, as llama.cpp builds
 /// it: `tokenizer.ggml.model` "gpt2", the vocabulary by position in `tokens`, merges by rank,
 /// CONTROL (3) and USER_DEFINED (4) tokens matched before the pre-tokenizer (control ones are
-/// special), and llama.cpp's pre-tokenizer for `tokenizer.ggml.pre`. Bytes without a token are
+/// special), and llama.cpp's pre-tokenizer for `tokenizer.ggml.pre` (LlamaCppPreTokenizers.swift;
+/// "default" when absent, as llama.cpp), with its `ignore_merges` for the llama3 names. Bytes without a token are
 /// dropped (llama.cpp's BPE has no byte fallback; transformers' conversion drops them too).
 extension BPETokenizer {
     /// GGUF token types (llama.cpp's llama_token_type).
@@ -42,6 +43,9 @@ extension BPETokenizer {
         let eos = try tokenId("tokenizer.ggml.eos_token_id")
         let pad = try tokenId("tokenizer.ggml.padding_token_id")
         let pre = md["tokenizer.ggml.pre"] == nil ? "default" : try md.string("tokenizer.ggml.pre")
+        guard PreTokenizer.llamaCppGroups[pre] != nil else {
+            throw QLoraError.unsupported("\(file): metadata 'tokenizer.ggml.pre': llama.cpp pre-tokenizer '\(pre)' is not implemented (implemented: \(PreTokenizer.llamaCppNames.joined(separator: ", ")))")
+        }
         let preTokenizer = try PreTokenizer.llamaCpp(pre: pre)
         // llama.cpp adds BOS for gpt2 vocabularies unless add_bos_token says otherwise.
         let addBos = try flag("tokenizer.ggml.add_bos_token", true)
@@ -50,7 +54,7 @@ extension BPETokenizer {
         if md["tokenizer.chat_template"] != nil { template = try md.string("tokenizer.chat_template") }
         try self.init(parts: BPETokenizerParts(
             file: file, tokenStrings: tokens.map { Optional($0) }, idsByToken: idsByToken, addedTokens: added,
-            merges: merges, mergesField: "metadata 'tokenizer.ggml.merges'", ignoreMerges: false, fuseUnknown: false,
+            merges: merges, mergesField: "metadata 'tokenizer.ggml.merges'", ignoreMerges: PreTokenizer.llamaCppIgnoresMerges(pre: pre), fuseUnknown: false,
             unknownId: nil, preTokenizer: preTokenizer, bosTokenId: bos, eosTokenId: eos, padTokenId: pad,
             prefixIds: addBos ? bos.map { [$0] } ?? [] : [], suffixIds: addEos ? eos.map { [$0] } ?? [] : [],
             chatTemplate: template))

@@ -17,21 +17,6 @@ public indirect enum PreTokenizer: Equatable, Sendable {
         case mergedWithNext = "MergedWithNext", contiguous = "Contiguous"
     }
 
-    /// llama.cpp's pre-tokenizer for a GGUF's `tokenizer.ggml.pre`, emulated with Hugging Face
-    /// pieces: `smollm` (and `starcoder`, grouped with it in llama-vocab.cpp) first isolate every
-    /// `\p{N}` character, then apply GPT-2's split; `gpt2` is GPT-2's split alone.
-    public static func llamaCpp(pre: String) throws -> PreTokenizer {
-        switch pre {
-        case "smollm", "starcoder":
-            return .sequence([.split(pattern: .numberCharacter, behavior: .isolated, invert: false),
-                              .byteLevel(addPrefixSpace: false, useRegex: true)])
-        case "gpt2", "default":
-            return .byteLevel(addPrefixSpace: false, useRegex: true)
-        default:
-            throw QLoraError.unsupported("llama.cpp pre-tokenizer '\(pre)' (implemented: smollm, starcoder, gpt2)")
-        }
-    }
-
     /// Whether a ByteLevel step is present (the BPE then works on bytes).
     var isByteLevel: Bool {
         switch self {

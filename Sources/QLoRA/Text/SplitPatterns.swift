@@ -12,6 +12,24 @@ public enum SplitPattern: Equatable, Sendable {
     case numberCharacter
     /// A literal string (a Split pre-tokenizer's `{"String": ...}` pattern).
     case literal([UInt8])
+    /// `\p{N}+`: runs of number characters (llama.cpp's default pre-tokenizer).
+    case numberRun
+    /// `[\p{P}<extra>]+`: runs of Unicode punctuation (general category P*) and the ASCII bytes
+    /// `extra` (llama.cpp's falcon and default pre-tokenizers).
+    case punctuationRun(extra: [UInt8])
+    /// `[0-9][0-9][0-9]`: three ASCII digits (llama.cpp's falcon and default pre-tokenizers).
+    case asciiDigitTriple
+    /// `[\r\n]`: one CR or LF (llama.cpp's deepseek-coder).
+    case newlineCharacter
+    /// `\s?\p{L}+` (llama.cpp's deepseek-coder).
+    case spaceThenLetters
+    /// `\s?\p{P}+` (llama.cpp's deepseek-coder).
+    case spaceThenPunctuation
+    /// `[a-bc-d...]+`: runs of scalars inside the ranges (llama.cpp's deepseek-coder CJK class).
+    case scalarRangeRun([ClosedRange<UInt32>])
+
+    /// deepseek-coder's `[一-龥ࠀ-一가-퟿]+`.
+    static let deepseekCJK: [ClosedRange<UInt32>] = [0x4E00...0x9FA5, 0x0800...0x4E00, 0xAC00...0xD7FF]
 
     public static let gpt2Regex = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
     public static let llama3Regex = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
@@ -41,6 +59,27 @@ public enum SplitPattern: Equatable, Sendable {
                 if UnicodeClass.of(c) == UnicodeClass.number { emit(i, i + n) }
                 i += n
             }
+        case .numberRun:
+            SplitPattern.scanRuns(b, lo, hi, optionalLeadingSpace: false, emit) { UnicodeClass.of($0) == UnicodeClass.number }
+        case let .punctuationRun(extra):
+            SplitPattern.scanRuns(b, lo, hi, optionalLeadingSpace: false, emit) {
+                UnicodeClass.isPunctuation($0) || ($0 < 0x80 && extra.contains(UInt8($0)))
+            }
+        case .asciiDigitTriple:
+            var i = lo
+            while i + 3 <= hi {
+                if (0x30...0x39).contains(b[i]) && (0x30...0x39).contains(b[i + 1]) && (0x30...0x39).contains(b[i + 2]) {
+                    emit(i, i + 3); i += 3
+                } else { i += 1 }
+            }
+        case .newlineCharacter:
+            for i in lo..<hi where b[i] == 0x0A || b[i] == 0x0D { emit(i, i + 1) }
+        case .spaceThenLetters:
+            SplitPattern.scanRuns(b, lo, hi, optionalLeadingSpace: true, emit) { UnicodeClass.of($0) == UnicodeClass.letter }
+        case .spaceThenPunctuation:
+            SplitPattern.scanRuns(b, lo, hi, optionalLeadingSpace: true, emit) { UnicodeClass.isPunctuation($0) }
+        case let .scalarRangeRun(ranges):
+            SplitPattern.scanRuns(b, lo, hi, optionalLeadingSpace: false, emit) { c in ranges.contains { $0.contains(c) } }
         case let .literal(needle):
             guard !needle.isEmpty else { return }
             var i = lo
@@ -49,6 +88,31 @@ public enum SplitPattern: Equatable, Sendable {
                 while k < needle.count && b[i + k] == needle[k] { k += 1 }
                 if k == needle.count { emit(i, i + k); i += k } else { i += 1 }
             }
+        }
+    }
+
+    /// The leftmost-longest matches of `\s?X+` (or `X+`) where `X` is `member`: a whitespace
+    /// scalar is taken only when an `X` follows it.
+    static func scanRuns(_ b: UnsafeBufferPointer<UInt8>, _ lo: Int, _ hi: Int, optionalLeadingSpace: Bool,
+                         _ emit: (Int, Int) -> Void, _ member: (UInt32) -> Bool) {
+        var i = lo
+        while i < hi {
+            let (c, n) = utf8Scalar(b, i)
+            var start = -1
+            if member(c) {
+                start = i
+            } else if optionalLeadingSpace && UnicodeClass.of(c) == UnicodeClass.space && i + n < hi && member(utf8Scalar(b, i + n).0) {
+                start = i + n
+            }
+            guard start >= 0 else { i += n; continue }
+            var j = start
+            while j < hi {
+                let (d, m) = utf8Scalar(b, j)
+                guard member(d) else { break }
+                j += m
+            }
+            emit(i, j)
+            i = j
         }
     }
 

@@ -28,6 +28,26 @@ enum UnicodeClass {
         v < 0x10000 ? bmp[Int(v)] : compute(v)
     }
 
+    /// `\p{P}`: general categories Pc, Pd, Ps, Pe, Pi, Pf, Po (llama.cpp's falcon, default and
+    /// deepseek-coder pre-tokenizers).
+    static func isPunctuation(_ v: UInt32) -> Bool {
+        if v < 0x10000 { return bmpPunctuation[Int(v)] }
+        return computePunctuation(v)
+    }
+
+    static func computePunctuation(_ v: UInt32) -> Bool {
+        guard let s = Unicode.Scalar(v) else { return false }
+        switch s.properties.generalCategory {
+        case .connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation, .initialPunctuation,
+             .finalPunctuation, .otherPunctuation:
+            return true
+        default:
+            return false
+        }
+    }
+
+    static let bmpPunctuation: [Bool] = (0..<0x10000).map { computePunctuation(UInt32($0)) }
+
     /// A `\w` character as the Rust regex crate reads it (Alphabetic, marks, decimal digits,
     /// connector punctuation, Join_Control): added tokens' `single_word` test.
     static func isWordCharacter(_ v: UInt32) -> Bool {

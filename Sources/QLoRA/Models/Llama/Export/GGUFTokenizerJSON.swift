@@ -8,10 +8,19 @@ import Foundation
 /// ByteLevel pre-tokenizer (no prefix space, GPT-2 regex) and decoder, and a TemplateProcessing
 /// post-processor that adds BOS only when `tokenizer.ggml.add_bos_token` is true. Like
 /// transformers, llama.cpp's own pre-tokenizer variants (`tokenizer.ggml.pre`, e.g. smollm's
-/// digit isolation) are not carried over. Other tokenizer models (llama SentencePiece, ...) give nil.
+/// digit isolation) are not carried over. A "llama" (SentencePiece BPE) vocabulary is written by
+/// GGUFSentencePieceTokenizerJSON.swift; other tokenizer models give nil.
 public enum GGUFTokenizerJSON {
+    /// The tokenizer models written: gpt2 byte-level BPE and llama SentencePiece BPE.
+    static func writes(_ md: GGUFMetadata) throws -> String? {
+        guard md["tokenizer.ggml.model"] != nil else { return nil }
+        let model = try md.string("tokenizer.ggml.model")
+        return ["gpt2", "llama"].contains(model) ? model : nil
+    }
+
     public static func json(_ md: GGUFMetadata) throws -> String? {
-        guard md["tokenizer.ggml.model"] != nil, try md.string("tokenizer.ggml.model") == "gpt2" else { return nil }
+        guard let model = try writes(md) else { return nil }
+        if model == "llama" { return try sentencePieceJSON(md) }
         // Validates the vocabulary the same way the tokenizer does (types, merges, ids).
         _ = try BPETokenizer(ggufMetadata: md)
         let tokens = try md.strings("tokenizer.ggml.tokens")
@@ -58,7 +67,7 @@ public enum GGUFTokenizerJSON {
 
     /// The matching `tokenizer_config.json`: special token strings and the chat template.
     public static func config(_ md: GGUFMetadata) throws -> String? {
-        guard md["tokenizer.ggml.model"] != nil, try md.string("tokenizer.ggml.model") == "gpt2" else { return nil }
+        guard try writes(md) != nil else { return nil }
         let tokens = try md.strings("tokenizer.ggml.tokens")
         var members: [(key: String, value: JSONValue)] = [("backend", .string("tokenizers")), ("tokenizer_class", .string("TokenizersBackend"))]
         for (field, key) in [("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"), ("pad_token", "padding_token_id"), ("unk_token", "unknown_token_id")]

@@ -12,8 +12,8 @@ import Foundation
 /// - `config.json`: the source's config (a GGUF file's metadata in transformers' field names) plus
 ///   `quantization_config` (`BnbModelConfig`).
 /// - tokenizer files and `generation_config.json` copied from a source directory; for a GGUF file a
-///   `tokenizer.json` converted from its metadata when it has a gpt2 BPE vocabulary
-///   (`GGUFTokenizerJSON`).
+///   `tokenizer.json` + `tokenizer_config.json` converted from its metadata when it has a gpt2
+///   (byte-level) or llama (SentencePiece) BPE vocabulary (`GGUFTokenizerJSON`).
 ///
 /// Streaming: one tensor at a time is in memory (the writer spills to disk). Atomic: the directory
 /// is staged next to the destination and renamed at the end.
@@ -71,6 +71,11 @@ public enum LlamaBnbExport {
             configText = try BnbModelConfig.json(model: JSONValue.parse(bytes, file: url.path, field: "config.json"),
                                                  options: options, computeDType: computeDType, source: url.path)
         }
+        // The tokenizer files too: a vocabulary that cannot be converted fails before any tensor work.
+        var tokenizerFiles: (json: String, config: String)?
+        if let md = gguf?.metadata, let json = try GGUFTokenizerJSON.json(md), let config = try GGUFTokenizerJSON.config(md) {
+            tokenizerFiles = (json, config)
+        }
         let staged = try StagedDirectory(destination: output, replace: replace)
         try staged.write("config.json", Data(configText.utf8))
 
@@ -104,9 +109,9 @@ public enum LlamaBnbExport {
 
         if let gguf {
             summary.fileBytesBefore = gguf.fileSize
-            if let tokenizer = try GGUFTokenizerJSON.json(gguf.metadata), let config = try GGUFTokenizerJSON.config(gguf.metadata) {
-                try staged.write("tokenizer.json", Data(tokenizer.utf8))
-                try staged.write("tokenizer_config.json", Data(config.utf8))
+            if let files = tokenizerFiles {
+                try staged.write("tokenizer.json", Data(files.json.utf8))
+                try staged.write("tokenizer_config.json", Data(files.config.utf8))
             }
         } else {
             for name in companionFiles where FileManager.default.fileExists(atPath: model.appendingPathComponent(name).path) {
