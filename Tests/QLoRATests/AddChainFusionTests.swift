@@ -21,9 +21,9 @@ final class AddChainFusionTests: XCTestCase {
             var rng = SeededRandom(seed: UInt64(n))
             let names = ["a", "b", "c", "d", "e"]
             // Magnitudes far apart, so a different order would round differently.
-            let feeds = Dictionary(uniqueKeysWithValues: names.enumerated().map { i, k in
-                (k, try! Tensor(shape: [n], scalars: rng.floats(n, scale: [1, 1e-4, 3e3, 0.7, 1e7][i])))
-            })
+            let scales: [Float] = [1, 1e-4, 3e3, 0.7, 1e7]
+            var feeds: [String: Tensor] = [:]
+            for (i, k) in names.enumerated() { feeds[k] = try Tensor(shape: [n], scalars: rng.floats(n, scale: scales[i])) }
             let g = Graph()
             let v = names.map { g.input($0, shape: [n]) }
             g.output("chain", try g.add(try g.add(try g.add(try g.add(v[0], v[1]), v[2]), v[3]), v[4]))
@@ -42,7 +42,9 @@ final class AddChainFusionTests: XCTestCase {
                 let ref = try g.compile(options(threads: threads, chains: false)).run(all)
                 for k in ["chain", "right", "inner", "bias"] { XCTAssertEqual(got[k]!.scalars, ref[k]!.scalars, "\(k), n = \(n), \(threads) threads") }
                 // Against the same additions in Swift.
-                let expect = (0..<n).map { i in (((feeds["a"]!.scalars[i] + feeds["b"]!.scalars[i]) + feeds["c"]!.scalars[i]) + feeds["d"]!.scalars[i]) + feeds["e"]!.scalars[i] }
+                let terms = names.map { feeds[$0]!.scalars }
+                var expect = terms[0]
+                for t in terms.dropFirst() { for i in 0..<n { expect[i] = expect[i] + t[i] } }
                 XCTAssertEqual(got["chain"]!.scalars, expect)
             }
         }
