@@ -39,8 +39,10 @@ final class TrainingLinearGroupTests: XCTestCase {
     }
 
     /// The Llama interop model with fresh rank-8 LoRA on all 7 projections, 3 AdamW steps on
-    /// [2, 7] tokens (B starts at zero, so later steps exercise every product).
-    func train(threads: Int, grouped: Bool, checkpointing: Bool = false) throws -> (losses: [Float], grads: [Float], adapter: [Float], steps: [String]) {
+    /// [2, seq] tokens (B starts at zero, so later steps exercise every product): seq 7 is 14 rows
+    /// (the groups' GEMV tiles), seq 40 is 80 rows (the panel GEMMs, members in turn).
+    func train(threads: Int, grouped: Bool, checkpointing: Bool = false, seq: Int = 7) throws
+        -> (losses: [Float], grads: [Float], adapter: [Float], steps: [String]) {
         var fresh = QLoraConfig()
         fresh.rank = 8
         fresh.alpha = 16
@@ -50,13 +52,14 @@ final class TrainingLinearGroupTests: XCTestCase {
         let store = try ParameterStore(gathering: model.trainableParameters)
         let optimizer = try Optimizer(.adamW(learningRate: 0.01, weightDecay: 0), parameters: store)
         let g = Graph()
-        let ids = g.input("input_ids", shape: [2, 7], element: .int32)
+        let ids = g.input("input_ids", shape: [2, seq], element: .int32)
         let loss = try g.causalLMLoss(try model.record(inputIds: ids).logits, labels: ids, label: "loss")
         g.output("loss", loss)
         try g.backward(from: loss, optimizer: optimizer)
         let o = options(threads: threads, grouped: grouped, checkpointing: checkpointing)
         let plan = try g.compile(o)
-        let input = try LlamaReferenceTests.inputIds()
+        var rng = SeededRandom(seed: 23)
+        let input = seq == 7 ? try LlamaReferenceTests.inputIds() : try IntTensor(shape: [2, seq], scalars: (0..<(2 * seq)).map { _ in Int32(rng.next() % 16) })
         var losses: [Float] = [], grads: [Float] = []
         for _ in 0..<3 {
             losses.append(try plan.run([:], ids: ["input_ids": input])["loss"]!.scalars[0])
@@ -90,6 +93,17 @@ final class TrainingLinearGroupTests: XCTestCase {
                     XCTAssertLessThan(count(got.steps, "add") + count(got.steps, "add_chain"), count(ref.steps, "add"), "\(got.steps)")
                 }
             }
+        }
+    }
+
+    /// 80 rows: the groups run the members' panel GEMMs with x·Aᵀ given.
+    func testGroupedPanelPathKeepsItsBits() throws {
+        for threads in [1, 2] {
+            let got = try train(threads: threads, grouped: true, seq: 40), ref = try train(threads: threads, grouped: false, seq: 40)
+            XCTAssertEqual(got.losses, ref.losses, "\(threads) threads")
+            XCTAssertEqual(got.grads, ref.grads, "\(threads) threads")
+            XCTAssertEqual(got.adapter, ref.adapter, "\(threads) threads")
+            XCTAssert(got.steps.contains("fused_qlora_linear_group_silu_mul"), "\(got.steps)")
         }
     }
 }
