@@ -65,6 +65,12 @@ void cq_activation_grad(int kind, const float *x, const float *dy, float *out, i
     cq_parallel_for(n, team(n, threads), act_grad_range, &a);
 }
 
+// ---- the SwiGLU gate's backward (the per-ISA pointwise map): dx = (dy·u)·silu'(x), du = dy·silu(x).
+void cq_silu_mul_grad(const float *x, const float *u, const float *dy, float *dx, float *du, int64_t n, int threads) {
+    cq_pw_args args = {.a = x, .b = u, .c = dy, .out = dx, .out2 = du};
+    cq_parallel_for(n, team(n, threads), cq_pw_kernels_current().silu_mul_grad, &args);
+}
+
 // ---- softmax backward: dx = y·(dy − Σ dy·y + dlse) per row (dlse: the log-sum-exp's cotangent, or none).
 static void softmax_grad_range(void *p, int64_t r0, int64_t r1) {
     const bw_args *e = (const bw_args *)p;

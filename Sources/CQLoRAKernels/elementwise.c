@@ -3,6 +3,7 @@
 #include "kernels_internal.h"
 #include "pointwise_internal.h"
 #include <math.h>
+#include <string.h>
 
 /// Operands of one elementwise call; each kernel's range function reads the fields it needs.
 typedef struct {
@@ -82,6 +83,37 @@ static void add_row_range(void *p, int64_t r0, int64_t r1) {
 
 void cq_add_row(const float *a, const float *row, float *out, int64_t rows, int64_t n, int threads) {
     run(rows, rows * n, threads, add_row_range, (ew_args){a, row, out, 0, n});
+}
+
+/// Chunks of ((x0 + x1) + x2) + ...: every operand's chunk is read before the output's is
+/// written, so out may be any operand (in-place steps).
+typedef struct {
+    const float *const *xs;
+    int count;
+    float *out;
+} chain_args;
+
+#define CHAIN_CHUNK 256
+
+static void add_chain_range(void *p, int64_t i0, int64_t i1) {
+    const chain_args *c = (const chain_args *)p;
+    float acc[CHAIN_CHUNK];
+    for (int64_t b = i0; b < i1; b += CHAIN_CHUNK) {
+        const int64_t len = i1 - b < CHAIN_CHUNK ? i1 - b : CHAIN_CHUNK;
+        const float *x0 = c->xs[0] + b, *x1 = c->xs[1] + b;
+        for (int64_t i = 0; i < len; i++) acc[i] = x0[i] + x1[i];
+        for (int j = 2; j < c->count; j++) {
+            const float *xj = c->xs[j] + b;
+            for (int64_t i = 0; i < len; i++) acc[i] += xj[i];
+        }
+        memcpy(c->out + b, acc, (size_t)len * sizeof(float));
+    }
+}
+
+void cq_add_chain(const float *const *xs, int count, float *out, int64_t n, int threads) {
+    if (count < 2 || n <= 0) return;
+    chain_args args = {xs, count, out};
+    cq_parallel_for(n, n > EW_SERIAL_MAX ? threads : 1, add_chain_range, &args);
 }
 
 static void rmsnorm_range(void *p, int64_t r0, int64_t r1) {

@@ -4,7 +4,7 @@
 
 #define CQ_PW_TABLE(isa)                                                                  \
     (cq_pw_kernels) { cq_pw_exp_##isa, cq_pw_silu_##isa, cq_pw_silu_mul_##isa, cq_pw_silu_grad_##isa,        \
-                      cq_pw_ce_lse_##isa, cq_pw_ce_grad_##isa }
+                      cq_pw_silu_mul_grad_##isa, cq_pw_ce_lse_##isa, cq_pw_ce_grad_##isa }
 
 cq_pw_kernels cq_pw_kernels_current(void) {
     switch (cq_detect_isa()) {

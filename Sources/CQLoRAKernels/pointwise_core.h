@@ -49,6 +49,20 @@ PW_TARGET void PW_NAME(silu_grad)(void *p, int64_t i0, int64_t i1) {
     }
 }
 
+// The SwiGLU gate's backward, h = silu(x)·u: dx = (g·u)·silu'(x), du = g·silu(x) — the
+// arithmetic of the separate mul, silu_grad, silu and mul maps, element by element.
+PW_TARGET void PW_NAME(silu_mul_grad)(void *p, int64_t i0, int64_t i1) {
+    const cq_pw_args *e = (const cq_pw_args *)p;
+    const float *x = e->a, *u = e->b, *g = e->c;
+    float *dx = e->out, *du = e->out2;
+    PW_MAP for (int64_t i = i0; i < i1; i++) {
+        const float v = x[i], gi = g[i], ds = gi * u[i];
+        const float sg = 1.0f / (1.0f + cq_fast_expf(-v));
+        dx[i] = ds * (sg * (1.0f + v * (1.0f - sg)));
+        du[i] = gi * PW_NAME(silu1)(v);
+    }
+}
+
 // The row's maximum (exact: the order of a max does not matter).
 PW_TARGET static inline float PW_NAME(row_max)(const float *restrict x, int64_t n) {
     float m[PW_LANES];

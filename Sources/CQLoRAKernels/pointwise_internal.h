@@ -7,16 +7,16 @@
 
 /// Operands of one pointwise call; each range function reads the fields it needs.
 typedef struct {
-    const float *a, *b;
+    const float *a, *b, *c;
     const int32_t *labels;
-    float *out;
+    float *out, *out2;
     double *row_lse;   // cross-entropy: one log-sum-exp per row
     float s;           // cross-entropy gradient: g / counted
     int64_t width;     // row length of the row-wise kernels
 } cq_pw_args;
 
 typedef struct {
-    cq_range_fn exp, silu, silu_mul, silu_grad;   // element ranges
+    cq_range_fn exp, silu, silu_mul, silu_grad, silu_mul_grad;   // element ranges
     cq_range_fn ce_lse, ce_grad;             // row ranges over [rows, width] logits
 } cq_pw_kernels;
 
@@ -25,6 +25,7 @@ typedef struct {
     void cq_pw_silu_##isa(void *p, int64_t i0, int64_t i1);        \
     void cq_pw_silu_mul_##isa(void *p, int64_t i0, int64_t i1);    \
     void cq_pw_silu_grad_##isa(void *p, int64_t i0, int64_t i1);   \
+    void cq_pw_silu_mul_grad_##isa(void *p, int64_t i0, int64_t i1); \
     void cq_pw_ce_lse_##isa(void *p, int64_t r0, int64_t r1);      \
     void cq_pw_ce_grad_##isa(void *p, int64_t r0, int64_t r1);
 CQ_PW_DECLARE(portable)

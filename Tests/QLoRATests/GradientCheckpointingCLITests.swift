@@ -3,11 +3,14 @@ import XCTest
 @testable import QLoRA
 
 /// `qlora train --memory-budget / --gradient-checkpointing` and `qlora inspect --train` as
-/// subprocesses on Graphs/llama-mlp.json over the interop 4-bit checkpoint: the adapter trained with
+/// subprocesses on Graphs/llama-mlp.json (one pre-norm block of Graphs/llama-mlp-stack.json for
+/// the segments: its residual add is a cut; the bare MLP's forward is one segment since its
+/// gate/up group keeps gate and up) over the interop 4-bit checkpoint: the adapter trained with
 /// every segment recomputed is byte for byte the one trained without, inspect shows the segments
 /// kept and recomputed with both peaks, and a budget below the minimum is one error line naming it.
 final class GradientCheckpointingCLITests: XCTestCase {
     static let mlp = Reference.projectRoot.appendingPathComponent("Graphs/llama-mlp.json").path
+    static let block = [Reference.projectRoot.appendingPathComponent("Graphs/llama-mlp-stack.json").path, "--dim", "layers=1"]
     static let bnb = Reference.url("interop/model_bnb4bit/model.safetensors").path
 
     var tmp: URL!
@@ -39,7 +42,7 @@ final class GradientCheckpointingCLITests: XCTestCase {
         let data = try data()
         func train(_ extra: [String], _ name: String) throws -> (Data, String) {
             let out = tmp.appendingPathComponent(name).path
-            let r = try ok(["train", Self.mlp, "--weights", Self.bnb, "--data", data, "--steps", "3", "--optimizer", "adamw", "--lr", "0.01",
+            let r = try ok(["train"] + Self.block + ["--weights", Self.bnb, "--data", data, "--steps", "3", "--optimizer", "adamw", "--lr", "0.01",
                             "--rank", "4", "--threads", "2", "--out", out] + extra)
             return (try Data(contentsOf: URL(fileURLWithPath: out).appendingPathComponent("adapter_model.safetensors")), r.stderr)
         }
@@ -47,16 +50,16 @@ final class GradientCheckpointingCLITests: XCTestCase {
         XCTAssertFalse(quiet.contains("gradient checkpointing"), quiet)
         let (every, note) = try train(["--gradient-checkpointing"], "every")
         XCTAssertEqual(every, plain, "adapter bytes with every segment recomputed")
-        XCTAssertTrue(note.contains("gradient checkpointing: 2 of 4 segments recomputed"), note)
+        XCTAssertTrue(note.contains("gradient checkpointing: 1 of 3 segments recomputed"), note)
         let (budgeted, _) = try train(["--memory-budget", "64M"], "budget")
         XCTAssertEqual(budgeted, plain, "a budget the plan meets changes nothing")
 
-        let text = try ok(["inspect", Self.mlp, "--weights", Self.bnb, "--tokens", "16", "--threads", "1", "--train", "--gradient-checkpointing"]).stdout
-        for fragment in ["checkpointing: 2 of 4 segments recomputed", "): recomputed (", ": kept (never recomputed)", ".recompute ",
+        let text = try ok(["inspect"] + Self.block + ["--weights", Self.bnb, "--tokens", "16", "--threads", "1", "--train", "--gradient-checkpointing"]).stdout
+        for fragment in ["checkpointing: 1 of 3 segments recomputed", "): recomputed (", ": kept (never recomputed)", ".recompute ",
                          "kept vs recomputed (gradient checkpointing): planned peak", "(x·Aᵀ given)", "lora_down(x·Aᵀ)"] {
             XCTAssertTrue(text.contains(fragment), "inspect --train lacks '\(fragment)':\n\(text)")
         }
-        let json = try JSONValue.parse(Array(try ok(["inspect", Self.mlp, "--weights", Self.bnb, "--tokens", "16", "--train",
+        let json = try JSONValue.parse(Array(try ok(["inspect"] + Self.block + ["--weights", Self.bnb, "--tokens", "16", "--train",
                                                      "--gradient-checkpointing", "--format", "json"]).stdout.utf8), file: "stdout", field: "$")
         let c = try XCTUnwrap(json["plan"]?["checkpointing"])
         guard case let .array(segments)? = c["segments"] else { return XCTFail("plan.checkpointing.segments is not an array: \(c)") }

@@ -28,8 +28,8 @@ final class LinearGroupFusionTests: XCTestCase {
     }
 
     /// The computing ops of the optimized IR (no leaves, no result aliases).
-    func steps(_ g: Graph, threads: Int = 1) throws -> [String] {
-        try Compiler.optimize(g.snapshot, options: CompileOptions(threads: threads)).nodes
+    func steps(_ g: Graph, threads: Int = 1, options: CompileOptions? = nil) throws -> [String] {
+        try Compiler.optimize(g.snapshot, options: options ?? CompileOptions(threads: threads)).nodes
             .filter { !$0.op.isLeaf && !$0.op.definition.isAlias }.map(\.op.name)
     }
 
@@ -85,22 +85,29 @@ final class LinearGroupFusionTests: XCTestCase {
         }
     }
 
-    /// A gate output something else reads stays a value: no epilogue, but the two linears still
-    /// share one step, and the values equal the unfused plan's.
-    func testAGateReadElsewhereKeepsItsValue() throws {
-        let ls = try layers([42, 42], lora: [false, false], bias: [false, false], seed: 7)
+    /// A gate output something else reads is kept: the group's results are gate, up and the
+    /// silu·mul product (the training form, whose backward reads gate and up), each equal to the
+    /// ungrouped plan's value bit for bit.
+    func testAGateReadElsewhereIsKeptByTheGroup() throws {
+        let ls = try layers([42, 42], lora: [false, true], bias: [false, false], seed: 7)
         let g = Graph()
         let xv = g.input("x", shape: [3, Self.k])
         let gate = try ls[0](xv)
         g.output("h", try g.mul(try g.silu(gate), try ls[1](xv)))
         g.output("gate", gate)
-        XCTAssertEqual(try steps(g), ["fused_qlora_linear_group", "silu_mul"])
+        XCTAssertEqual(try steps(g), ["fused_qlora_linear_group_silu_mul"])
         var rng = SeededRandom(seed: 8)
         let x = try Tensor(shape: [3, Self.k], scalars: rng.floats(3 * Self.k))
-        let out = try g.compile(CompileOptions(threads: 2)).run(["x": x])
-        XCTAssertEqual(out["gate"]!.scalars, try alone(ls[0], x, threads: 2))
-        let unfused = try g.compile(CompileOptions(threads: 2, fusion: false)).run(["x": x])
-        assertClose(out["h"]!.scalars, unfused["h"]!.scalars, relative: 1e-5, "grouped vs unfused")
+        for threads in [1, 2] {
+            let plan = try g.compile(CompileOptions(threads: threads))
+            XCTAssert(plan.summary.contains("fused_qlora_linear_group(on-the-fly, 2 weights, silu_mul, keeps gate/up)"), plan.summary)
+            let out = try plan.run(["x": x])
+            XCTAssertEqual(out["gate"]!.scalars, try alone(ls[0], x, threads: threads))
+            var ungrouped = CompileOptions(threads: threads)
+            ungrouped.fusionStages.remove(.linearGroups)
+            XCTAssertEqual(try steps(g, options: ungrouped), ["fused_qlora_linear", "fused_qlora_linear", "silu_mul"])
+            XCTAssertEqual(out["h"]!.scalars, try g.compile(ungrouped).run(["x": x])["h"]!.scalars, "\(threads) threads")
+        }
     }
 
     /// Cached mode (f32 weights after mode lowering) and bf16 compute keep their own kernels:

@@ -26,7 +26,13 @@ final class PrinterTests: XCTestCase {
         // Per layer: gate/up as one group step with the silu·mul epilogue, down_proj alone.
         XCTAssertEqual(optimized.nodes.filter { $0.op == "fused_qlora_linear" }.count, 2)
         XCTAssertEqual(optimized.nodes.filter { $0.op == "fused_qlora_linear_group_silu_mul" }.count, 2)
-        XCTAssertEqual(optimized.nodes.first { $0.op == "rms_norm" }?.attributes["eps"]?.doubleValue, Double(Float(1e-6)))
+        // Each layer's rms_norm runs inside its gate/up group (NormIntoLinearGroup), epsilon kept;
+        // the final norm (the output) stays a step.
+        XCTAssertEqual(optimized.nodes.filter { $0.op == "rms_norm" }.count, 1)
+        XCTAssertEqual(optimized.nodes.first { $0.op == "fused_qlora_linear_group_silu_mul" }?.attributes["rms_norm_eps"]?.doubleValue,
+                       Double(Float(1e-6)))
+        let recorded = try g.irDump(stage: .recorded)
+        XCTAssertEqual(recorded.nodes.first { $0.op == "rms_norm" }?.attributes["eps"]?.doubleValue, Double(Float(1e-6)))
     }
 
     func testDecodeRejectsDamagedDump() throws {

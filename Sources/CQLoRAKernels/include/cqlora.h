@@ -119,7 +119,9 @@ int cq_fused_linear_given_xa(const float *x, int64_t M, const cq_qweight *w,
 /// Most weights one group takes (q/k/v: 3, gate/up: 2).
 #define CQ_LINEAR_GROUP_MAX 4
 /// One member of a group: y [M, N] = x·Wᵀ + scaling·(x·Aᵀ)·Bᵀ + bias, as cq_fused_linear.
-/// xa is the driver's (leave it NULL).
+/// xa: NULL (the driver computes x·Aᵀ from A into its scratch) or x·Aᵀ [M, r] from cq_lora_down
+/// (training; A is then ignored, as in cq_fused_linear_given_xa). y: NULL only with silu_mul (the
+/// member's value then lives in the scratch).
 typedef struct {
     const cq_qweight *w;
     const float *A, *B;
@@ -131,7 +133,7 @@ typedef struct {
 } cq_linear_member;
 
 /// The members' linears of one x [M, K] (every W [N_i, K]); with silu_mul != 0 (two members,
-/// equal N) the result is silu(y0)·y1 into out [M, N] and y0, y1 live in the scratch. Bits
+/// equal N) the result is silu(y0)·y1 into out [M, N] (y0, y1 where the members say, or in the scratch). Bits
 /// equal separate cq_fused_linear_ex calls (then cq_silu_mul): small M (f32) runs every
 /// member's GEMV tiles in one parallel region over x permuted once; other cases run the members
 /// one after another. scratch: cq_fused_linear_group_scratch_bytes bytes, 64-byte aligned.
@@ -176,6 +178,9 @@ void cq_release_free_memory(void);
 
 // ---- elementwise.c --------------------------------------------------------------------
 void cq_add(const float *a, const float *b, float *out, int64_t n, int threads);
+/// out = ((xs[0] + xs[1]) + xs[2]) + ... + xs[count-1] elementwise (count >= 2): the bits of
+/// count - 1 cq_add calls in turn. out may be any of the xs.
+void cq_add_chain(const float *const *xs, int count, float *out, int64_t n, int threads);
 void cq_mul(const float *a, const float *b, float *out, int64_t n, int threads);
 /// out[i, j] = a[i, j] + row[j] (bias broadcast over rows of width n)
 void cq_add_row(const float *a, const float *row, float *out, int64_t rows, int64_t n, int threads);
@@ -227,6 +232,9 @@ void cq_gemm_tn(const float *dy, const float *x, int64_t M, int64_t N, int64_t K
 void cq_sum_rows(const float *x, int64_t rows, int64_t n, float *out, int threads);
 /// out = dy·f'(x); kind 0 silu, 1 gelu (erf form), 2 relu.
 void cq_activation_grad(int kind, const float *x, const float *dy, float *out, int64_t n, int threads);
+/// The SwiGLU gate h = silu(x)·u backward: dx = (dy·u)·silu'(x), du = dy·silu(x); the bits of
+/// cq_mul, cq_activation_grad(0, ...), cq_silu and cq_mul in turn. dx, du must not overlap the inputs.
+void cq_silu_mul_grad(const float *x, const float *u, const float *dy, float *dx, float *du, int64_t n, int threads);
 /// dx = y·(dy − Σ_j dy·y + dlse[i]) per row, y the softmax output; dlse (the cotangent of the
 /// row's log-sum-exp) may be NULL.
 void cq_softmax_grad(const float *y, const float *dy, const float *dlse, float *out, int64_t rows, int64_t n, int threads);

@@ -29,6 +29,9 @@ public struct CompileOptions: Sendable, Equatable {
     /// Training plans: recompute every checkpoint segment (transformers' `gradient_checkpointing`),
     /// whatever the budget.
     public var gradientCheckpointing: Bool
+    /// The fusion passes around the rule-based fusion, one by one (tests turn one off to compare
+    /// with the plan without it); only read when `fusion` is on.
+    var fusionStages: FusionStages = .all
 
     public init(mode: ExecutionMode = .onTheFly, threads: Int = Runtime.defaultThreads, fusion: Bool = true,
                 computeType: ComputeType = .float32, memoryBudget: Int? = nil, gradientCheckpointing: Bool = false) {

@@ -24,11 +24,14 @@ enum Compiler {
         try optimizeWithDecisions(recorded, options: options).graph
     }
 
-    /// verify → autodiff → dead code → fusion → dead code → x·Aᵀ hand-off → dead code → mode lowering → linear grouping → dead code.
+    /// verify → SwiGLU → autodiff → dead code → fusion → dead code → x·Aᵀ hand-off → dead code → mode lowering
+    /// → linear grouping → RMSNorm into the groups → add chains → dead code (the stages in `options.fusionStages`).
     private static func optimizeWithDecisions(_ recorded: IRGraph, options: CompileOptions)
         throws -> (graph: IRGraph, decisions: [ModeLowering.Decision]) {
         var g = recorded
         try VerifyPass.run(g)
+        let stages: FusionStages = options.fusion ? options.fusionStages : []
+        if stages.contains(.swiGLUBeforeAutodiff) { g = SwiGLUBeforeAutodiff.run(g) }
         g = try Autodiff.run(g)
         g = DeadCodeElimination.run(g)
         if options.fusion {
@@ -36,7 +39,10 @@ enum Compiler {
             g = DeadCodeElimination.run(DownProjectionHandOff.run(g))
         }
         let lowered = ModeLowering.run(g, mode: options.mode, model: CostModel.default(threads: options.threads))
-        let grouped = options.fusion ? LinearGroupFusion.run(lowered.graph) : lowered.graph
+        var grouped = stages.contains(.linearGroups) ? LinearGroupFusion.run(lowered.graph) : lowered.graph
+        // (The linears a silu_mul group absorbed still read x until dead code drops them.)
+        if stages.contains(.normIntoLinearGroups) { grouped = NormIntoLinearGroup.run(DeadCodeElimination.run(grouped)) }
+        if stages.contains(.addChains) { grouped = AddChainFusion.run(grouped) }
         return (DeadCodeElimination.run(grouped), lowered.decisions)
     }
 }

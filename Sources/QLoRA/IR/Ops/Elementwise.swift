@@ -186,9 +186,14 @@ extension AddOp {
 }
 
 extension MulOp {
-    /// mul: da = g·b, db = g·a. silu_mul (silu(a)·b): da = g·b·silu'(a), db = g·silu(a).
+    /// mul: da = g·b, db = g·a. silu_mul (silu(a)·b): da = g·b·silu'(a), db = g·silu(a), both
+    /// from one `silu_mul_grad` step when both are wanted.
     func vjp(_ node: Node, cotangent: Int, into d: inout Differentiator) throws -> [Int?] {
         let a = node.operands[0], b = node.operands[1], label = "grad.\(node.label)"
+        if siluGate, d.wants(node, 0), d.wants(node, 1), a != b {
+            let da = try d.emit(Op(SiluMulGradOp()), [a, b, cotangent], label: label)
+            return [da, try d.emit(Op(ResultOp(index: 1)), [da], label: "\(label).up")]
+        }
         if siluGate {
             let da = d.wants(node, 0)
                 ? try d.emit(Op(ActivationGradOp(function: .silu)), [a, try d.emit(.mul, [cotangent, b], label: label)], label: label) : nil
