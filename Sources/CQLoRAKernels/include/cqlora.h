@@ -175,6 +175,11 @@ void cq_matmul_nt_exact(const float *x, int64_t M, const float *W, const int8_t 
 // ---- memory.c ------------------------------------------------------------------------
 /// Returns freed heap pages to the OS (glibc malloc_trim); used by memory measurements.
 void cq_release_free_memory(void);
+/// `bytes` (0 counts as 64) 64-byte aligned, uninitialized, or NULL when out of memory; release
+/// with cq_free_aligned. From 2 MiB on the block starts on a 2 MiB boundary and is advised
+/// MADV_HUGEPAGE (Linux), so streamed weights are mapped with transparent huge pages.
+void *cq_alloc_aligned(size_t bytes);
+void cq_free_aligned(void *p);
 
 // ---- elementwise.c --------------------------------------------------------------------
 void cq_add(const float *a, const float *b, float *out, int64_t n, int threads);

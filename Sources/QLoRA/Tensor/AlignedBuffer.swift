@@ -1,14 +1,17 @@
+import CQLoRAKernels
 import Foundation
 
 /// A fixed-size, 64-byte-aligned, zero-initialised allocation whose address never moves, so
-/// compiled plans can hand raw pointers to the C kernels for as long as the owner lives.
+/// compiled plans can hand raw pointers to the C kernels for as long as the owner lives. From
+/// 2 MiB on it is huge-page aligned and advised for transparent huge pages (cq_alloc_aligned).
 final class AlignedBuffer: @unchecked Sendable {
     let byteCount: Int
     let raw: UnsafeMutableRawPointer
 
     init(byteCount: Int) {
         self.byteCount = byteCount
-        raw = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 64), alignment: 64)
+        guard let p = cq_alloc_aligned(max(byteCount, 64)) else { fatalError("out of memory: \(byteCount) bytes") }
+        raw = p
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 64))
     }
 
@@ -28,7 +31,7 @@ final class AlignedBuffer: @unchecked Sendable {
     func floatArray(count: Int) -> [Float] { Array(UnsafeBufferPointer(start: floats, count: count)) }
     func byteArray(count: Int) -> [UInt8] { Array(UnsafeBufferPointer(start: bytes, count: count)) }
 
-    deinit { raw.deallocate() }
+    deinit { cq_free_aligned(raw) }
 }
 
 /// Floats at an offset inside an aligned buffer: a tensor's own allocation, or its slice of a
