@@ -4,20 +4,22 @@ import QLoRA
 /// `qlora-bench --scale DIR --phase inference|train [--threads 2] [--json out.json]`: a large
 /// (e.g. `qlora synth` Llama-2-7B-shaped) 4-bit model directory, one phase per process so each
 /// phase's peak resident memory is its own (Benchmarks/scale/run_7b.sh runs both).
-/// - inference: the streaming-read bandwidth of a 512 MiB buffer measured right before decoding,
-///   the decode tokens/s (greedy, 8 tokens after a 16-token prompt) against the bandwidth bound
-///   (weight bytes read per token ÷ that bandwidth), and the prefill of 512 tokens.
+/// - inference: the prefill of 512 tokens, then `rounds` decodes (greedy, 8 tokens after a 16-token
+///   prompt) interleaved with streaming reads of a 512 MiB buffer; each round's decode tokens/s
+///   against its bandwidth bound (weight bytes read per token ÷ the mean of the reads right before
+///   and after it); the median of the rounds' ratios is the reported fraction of the bound.
 /// - train: one QLoRA step (LoRA r = 16, alpha 32 on all 7 projections, sequence 256, batch 1:
 ///   forward, causal-LM loss, backward, AdamW in one plan): step time and the peak resident memory
 ///   of the process (VmHWM: load and step), and of the step alone.
 /// Single runs (a 7B step takes minutes on 2 cores): the numbers are one sample each.
 enum ScaleBench {
-    static func run(model path: String, phase: String, threads: Int, json: String?) throws {
+    static func run(model path: String, phase: String, threads: Int, rounds: Int, json: String?) throws {
         let url = URL(fileURLWithPath: path)
         var quantization = QuantizeOptions()
         quantization.threads = threads
         let options = CompileOptions(threads: threads)
         var results: [(String, Double)] = [("threads", Double(threads))]
+        var lists: [(String, [Double])] = []
         let t0 = now()
         switch phase {
         case "inference":
@@ -36,17 +38,33 @@ enum ScaleBench {
             let prefill = try generator.generate(prompt: tokens, maxNewTokens: 1).prefillTokensPerSecond
             results += [("prefill_512_tokens_per_s", prefill), ("prefill_cores_used", (cpuSeconds() - c0) / (now() - w0))]
             print(String(format: "prefill 512 tokens: %.2f tokens/s", prefill))
+            // Interleaved rounds: read, decode, read, decode, …, read. Round i's bound uses the mean of
+            // the reads right before and right after its decode (a shared machine's bandwidth drifts
+            // within minutes; one read before one decode made the ratio swing 0.63–0.93x).
             let bench = Bench(quick: true, threadCounts: [threads])
-            let gbs = StreamRead.bandwidth(bench, bytes: 512 << 20, threads: threads)
-            let c1 = cpuSeconds(), w1 = now()
-            let decode = try generator.generate(prompt: Array(tokens.prefix(16)), maxNewTokens: 9).decodeTokensPerSecond
-            results.append(("decode_run_cores_used", (cpuSeconds() - c1) / (now() - w1)))
-            let gbsAfter = StreamRead.bandwidth(bench, bytes: 512 << 20, threads: threads)
+            let read = { StreamRead.bandwidth(bench, bytes: 512 << 20, threads: threads) }
+            var reads = [read()], decodes: [Double] = [], cores: [Double] = []
+            for r in 0..<rounds {
+                let c1 = cpuSeconds(), w1 = now()
+                decodes.append(try generator.generate(prompt: Array(tokens.prefix(16)), maxNewTokens: 9).decodeTokensPerSecond)
+                cores.append((cpuSeconds() - c1) / (now() - w1))
+                reads.append(read())
+                let gbs = (reads[r] + reads[r + 1]) / 2
+                print(String(format: "round %d: decode %.3f tokens/s; read %.2f / %.2f GB/s before / after -> bound %.3f tokens/s = %.2fx (cores used %.2f)",
+                             r + 1, decodes[r], reads[r], reads[r + 1], gbs * 1e9 / Double(bytes), decodes[r] * Double(bytes) / (gbs * 1e9), cores[r]))
+            }
+            let fractions = (0..<rounds).map { decodes[$0] * Double(bytes) / ((reads[$0] + reads[$0 + 1]) / 2 * 1e9) }
+            let gbs = DecodeKernelBench.median(reads), decode = DecodeKernelBench.median(decodes)
             let bound = gbs * 1e9 / Double(bytes)
-            results += [("stream_read_gb_s", gbs), ("stream_read_after_gb_s", gbsAfter), ("decode_tokens_per_s", decode),
-                        ("decode_bound_tokens_per_s", bound), ("decode_fraction_of_bound", decode / bound)]
-            print(String(format: "decode: %.3f tokens/s; bound %.3f tokens/s (%.2f GB per token at %.2f GB/s; %.2f GB/s after) = %.2fx",
-                         decode, bound, Double(bytes) / 1e9, gbs, gbsAfter, decode / bound))
+            let fraction = DecodeKernelBench.median(fractions)
+            results += [("rounds", Double(rounds)), ("stream_read_gb_s", gbs), ("stream_read_min_gb_s", reads.min()!), ("stream_read_max_gb_s", reads.max()!),
+                        ("decode_tokens_per_s", decode), ("decode_min_tokens_per_s", decodes.min()!), ("decode_max_tokens_per_s", decodes.max()!),
+                        ("decode_bound_tokens_per_s", bound), ("decode_fraction_of_bound", fraction),
+                        ("decode_fraction_min", fractions.min()!), ("decode_fraction_max", fractions.max()!),
+                        ("decode_run_cores_used", DecodeKernelBench.median(cores))]
+            lists = [("stream_read_gb_s_each", reads), ("decode_tokens_per_s_each", decodes), ("decode_fraction_each", fractions)]
+            print(String(format: "decode: median %.3f tokens/s; median read %.2f GB/s (%.2f GB per token) -> bound %.3f tokens/s; median of the %d rounds' ratios %.2fx (%.2f–%.2f)",
+                         decode, gbs, Double(bytes) / 1e9, bound, rounds, fraction, fractions.min()!, fractions.max()!))
         case "train":
             let model = try LlamaTrainStepCase.load(url, quantization: quantization)
             results.append(("load_s", now() - t0))
@@ -72,9 +90,10 @@ enum ScaleBench {
         if processPeak >= 0 { results.append(("process_peak_rss_mb_since_reset", processPeak)) }
         print(results.map { "\($0.0)=\($0.1)" }.joined(separator: " "))
         if let json {
-            let body = "{" + results.map { "\"\($0.0)\": \($0.1.isFinite ? "\($0.1)" : "null")" }.joined(separator: ", ") + "}\n"
-            try Data(body.utf8).write(to: URL(fileURLWithPath: json + ".tmp"))
-            guard rename(json + ".tmp", json) == 0 else { throw QLoraError.invalidArgument("cannot rename \(json).tmp to \(json)") }
+            let number = { (v: Double) in v.isFinite ? "\(v)" : "null" }
+            let fields = results.map { "\"\($0.0)\": \(number($0.1))" }
+                + lists.map { "\"\($0.0)\": [\($0.1.map(number).joined(separator: ", "))]" }
+            try writeAtomically("{" + fields.joined(separator: ", ") + "}\n", to: json)
         }
     }
 

@@ -56,7 +56,14 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--output", default="peer.md")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--m1", action="store_true",
+                   help="only bnb's inference kernel at 4096x11008, M = 1 (run_m1.sh): print one JSON line")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=21)
     args = p.parse_args()
+    if args.m1:
+        m1(args.threads, args.runs)
+        return
     shapes = [(4096, 11008)] if args.quick else [(4096, 4096), (4096, 11008)]
     rows_m = [1, 16, 128] if args.quick else [1, 4, 16, 64, 128, 512]
     runs = 3 if args.quick else 5
@@ -90,6 +97,24 @@ def main():
     with open(args.output, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("wrote", args.output)
+
+
+def m1(threads, runs):
+    """bnb-infer at M = 1 (median of `runs` after >= 0.1 s of warm-up, as qlora-bench), as JSON."""
+    import json
+    torch.set_num_threads(threads)
+    model, _, _, _, _ = build(4096, 11008)
+    model.eval()
+    x = torch.randn(1, 4096)
+
+    def infer():
+        with torch.inference_mode():
+            model(x)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 0.1:
+        infer()
+    print(json.dumps({"bnb_infer_ms": median_ms(infer, runs), "threads": threads,
+                      "bitsandbytes": bnb.__version__, "torch": torch.__version__}), flush=True)
 
 
 if __name__ == "__main__":

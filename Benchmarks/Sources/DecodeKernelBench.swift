@@ -1,0 +1,68 @@
+import Foundation
+import CQLoRAKernels
+import QLoRA
+
+/// `qlora-bench --m1 [--threads 2] [--rounds 9] [--json out.json]`: issue 10's one-layer decode
+/// goal (4096→11008 NF4 + double quant, block 64, LoRA r = 16, M = 1, the f32-exact fused kernel)
+/// against a streaming read of the same number of bytes (a buffer the size of the weight: it sits
+/// in the last-level cache, as the weight does when the kernel is called repeatedly) and of a
+/// 256 MiB buffer (DRAM). On a shared machine a ratio of two numbers measured minutes apart means
+/// little, so the three are measured in interleaved rounds (the order rotates every round), each
+/// a median of several calls, and the report gives every round's ratio and their median.
+enum DecodeKernelBench {
+    struct Round { let kernel: Double, readSame: Double, readDRAM: Double }
+
+    static func run(threads: Int, rounds: Int, json: String?) throws {
+        let shape = LinearShape(K: 4096, N: 11008)
+        let weights = try LinearWeights(shape, variants: [QuantVariant(type: .nf4, doubleQuant: true)])
+        let q = weights.quantized[0].1
+        let bytes = q.memoryBytes
+        let bench = Bench(quick: false, threadCounts: [threads])
+        let x = randomFloats(shape.K, seed: 5)
+        var y = [Float](repeating: 0, count: shape.N)
+        let scratch = Scratch(bytes: cq_fused_linear_scratch_bytes(1, Int64(shape.N), Int64(shape.K), Int32(loraRank), Int32(threads)))
+        let kernel = {
+            q.withKernelView { view in
+                bench.time {
+                    cq_fused_linear(x, 1, view, weights.A, weights.B, Int32(loraRank), 2.0, weights.bias, &y,
+                                    scratch.pointer, Int32(threads))
+                }
+            }
+        }
+        // Seconds to read the weight's bytes at each buffer's bandwidth.
+        let readSame = { Double(bytes) / (StreamRead.bandwidth(bench, bytes: bytes, threads: threads) * 1e9) }
+        let readDRAM = { Double(bytes) / (StreamRead.bandwidth(bench, bytes: 256 << 20, threads: threads) * 1e9) }
+        let measures: [() -> Double] = [kernel, readSame, readDRAM]
+        var results: [Round] = []
+        for r in 0..<rounds {
+            var t = [Double](repeating: 0, count: 3)
+            for j in 0..<3 { let i = (j + r) % 3; t[i] = measures[i]() }
+            results.append(Round(kernel: t[0], readSame: t[1], readDRAM: t[2]))
+            print(String(format: "round %d: kernel %.3f ms, read of its %.1f MiB %.3f ms (same-size buffer) / %.3f ms (256 MiB) -> %.2fx / %.2fx",
+                         r + 1, t[0] * 1e3, Double(bytes) / 1048576, t[1] * 1e3, t[2] * 1e3, t[0] / t[1], t[0] / t[2]))
+        }
+        let vsSame = median(results.map { $0.kernel / $0.readSame }), vsDRAM = median(results.map { $0.kernel / $0.readDRAM })
+        print(String(format: "median over %d rounds (threads %d): kernel %.3f ms = %.2fx the same-size read, %.2fx the DRAM read",
+                     rounds, threads, median(results.map(\.kernel)) * 1e3, vsSame, vsDRAM))
+        guard let json else { return }
+        let list = { (xs: [Double]) in "[" + xs.map { String(format: "%.6g", $0) }.joined(separator: ", ") + "]" }
+        let body = "{\"threads\": \(threads), \"weight_bytes\": \(bytes), "
+            + "\"kernel_ms\": \(list(results.map { $0.kernel * 1e3 })), "
+            + "\"read_same_size_ms\": \(list(results.map { $0.readSame * 1e3 })), "
+            + "\"read_dram_ms\": \(list(results.map { $0.readDRAM * 1e3 })), "
+            + "\"kernel_over_read_same_size\": \(String(format: "%.6g", vsSame)), "
+            + "\"kernel_over_read_dram\": \(String(format: "%.6g", vsDRAM))}\n"
+        try writeAtomically(body, to: json)
+    }
+
+    static func median(_ xs: [Double]) -> Double {
+        let s = xs.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+}
+
+/// Writes `text` to `path` through a temp file and a rename (never a half-written file).
+func writeAtomically(_ text: String, to path: String) throws {
+    try Data(text.utf8).write(to: URL(fileURLWithPath: path + ".tmp"))
+    guard rename(path + ".tmp", path) == 0 else { throw QLoraError.invalidArgument("cannot rename \(path).tmp to \(path)") }
+}
