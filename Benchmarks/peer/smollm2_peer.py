@@ -6,6 +6,8 @@ bitsandbytes NF4 + PEFT for a training step, and llama.cpp (llama-cpp-python) on
 Measured (median of --runs after a warm-up):
   hf-prefill      forward of one 128-token sequence, no grad           -> tokens/s
   hf-decode       greedy decode with the KV cache, 32 new tokens        -> tokens/s
+  bnb-prefill / bnb-decode   the same with the 7 projections as bitsandbytes Linear4bit (NF4, block
+                  64, double quant, compute dtype f32): transformers + bitsandbytes inference
   bnb-train       NF4 (block 64, double quant) base + PEFT LoRA r=16 on all 7 projections,
                   sequence 256, batch 1: forward + causal-LM loss + backward + AdamW step -> tokens/s
   bnb-train-bf16  the same step with Linear4bit(compute_dtype=torch.bfloat16), QLoRA's usual setting
@@ -48,12 +50,32 @@ def to_nf4(model, compute_dtype=torch.float32):
     return model
 
 
+def prefill_decode(m, prompt, runs):
+    """(prefill tokens/s of the 128-token prompt, greedy decode tokens/s of 32 tokens after 16).
+    inference_mode: bitsandbytes takes its CPU inference kernel only there (under no_grad it
+    dequantizes every weight per call)."""
+    with torch.inference_mode():
+        prefill = 128 / median_s(lambda: m(prompt), runs)
+        short = prompt[:, :16]
+        def dec_once():
+            # Greedy decode with the KV cache, one token per forward; only the 32 steps are timed.
+            out = m(short, use_cache=True)
+            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            t0 = time.perf_counter()
+            for _ in range(32):
+                out = m(nxt, past_key_values=past, use_cache=True)
+                past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            return time.perf_counter() - t0
+        dec_once()
+        return prefill, 32 / statistics.median([dec_once() for _ in range(max(1, runs // 2))])
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--gguf", required=True)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--skip", default="", help="comma list of cases to skip: hf, bnb, bnb-bf16, llamacpp")
+    p.add_argument("--skip", default="", help="comma list of cases to skip: hf, bnb-infer, bnb, bnb-bf16, llamacpp")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -63,21 +85,15 @@ def main():
     prompt = torch.randint(0, 49152, (1, 128), generator=g)
     if "hf" not in skip:
         m = hf_model(a.gguf)
-        with torch.no_grad():
-            t = median_s(lambda: m(prompt), a.runs)
-            res["hf-prefill"] = 128 / t
-            short = prompt[:, :16]
-            def dec_once():
-                # Greedy decode with the KV cache, one token per forward; only the 32 steps are timed.
-                out = m(short, use_cache=True)
-                past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-                t0 = time.perf_counter()
-                for _ in range(32):
-                    out = m(nxt, past_key_values=past, use_cache=True)
-                    past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-                return time.perf_counter() - t0
-            dec_once()
-            res["hf-decode"] = 32 / statistics.median([dec_once() for _ in range(max(1, a.runs // 2))])
+        res["hf-prefill"], res["hf-decode"] = prefill_decode(m, prompt, a.runs)
+        del m
+    if "bnb-infer" not in skip:
+        # transformers + bitsandbytes for inference: the same NF4 conversion as the training step,
+        # compute dtype f32 (our f32-exact mode), eval mode, no grad.
+        import bitsandbytes
+        res["bitsandbytes"] = bitsandbytes.__version__
+        m = to_nf4(hf_model(a.gguf), torch.float32)
+        res["bnb-prefill"], res["bnb-decode"] = prefill_decode(m, prompt, a.runs)
         del m
     for key, dtype in (("bnb", torch.float32), ("bnb-bf16", torch.bfloat16)):
         if key in skip:

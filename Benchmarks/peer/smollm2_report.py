@@ -16,6 +16,8 @@ cases = [  # (what, our key, peer key)
     ("decode vs llama.cpp (same GGUF, Q4_1)", "decode", "llamacpp-decode"),
     ("prefill 128 tokens vs transformers f32", "prefill-128", "hf-prefill"),
     ("decode vs transformers f32", "decode", "hf-decode"),
+    ("prefill 128 tokens vs transformers + bitsandbytes NF4 (compute f32)", "prefill-128", "bnb-prefill"),
+    ("decode vs transformers + bitsandbytes NF4 (compute f32)", "decode", "bnb-decode"),
     ("QLoRA training step vs bitsandbytes + PEFT", "train-step-256", "bnb-train"),
     ("QLoRA training step, bf16 compute, vs bitsandbytes (compute_dtype bf16) + PEFT", "train-step-256-bf16", "bnb-train-bf16"),
     ("QLoRA training step, ours f32 vs bitsandbytes (compute_dtype bf16) + PEFT", "train-step-256", "bnb-train-bf16"),
