@@ -119,8 +119,13 @@ static void pack_l_range(void *ctx, int64_t p0, int64_t p1) {
     }
 }
 
-/// C from ct for columns [q0, q1), a tile of NR at a time (ct rows stay in L1).
+/// C from ct for columns [q0, q1): C's rows along the lanes (dX, dW = [N ≤ K, K]) by the ISA's
+/// transposed store, else a tile of NR at a time (ct rows stay in L1).
 static void store(const kn_job *j, int64_t q0, int64_t q1) {
+    if (j->ldp != 1 && j->ldq == 1) {
+        j->isa.store_t(j->ct + q0 * j->ldc, j->ldc, NULL, q1 - q0, j->P, j->C + q0, j->ldp);
+        return;
+    }
     for (int64_t a = q0; a < q1; a += j->isa.nr) {
         const int64_t b = min64(q1, a + j->isa.nr);
         if (j->ldp == 1) {

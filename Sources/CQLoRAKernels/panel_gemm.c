@@ -112,6 +112,9 @@ static void weight_row(const gemm_job *j, int64_t n, int64_t k0, int64_t kc, flo
     if (kind->to_bf16) kind->to_bf16(out, kc, (uint16_t *)dst);
 }
 
+/// y = ct + 0 without a bias (as ever: a -0 sum is stored as +0).
+static const float no_bias[CQ_PANEL_N];
+
 /// Thread t of nt: a contiguous range of micro-tiles of output features, in panels.
 static void gemm_worker(void *ctx, int t, int nt) {
     const gemm_job *j = (const gemm_job *)ctx;
@@ -140,9 +143,7 @@ static void gemm_worker(void *ctx, int t, int nt) {
             for (int64_t jr = nrows; jr < npad; jr++) memset(wp + jr * row_bytes, 0, (size_t)(ns * kind->kstep) * kind->wsize);
             multiply_panel(kind, j->pn, j->xp, j->xsteps, steps(kind, K), wp, ldw, ns, npad, ct, ldc);
         }
-        for (int64_t m = 0; m < j->M; m++)
-            for (int64_t jr = 0; jr < nrows; jr++)
-                j->y[m * N + n0 + jr] = ct[jr * ldc + m] + (j->bias ? j->bias[n0 + jr] : 0.0f);
+        kind->store_t(ct, ldc, j->bias ? j->bias + n0 : no_bias, nrows, j->M, j->y + n0, N);
     }
 }
 
