@@ -46,14 +46,17 @@ static inline void copy_floats(float *d, const float *v, int64_t n) {
 
 /// Columns [c0, c0 + n·tw) of rows [s0, s0 + sc) as n tiles dst[t][s][tw] (tile stride sc·tw);
 /// columns from c0 + cw on are zero. row: room for cw decoded values (4-bit sources).
-static void pack_tiles(const kn_src *src, cq_decode_fn decode, int64_t s0, int64_t sc, int64_t c0, int64_t cw, int tw,
+static void pack_tiles(const kn_src *src, const cq_kn_isa *isa, int64_t s0, int64_t sc, int64_t c0, int64_t cw, int tw,
                        int64_t n, float *dst, float *row) {
     if (cw > n * tw) cw = n * tw;
     if (cw < 0) cw = 0;
-    if (src->trans) { // gather columns; s in blocks so the destination stays in L1
+    if (src->trans) { // gather columns: whole tiles by the ISA's transposed store, a partial one in s blocks
+        const int64_t whole = cw / tw;
+        for (int64_t t = 0; t < whole; t++)
+            isa->store_t(src->f + (c0 + t * tw) * src->ld + s0, src->ld, NULL, tw, sc, dst + t * sc * tw, tw);
         for (int64_t b0 = 0; b0 < sc; b0 += KN_SB) {
             const int64_t b1 = min64(sc, b0 + KN_SB);
-            for (int64_t t = 0; t < n; t++)
+            for (int64_t t = whole; t < n; t++)
                 for (int j = 0; j < tw; j++) {
                     float *d = dst + t * sc * tw + j;
                     const int64_t c = t * tw + j;
@@ -69,7 +72,7 @@ static void pack_tiles(const kn_src *src, cq_decode_fn decode, int64_t s0, int64
     }
     for (int64_t s = 0; s < sc; s++) {
         const float *v = row;
-        if (src->q) decode(src->q, (s0 + s) * src->q->cols + c0, cw, row);
+        if (src->q) isa->decode(src->q, (s0 + s) * src->q->cols + c0, cw, row);
         else v = src->f + (s0 + s) * src->ld + c0;
         for (int64_t t = 0; t < n; t++) {
             float *d = dst + (t * sc + s) * tw;
@@ -114,7 +117,7 @@ static void pack_l_range(void *ctx, int64_t p0, int64_t p1) {
         const int64_t sc = min64(KN_SB, j->ssc - b0);
         for (int64_t p = p0; p < p1; p++)
             if (!in_place(&j->L, p * mrp, lanes(j, p), j->P))
-                pack_tiles(&j->L, j->isa.decode, j->ss0 + b0, sc, p * mrp, j->P - p * mrp, lanes(j, p), 1,
+                pack_tiles(&j->L, &j->isa, j->ss0 + b0, sc, p * mrp, j->P - p * mrp, lanes(j, p), 1,
                        l_panel(j, b0, sc, p), NULL);
     }
 }
@@ -154,7 +157,7 @@ static void kn_worker(void *ctx, int t, int nt) {
             // W's rows once beats reading 12-column strips of them per tile (the lm_head).
             int64_t c1 = c;
             while (j->npanels == 1 && c1 < e && in_place(&j->R, c1 * nr, nr, j->Q)) c1++;
-            if (c1 < e) pack_tiles(&j->R, j->isa.decode, s0, sc, c1 * nr, j->Q - c1 * nr, nr, e - c1, rp, row);
+            if (c1 < e) pack_tiles(&j->R, &j->isa, s0, sc, c1 * nr, j->Q - c1 * nr, nr, e - c1, rp, row);
             for (int64_t tt = c; tt < e; tt++) {
                 const float *w = tt < c1 ? j->R.f + s0 * j->R.ld + tt * nr : rp + (tt - c1) * sc * nr;
                 const int64_t ldw = tt < c1 ? j->R.ld : nr;

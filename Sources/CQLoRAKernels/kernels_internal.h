@@ -164,8 +164,7 @@ void cq_to_bf16(const float *in, int64_t n, uint16_t *out);
 float cq_dot_exact_int8_avx512(const float *a, const int8_t *q, const float *d, int64_t n);
 
 /// The GEMM epilogue: y[m * ldy + j] = ct[j * ldc + m] (+ bias[j] when bias is not NULL) for
-/// j < nj, m < nm; ldc >= nm rounded up to 16 (the AVX-512 store reads whole 16-blocks of a ct
-/// row, never rows past nj).
+/// j < nj, m < nm (reads nothing else: also packs x panels straight from a row-major source).
 typedef void (*cq_store_transposed_fn)(const float *ct, int64_t ldc, const float *bias, int64_t nj, int64_t nm, float *y,
                                        int64_t ldy);
 void cq_store_transposed_portable(const float *ct, int64_t ldc, const float *bias, int64_t nj, int64_t nm, float *y,

@@ -58,11 +58,14 @@ static void pack_x_range(void *ctx, int64_t p0, int64_t p1) {
     const int64_t kx = steps(kind, j->K);
     for (int64_t p = p0; p < p1; p++) {
         const int wd = width(j->pn, p);
+        // A whole f32 panel of x rows is one transpose: the ISA's transposed store.
+        const int whole = kind->kstep == 1 && p * j->pn.mrp + wd <= j->M;
+        if (whole) kind->store_t(j->x + p * j->pn.mrp * j->K, j->K, NULL, wd, j->K, x_at(j->xp, j->pn, p, j->xsteps, 0), wd);
         for (int i = 0; i < wd; i++) {
             const int64_t m = p * j->pn.mrp + i;
             char *row = (char *)x_at(j->xp, j->pn, p, j->xsteps, 0) + 4 * i; // lane i of step 0
             if (m < j->M) {
-                kind->pack_x(j->x + m * j->K, j->K, NULL, row, wd);
+                if (!whole) kind->pack_x(j->x + m * j->K, j->K, NULL, row, wd);
                 kind->pack_x(j->xa + m * j->r, j->r, &j->scaling, row + (size_t)(kx * wd) * 4, wd);
             } else {
                 kind->pack_x(NULL, j->xsteps * kind->kstep, NULL, row, wd);

@@ -39,9 +39,14 @@ AVX512 void cq_store_transposed_avx512(const float *ct, int64_t ldc, const float
         for (int64_t m0 = 0; m0 < nm; m0 += 16) {
             const int64_t mn = nm - m0 < 16 ? nm - m0 : 16;
             __m512 r[16];
-            // Rows past nj are not read (zeros); columns past nm are (ldc covers whole 16s), never stored.
-            CQ_UNROLL for (int i = 0; i < 16; i++)
-                r[i] = i < jn ? _mm512_loadu_ps(ct + (j0 + i) * ldc + m0) : _mm512_setzero_ps();
+            // Nothing past row nj or column nm is read (zeros instead) or stored.
+            if (mn == 16) {
+                CQ_UNROLL for (int i = 0; i < 16; i++) r[i] = i < jn ? _mm512_loadu_ps(ct + (j0 + i) * ldc + m0) : _mm512_setzero_ps();
+            } else {
+                const __mmask16 mm = (__mmask16)((1u << mn) - 1u);
+                CQ_UNROLL for (int i = 0; i < 16; i++)
+                    r[i] = i < jn ? _mm512_maskz_loadu_ps(mm, ct + (j0 + i) * ldc + m0) : _mm512_setzero_ps();
+            }
             transpose16(r);
             float *d = y + m0 * ldy + j0;
             if (bias) {
