@@ -21,6 +21,10 @@
 // for NR = 12) a packed row's 16 tile slots all fell in one L1 set and evicted each other.
 #define KN_TILE_PAD 16
 #define KN_MAX_TILES (KN_RCHUNK / 4)     // tiles per chunk at the smallest NR
+// A by-rows R (W's rows) is packed row-major, [s][KN_RLD], each row decoded or copied straight into
+// place, and a tile is read as 12 of its columns: no per-tile copy. 208 floats = 13 cache lines,
+// so the rows a tile reads spread over every L1 set.
+#define KN_RLD (KN_RCHUNK + KN_TILE_PAD)
 #define KN_L_BYTES ((int64_t)4 << 20)    // packed L per super-block
 #define KN_NR_LCM 12                     // a multiple of every ISA's NR (12, 6, 4)
 
@@ -85,6 +89,22 @@ static void pack_tiles(const kn_src *src, const cq_kn_isa *isa, int64_t s0, int6
             if (k > 0) copy_floats(d, v + t * tw, k);
             if (k < tw) memset(d + k, 0, (size_t)(tw - k) * sizeof(float));
         }
+    }
+}
+
+/// Columns [c0, c0 + width) of rows [s0, s0 + sc) of a by-rows source into dst[s * KN_RLD + c],
+/// decoded (4-bit) or copied straight into place; columns from cw on are zero.
+static void pack_rows(const kn_src *src, const cq_kn_isa *isa, int64_t s0, int64_t sc, int64_t c0, int64_t cw, int64_t width,
+                      float *dst) {
+    if (cw > width) cw = width;
+    if (cw < 0) cw = 0;
+    for (int64_t s = 0; s < sc; s++) {
+        float *d = dst + s * KN_RLD;
+        if (cw > 0) {
+            if (src->q) isa->decode(src->q, (s0 + s) * src->q->cols + c0, cw, d);
+            else memcpy(d, src->f + (s0 + s) * src->ld + c0, (size_t)cw * sizeof(float));
+        }
+        if (cw < width) memset(d + cw, 0, (size_t)(width - cw) * sizeof(float));
     }
 }
 
@@ -161,7 +181,7 @@ static void kn_worker(void *ctx, int t, int nt) {
     const int nr = j->isa.nr, mrp = j->isa.mrp;
     const int64_t a = j->tiles * t / nt, b = j->tiles * (t + 1) / nt, ldc = j->ldc, chunk = KN_RCHUNK / nr;
     if (a >= b) return;
-    float *rp = (float *)(j->per_thread + (size_t)t * j->stride), *row = rp + KN_RCHUNK * KN_SB + KN_MAX_TILES * KN_TILE_PAD;
+    float *rp = (float *)(j->per_thread + (size_t)t * j->stride), *row = rp + KN_SB * KN_RLD;
     if (j->first) memset(j->ct + a * nr * ldc, 0, (size_t)((b - a) * nr * ldc) * sizeof(float));
     for (int64_t s0 = j->ss0; s0 < j->ss0 + j->ssc; s0 += KN_SB) {
         const int64_t sc = min64(KN_SB, j->ss0 + j->ssc - s0);
@@ -174,11 +194,14 @@ static void kn_worker(void *ctx, int t, int nt) {
             // W's rows once beats reading 12-column strips of them per tile (the lm_head).
             int64_t c1 = c;
             while (j->npanels == 1 && c1 < e && in_place(&j->R, c1 * nr, nr, j->Q)) c1++;
+            // R by rows: packed row-major (tile = NR of its columns); by columns: into k-major tiles.
             const int64_t ts = sc * nr + KN_TILE_PAD;
-            if (c1 < e) pack_tiles(&j->R, &j->isa, s0, sc, c1 * nr, j->Q - c1 * nr, nr, e - c1, ts, rp, row);
+            const int rows = !j->R.trans;
+            if (c1 < e && rows) pack_rows(&j->R, &j->isa, s0, sc, c1 * nr, j->Q - c1 * nr, (e - c1) * nr, rp);
+            else if (c1 < e) pack_tiles(&j->R, &j->isa, s0, sc, c1 * nr, j->Q - c1 * nr, nr, e - c1, ts, rp, row);
             for (int64_t tt = c; tt < e; tt++) {
-                const float *w = tt < c1 ? j->R.f + s0 * j->R.ld + tt * nr : rp + (tt - c1) * ts;
-                const int64_t ldw = tt < c1 ? j->R.ld : nr;
+                const float *w = tt < c1 ? j->R.f + s0 * j->R.ld + tt * nr : rows ? rp + (tt - c1) * nr : rp + (tt - c1) * ts;
+                const int64_t ldw = tt < c1 ? j->R.ld : rows ? KN_RLD : nr;
                 float *ctile = j->ct + tt * nr * ldc;
                 for (int64_t p = 0; p < j->npanels; p++) {
                     const int wd = lanes(j, p);
@@ -201,7 +224,8 @@ static int64_t super_block(int64_t P, int64_t S) {
 }
 
 static size_t per_thread_bytes(void) {
-    return cq_align64((size_t)(KN_RCHUNK * KN_SB + KN_MAX_TILES * KN_TILE_PAD + KN_RCHUNK) * sizeof(float));
+    // R packed row-major ([KN_SB][KN_RLD]) or as tiles (KN_RCHUNK·KN_SB plus pads: fits), then a decode row.
+    return cq_align64((size_t)(KN_SB * KN_RLD + KN_RCHUNK) * sizeof(float));
 }
 
 static size_t kn_scratch_bytes(int64_t P, int64_t Q, int64_t S, int threads) {
