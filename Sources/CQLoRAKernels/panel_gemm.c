@@ -156,11 +156,17 @@ static void gemm_worker(void *ctx, int t, int nt) {
         const int64_t n0 = a * nr, nrows = (b * nr < N ? b * nr : N) - n0, npad = (b - a) * nr;
         memset(ct, 0, (size_t)(npad * ldc) * sizeof(float));
         const y_region yr = {j->y + n0, N, nrows, j->M};
+        // A whole panel of an f32 weight is read where it lies (row stride K): a copy would only
+        // stream it through the cache once more.
+        const int in_place = !j->w && !kind->to_bf16 && nrows == npad;
         for (int64_t k0 = 0; k0 < K; k0 += CQ_PANEL_K) {
             const int64_t kc = K - k0 < CQ_PANEL_K ? K - k0 : CQ_PANEL_K, ns = steps(kind, kc);
-            for (int64_t jr = 0; jr < nrows; jr++) weight_row(j, n0 + jr, k0, kc, row, wp + jr * row_bytes);
-            for (int64_t jr = nrows; jr < npad; jr++) memset(wp + jr * row_bytes, 0, (size_t)(ns * kind->kstep) * kind->wsize);
-            multiply_panel(kind, j->pn, j->xp, j->xsteps, k0 / kind->kstep, wp, ldw, ns, npad, ct, ldc, k0 == 0 ? &yr : NULL);
+            const char *src = in_place ? (const char *)(j->wf + n0 * K + k0) : wp;
+            if (!in_place) {
+                for (int64_t jr = 0; jr < nrows; jr++) weight_row(j, n0 + jr, k0, kc, row, wp + jr * row_bytes);
+                for (int64_t jr = nrows; jr < npad; jr++) memset(wp + jr * row_bytes, 0, (size_t)(ns * kind->kstep) * kind->wsize);
+            }
+            multiply_panel(kind, j->pn, j->xp, j->xsteps, k0 / kind->kstep, src, in_place ? K : ldw, ns, npad, ct, ldc, k0 == 0 ? &yr : NULL);
         }
         if (r > 0) { // LoRA block: B rows (r values each) against scaling·xa
             const int64_t ns = steps(kind, r);
