@@ -171,6 +171,8 @@ void cq_store_transposed_portable(const float *ct, int64_t ldc, const float *bia
                                   int64_t ldy);
 void cq_store_transposed_avx512(const float *ct, int64_t ldc, const float *bias, int64_t nj, int64_t nm, float *y,
                                 int64_t ldy);
+void cq_store_transposed_avx2(const float *ct, int64_t ldc, const float *bias, int64_t nj, int64_t nm, float *y,
+                              int64_t ldy);
 
 // ---- dispatch.c: the kernels for the ISA in force (cq_detect_isa()).
 typedef struct {
