@@ -9,16 +9,17 @@ cq_gemm_isa cq_gemm_isa_current(void) {
     case CQ_ISA_AVX512:
         return (cq_gemm_isa){.mrp = CQ_MRP_AVX512, .nr = CQ_NR_AVX512, .kernel = cq_gemm_kernel_avx512,
                              .half = cq_gemm_kernel_half_avx512, .decode = cq_decode_range_avx512,
-                             .dot = cq_dot_avx512, .gemv_tile = cq_gemv_tile_avx512, .dq_tables = cq_dq_tables_avx512};
+                             .dot = cq_dot_avx512, .gemv_tile = cq_gemv_tile_avx512, .dq_tables = cq_dq_tables_avx512,
+                             .store_t = cq_store_transposed_avx512};
     case CQ_ISA_AVX2:
         return (cq_gemm_isa){.mrp = CQ_MRP_AVX2, .nr = CQ_NR_AVX2, .kernel = cq_gemm_kernel_avx2,
                              .decode = cq_decode_range_avx2, .dot = cq_dot_avx2, .gemv_tile = cq_gemv_tile_avx2,
-                             .dq_tables = cq_dq_tables_portable};
+                             .dq_tables = cq_dq_tables_portable, .store_t = cq_store_transposed_avx2};
 #endif
     default:
         return (cq_gemm_isa){.mrp = CQ_MRP_PORTABLE, .nr = CQ_NR_PORTABLE, .kernel = cq_gemm_kernel_portable,
                              .decode = cq_decode_range_portable, .dot = cq_dot_portable,
-                             .dq_tables = cq_dq_tables_portable};
+                             .dq_tables = cq_dq_tables_portable, .store_t = cq_store_transposed_portable};
     }
 }
 
@@ -34,11 +35,13 @@ cq_kn_isa cq_kn_isa_current(void) {
     switch (cq_detect_isa()) {
 #if CQ_X86
     case CQ_ISA_AVX512:
-        return (cq_kn_isa){CQ_MRP_AVX512, CQ_NR_AVX512, cq_kn_kernel_avx512, cq_kn_kernel_half_avx512, cq_decode_range_avx512};
+        return (cq_kn_isa){CQ_MRP_AVX512, CQ_NR_AVX512, cq_kn_kernel_avx512, cq_kn_kernel_half_avx512, cq_decode_range_avx512,
+                           cq_store_transposed_avx512};
     case CQ_ISA_AVX2:
-        return (cq_kn_isa){CQ_MRP_AVX2, CQ_NR_AVX2, cq_kn_kernel_avx2, NULL, cq_decode_range_avx2};
+        return (cq_kn_isa){CQ_MRP_AVX2, CQ_NR_AVX2, cq_kn_kernel_avx2, NULL, cq_decode_range_avx2, cq_store_transposed_avx2};
 #endif
     default:
-        return (cq_kn_isa){CQ_MRP_PORTABLE, CQ_NR_PORTABLE, cq_kn_kernel_portable, NULL, cq_decode_range_portable};
+        return (cq_kn_isa){CQ_MRP_PORTABLE, CQ_NR_PORTABLE, cq_kn_kernel_portable, NULL, cq_decode_range_portable,
+                           cq_store_transposed_portable};
     }
 }

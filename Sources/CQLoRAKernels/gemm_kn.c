@@ -17,6 +17,14 @@
 
 #define KN_SB 256                        // s per micro-kernel call (fixes every output's order)
 #define KN_RCHUNK 192                    // R columns packed per thread at once (multiple of 12 and 64)
+// Packed R tiles lie one cache line more than their size apart: at exactly sc·NR floats (12 KiB
+// for NR = 12) a packed row's 16 tile slots all fell in one L1 set and evicted each other.
+#define KN_TILE_PAD 16
+#define KN_MAX_TILES (KN_RCHUNK / 4)     // tiles per chunk at the smallest NR
+// A by-rows R (W's rows) is packed row-major, [s][KN_RLD], each row decoded or copied straight into
+// place, and a tile is read as 12 of its columns: no per-tile copy. 208 floats = 13 cache lines,
+// so the rows a tile reads spread over every L1 set.
+#define KN_RLD (KN_RCHUNK + KN_TILE_PAD)
 #define KN_L_BYTES ((int64_t)4 << 20)    // packed L per super-block
 #define KN_NR_LCM 12                     // a multiple of every ISA's NR (12, 6, 4)
 
@@ -45,17 +53,21 @@ static inline void copy_floats(float *d, const float *v, int64_t n) {
 }
 
 /// Columns [c0, c0 + n·tw) of rows [s0, s0 + sc) as n tiles dst[t][s][tw] (tile stride sc·tw);
-/// columns from c0 + cw on are zero. row: room for cw decoded values (4-bit sources).
-static void pack_tiles(const kn_src *src, cq_decode_fn decode, int64_t s0, int64_t sc, int64_t c0, int64_t cw, int tw,
-                       int64_t n, float *dst, float *row) {
+/// columns from c0 + cw on are zero; tile t at dst + t·ts (ts >= sc·tw). row: room for cw decoded
+/// values (4-bit sources).
+static void pack_tiles(const kn_src *src, const cq_kn_isa *isa, int64_t s0, int64_t sc, int64_t c0, int64_t cw, int tw,
+                       int64_t n, int64_t ts, float *dst, float *row) {
     if (cw > n * tw) cw = n * tw;
     if (cw < 0) cw = 0;
-    if (src->trans) { // gather columns; s in blocks so the destination stays in L1
+    if (src->trans) { // gather columns: whole tiles by the ISA's transposed store, a partial one in s blocks
+        const int64_t whole = cw / tw;
+        for (int64_t t = 0; t < whole; t++)
+            isa->store_t(src->f + (c0 + t * tw) * src->ld + s0, src->ld, NULL, tw, sc, dst + t * ts, tw);
         for (int64_t b0 = 0; b0 < sc; b0 += KN_SB) {
             const int64_t b1 = min64(sc, b0 + KN_SB);
-            for (int64_t t = 0; t < n; t++)
+            for (int64_t t = whole; t < n; t++)
                 for (int j = 0; j < tw; j++) {
-                    float *d = dst + t * sc * tw + j;
+                    float *d = dst + t * ts + j;
                     const int64_t c = t * tw + j;
                     if (c < cw) {
                         const float *col = src->f + (c0 + c) * src->ld + s0;
@@ -69,14 +81,30 @@ static void pack_tiles(const kn_src *src, cq_decode_fn decode, int64_t s0, int64
     }
     for (int64_t s = 0; s < sc; s++) {
         const float *v = row;
-        if (src->q) decode(src->q, (s0 + s) * src->q->cols + c0, cw, row);
+        if (src->q) isa->decode(src->q, (s0 + s) * src->q->cols + c0, cw, row);
         else v = src->f + (s0 + s) * src->ld + c0;
         for (int64_t t = 0; t < n; t++) {
-            float *d = dst + (t * sc + s) * tw;
+            float *d = dst + t * ts + s * tw;
             const int64_t have = cw - t * tw, k = have < 0 ? 0 : have > tw ? tw : have;
             if (k > 0) copy_floats(d, v + t * tw, k);
             if (k < tw) memset(d + k, 0, (size_t)(tw - k) * sizeof(float));
         }
+    }
+}
+
+/// Columns [c0, c0 + width) of rows [s0, s0 + sc) of a by-rows source into dst[s * KN_RLD + c],
+/// decoded (4-bit) or copied straight into place; columns from cw on are zero.
+static void pack_rows(const kn_src *src, const cq_kn_isa *isa, int64_t s0, int64_t sc, int64_t c0, int64_t cw, int64_t width,
+                      float *dst) {
+    if (cw > width) cw = width;
+    if (cw < 0) cw = 0;
+    for (int64_t s = 0; s < sc; s++) {
+        float *d = dst + s * KN_RLD;
+        if (cw > 0) {
+            if (src->q) isa->decode(src->q, (s0 + s) * src->q->cols + c0, cw, d);
+            else memcpy(d, src->f + (s0 + s) * src->ld + c0, (size_t)cw * sizeof(float));
+        }
+        if (cw < width) memset(d + cw, 0, (size_t)(width - cw) * sizeof(float));
     }
 }
 
@@ -114,13 +142,18 @@ static void pack_l_range(void *ctx, int64_t p0, int64_t p1) {
         const int64_t sc = min64(KN_SB, j->ssc - b0);
         for (int64_t p = p0; p < p1; p++)
             if (!in_place(&j->L, p * mrp, lanes(j, p), j->P))
-                pack_tiles(&j->L, j->isa.decode, j->ss0 + b0, sc, p * mrp, j->P - p * mrp, lanes(j, p), 1,
-                       l_panel(j, b0, sc, p), NULL);
+                pack_tiles(&j->L, &j->isa, j->ss0 + b0, sc, p * mrp, j->P - p * mrp, lanes(j, p), 1, sc * lanes(j, p),
+                           l_panel(j, b0, sc, p), NULL);
     }
 }
 
-/// C from ct for columns [q0, q1), a tile of NR at a time (ct rows stay in L1).
+/// C from ct for columns [q0, q1): C's rows along the lanes (dX, dW = [N ≤ K, K]) by the ISA's
+/// transposed store, else a tile of NR at a time (ct rows stay in L1).
 static void store(const kn_job *j, int64_t q0, int64_t q1) {
+    if (j->ldp != 1 && j->ldq == 1) {
+        j->isa.store_t(j->ct + q0 * j->ldc, j->ldc, NULL, q1 - q0, j->P, j->C + q0, j->ldp);
+        return;
+    }
     for (int64_t a = q0; a < q1; a += j->isa.nr) {
         const int64_t b = min64(q1, a + j->isa.nr);
         if (j->ldp == 1) {
@@ -133,15 +166,27 @@ static void store(const kn_job *j, int64_t q0, int64_t q1) {
     }
 }
 
+/// Asks for C's lines of rows [p0, p1) and columns [q0, q1) in L2 (C stored along the lanes), so
+/// that the final store finds them there instead of waiting for memory (C is usually cold).
+static void prefetch_c(const kn_job *j, int64_t p0, int64_t p1, int64_t q0, int64_t q1) {
+    if (q0 >= q1) return;
+    for (int64_t p = p0; p < p1; p++) {
+        __builtin_prefetch(j->C + p * j->ldp + q0, 1, 2);
+        __builtin_prefetch(j->C + p * j->ldp + q1 - 1, 1, 2);
+    }
+}
+
 static void kn_worker(void *ctx, int t, int nt) {
     const kn_job *j = (const kn_job *)ctx;
     const int nr = j->isa.nr, mrp = j->isa.mrp;
     const int64_t a = j->tiles * t / nt, b = j->tiles * (t + 1) / nt, ldc = j->ldc, chunk = KN_RCHUNK / nr;
     if (a >= b) return;
-    float *rp = (float *)(j->per_thread + (size_t)t * j->stride), *row = rp + KN_RCHUNK * KN_SB;
+    float *rp = (float *)(j->per_thread + (size_t)t * j->stride), *row = rp + KN_SB * KN_RLD;
     if (j->first) memset(j->ct + a * nr * ldc, 0, (size_t)((b - a) * nr * ldc) * sizeof(float));
     for (int64_t s0 = j->ss0; s0 < j->ss0 + j->ssc; s0 += KN_SB) {
         const int64_t sc = min64(KN_SB, j->ss0 + j->ssc - s0);
+        // C's lines are asked for during the last two s blocks (the last one may be short).
+        const int prefetch = j->final && s0 + sc + KN_SB >= j->ss0 + j->ssc && j->ldp != 1 && j->ldq == 1;
         for (int64_t c = a; c < b; c += chunk) {
             const int64_t e = min64(c + chunk, b);
             // Against a single L panel each R value feeds one fma and packing would cost as much:
@@ -149,16 +194,21 @@ static void kn_worker(void *ctx, int t, int nt) {
             // W's rows once beats reading 12-column strips of them per tile (the lm_head).
             int64_t c1 = c;
             while (j->npanels == 1 && c1 < e && in_place(&j->R, c1 * nr, nr, j->Q)) c1++;
-            if (c1 < e) pack_tiles(&j->R, j->isa.decode, s0, sc, c1 * nr, j->Q - c1 * nr, nr, e - c1, rp, row);
+            // R by rows: packed row-major (tile = NR of its columns); by columns: into k-major tiles.
+            const int64_t ts = sc * nr + KN_TILE_PAD;
+            const int rows = !j->R.trans;
+            if (c1 < e && rows) pack_rows(&j->R, &j->isa, s0, sc, c1 * nr, j->Q - c1 * nr, (e - c1) * nr, rp);
+            else if (c1 < e) pack_tiles(&j->R, &j->isa, s0, sc, c1 * nr, j->Q - c1 * nr, nr, e - c1, ts, rp, row);
             for (int64_t tt = c; tt < e; tt++) {
-                const float *w = tt < c1 ? j->R.f + s0 * j->R.ld + tt * nr : rp + (tt - c1) * sc * nr;
-                const int64_t ldw = tt < c1 ? j->R.ld : nr;
+                const float *w = tt < c1 ? j->R.f + s0 * j->R.ld + tt * nr : rows ? rp + (tt - c1) * nr : rp + (tt - c1) * ts;
+                const int64_t ldw = tt < c1 ? j->R.ld : rows ? KN_RLD : nr;
                 float *ctile = j->ct + tt * nr * ldc;
                 for (int64_t p = 0; p < j->npanels; p++) {
                     const int wd = lanes(j, p);
                     const int direct = in_place(&j->L, p * mrp, wd, j->P);
                     const float *x = direct ? j->L.f + s0 * j->L.ld + p * mrp : l_panel(j, s0 - j->ss0, sc, p);
                     (wd == mrp ? j->isa.kernel : j->isa.half)(x, direct ? j->L.ld : wd, w, ldw, sc, ctile + p * mrp, ldc);
+                    if (prefetch) prefetch_c(j, p * mrp, min64(p * mrp + wd, j->P), tt * nr, min64(tt * nr + nr, j->Q));
                 }
             }
         }
@@ -173,7 +223,10 @@ static int64_t super_block(int64_t P, int64_t S) {
     return min64(ss, S);
 }
 
-static size_t per_thread_bytes(void) { return cq_align64((size_t)(KN_RCHUNK * KN_SB + KN_RCHUNK) * sizeof(float)); }
+static size_t per_thread_bytes(void) {
+    // R packed row-major ([KN_SB][KN_RLD]) or as tiles (KN_RCHUNK·KN_SB plus pads: fits), then a decode row.
+    return cq_align64((size_t)(KN_SB * KN_RLD + KN_RCHUNK) * sizeof(float));
+}
 
 static size_t kn_scratch_bytes(int64_t P, int64_t Q, int64_t S, int threads) {
     if (P <= 0 || Q <= 0 || S <= 0) return 0;

@@ -163,6 +163,17 @@ void cq_to_bf16(const float *in, int64_t n, uint16_t *out);
 /// cq_dot_avx512(a, row) for a row held in the exact int8 form (q, per-32 scales d): same bits.
 float cq_dot_exact_int8_avx512(const float *a, const int8_t *q, const float *d, int64_t n);
 
+/// The GEMM epilogue: y[m * ldy + j] = ct[j * ldc + m] (+ bias[j] when bias is not NULL) for
+/// j < nj, m < nm (reads nothing else: also packs x panels straight from a row-major source).
+typedef void (*cq_store_transposed_fn)(const float *ct, int64_t ldc, const float *bias, int64_t nj, int64_t nm, float *y,
+                                       int64_t ldy);
+void cq_store_transposed_portable(const float *ct, int64_t ldc, const float *bias, int64_t nj, int64_t nm, float *y,
+                                  int64_t ldy);
+void cq_store_transposed_avx512(const float *ct, int64_t ldc, const float *bias, int64_t nj, int64_t nm, float *y,
+                                int64_t ldy);
+void cq_store_transposed_avx2(const float *ct, int64_t ldc, const float *bias, int64_t nj, int64_t nm, float *y,
+                              int64_t ldy);
+
 // ---- dispatch.c: the kernels for the ISA in force (cq_detect_isa()).
 typedef struct {
     int mrp;                   // x panel width (rows of x per micro-tile)
@@ -173,6 +184,7 @@ typedef struct {
     cq_dot_fn dot;
     cq_gemv_tile_fn gemv_tile; // nibble-streaming small-M tile, or NULL (decode + dot instead)
     cq_dq_tables_fn dq_tables;
+    cq_store_transposed_fn store_t; // the panel GEMM's epilogue
 } cq_gemm_isa;
 cq_gemm_isa cq_gemm_isa_current(void);
 
@@ -227,6 +239,7 @@ typedef struct {
     int mrp, nr;
     cq_kn_kernel_fn kernel, half; // half: optional mrp/2-lane kernel for a short last panel
     cq_decode_fn decode;
+    cq_store_transposed_fn store_t; // C from ct when C's rows run along the lanes
 } cq_kn_isa;
 /// The backward GEMM kernels for the ISA in force (dispatch.c).
 cq_kn_isa cq_kn_isa_current(void);

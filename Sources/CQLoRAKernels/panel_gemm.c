@@ -58,11 +58,14 @@ static void pack_x_range(void *ctx, int64_t p0, int64_t p1) {
     const int64_t kx = steps(kind, j->K);
     for (int64_t p = p0; p < p1; p++) {
         const int wd = width(j->pn, p);
+        // A whole f32 panel of x rows is one transpose: the ISA's transposed store.
+        const int whole = kind->kstep == 1 && p * j->pn.mrp + wd <= j->M;
+        if (whole) kind->store_t(j->x + p * j->pn.mrp * j->K, j->K, NULL, wd, j->K, x_at(j->xp, j->pn, p, j->xsteps, 0), wd);
         for (int i = 0; i < wd; i++) {
             const int64_t m = p * j->pn.mrp + i;
             char *row = (char *)x_at(j->xp, j->pn, p, j->xsteps, 0) + 4 * i; // lane i of step 0
             if (m < j->M) {
-                kind->pack_x(j->x + m * j->K, j->K, NULL, row, wd);
+                if (!whole) kind->pack_x(j->x + m * j->K, j->K, NULL, row, wd);
                 kind->pack_x(j->xa + m * j->r, j->r, &j->scaling, row + (size_t)(kx * wd) * 4, wd);
             } else {
                 kind->pack_x(NULL, j->xsteps * kind->kstep, NULL, row, wd);
@@ -71,14 +74,35 @@ static void pack_x_range(void *ctx, int64_t p0, int64_t p1) {
     }
 }
 
-/// ct[npad, ldc] += (x steps s0 .. s0+ns) · (weight panel)ᵀ, one micro-tile at a time.
+/// Where the panel's results go: y rows [0, M), columns [0, ncols), row stride ldy.
+typedef struct {
+    float *y;
+    int64_t ldy, ncols, M;
+} y_region;
+
+/// Asks for y's lines of x panel p's rows and micro-tile columns [j0, j0 + nr) in L2, so that
+/// the epilogue's stores find them there instead of waiting for memory (y is usually cold).
+static void prefetch_y(const y_region *yr, panels pn, int64_t p, int64_t j0, int nr) {
+    if (j0 >= yr->ncols) return;
+    const int64_t j1 = (j0 + nr < yr->ncols ? j0 + nr : yr->ncols) - 1;
+    const int64_t m1 = p * pn.mrp + width(pn, p) < yr->M ? p * pn.mrp + width(pn, p) : yr->M;
+    for (int64_t m = p * pn.mrp; m < m1; m++) {
+        __builtin_prefetch(yr->y + m * yr->ldy + j0, 1, 2);
+        __builtin_prefetch(yr->y + m * yr->ldy + j1, 1, 2);
+    }
+}
+
+/// ct[npad, ldc] += (x steps s0 .. s0+ns) · (weight panel)ᵀ, one micro-tile at a time; prefetches
+/// yr's lines along (NULL: none).
 static void multiply_panel(const cq_panel_kind *kind, panels pn, void *xp, int64_t xsteps, int64_t s0,
-                           const char *wp, int64_t ldw, int64_t ns, int64_t npad, float *ct, int64_t ldc) {
+                           const char *wp, int64_t ldw, int64_t ns, int64_t npad, float *ct, int64_t ldc,
+                           const y_region *yr) {
     for (int64_t j0 = 0; j0 < npad; j0 += kind->nr)
         for (int64_t p = 0; p < pn.count; p++) {
             const cq_gemm_kernel_fn kernel = width(pn, p) == pn.mrp ? kind->kernel : kind->half;
             kernel(x_at(xp, pn, p, xsteps, s0), wp + (size_t)(j0 * ldw) * kind->wsize, ldw, ns, ct + j0 * ldc + p * pn.mrp,
                    ldc);
+            if (yr) prefetch_y(yr, pn, p, j0, kind->nr);
         }
 }
 
@@ -112,6 +136,9 @@ static void weight_row(const gemm_job *j, int64_t n, int64_t k0, int64_t kc, flo
     if (kind->to_bf16) kind->to_bf16(out, kc, (uint16_t *)dst);
 }
 
+/// y = ct + 0 without a bias (as ever: a -0 sum is stored as +0).
+static const float no_bias[CQ_PANEL_N];
+
 /// Thread t of nt: a contiguous range of micro-tiles of output features, in panels.
 static void gemm_worker(void *ctx, int t, int nt) {
     const gemm_job *j = (const gemm_job *)ctx;
@@ -128,21 +155,26 @@ static void gemm_worker(void *ctx, int t, int nt) {
         const int64_t b = a + j->panel_tiles < last ? a + j->panel_tiles : last;
         const int64_t n0 = a * nr, nrows = (b * nr < N ? b * nr : N) - n0, npad = (b - a) * nr;
         memset(ct, 0, (size_t)(npad * ldc) * sizeof(float));
+        const y_region yr = {j->y + n0, N, nrows, j->M};
+        // A whole panel of an f32 weight is read where it lies (row stride K): a copy would only
+        // stream it through the cache once more.
+        const int in_place = !j->w && !kind->to_bf16 && nrows == npad;
         for (int64_t k0 = 0; k0 < K; k0 += CQ_PANEL_K) {
             const int64_t kc = K - k0 < CQ_PANEL_K ? K - k0 : CQ_PANEL_K, ns = steps(kind, kc);
-            for (int64_t jr = 0; jr < nrows; jr++) weight_row(j, n0 + jr, k0, kc, row, wp + jr * row_bytes);
-            for (int64_t jr = nrows; jr < npad; jr++) memset(wp + jr * row_bytes, 0, (size_t)(ns * kind->kstep) * kind->wsize);
-            multiply_panel(kind, j->pn, j->xp, j->xsteps, k0 / kind->kstep, wp, ldw, ns, npad, ct, ldc);
+            const char *src = in_place ? (const char *)(j->wf + n0 * K + k0) : wp;
+            if (!in_place) {
+                for (int64_t jr = 0; jr < nrows; jr++) weight_row(j, n0 + jr, k0, kc, row, wp + jr * row_bytes);
+                for (int64_t jr = nrows; jr < npad; jr++) memset(wp + jr * row_bytes, 0, (size_t)(ns * kind->kstep) * kind->wsize);
+            }
+            multiply_panel(kind, j->pn, j->xp, j->xsteps, k0 / kind->kstep, src, in_place ? K : ldw, ns, npad, ct, ldc, k0 == 0 ? &yr : NULL);
         }
         if (r > 0) { // LoRA block: B rows (r values each) against scaling·xa
             const int64_t ns = steps(kind, r);
             for (int64_t jr = 0; jr < nrows; jr++) store_row(kind, j->B + (n0 + jr) * r, r, wp + jr * row_bytes);
             for (int64_t jr = nrows; jr < npad; jr++) memset(wp + jr * row_bytes, 0, (size_t)(ns * kind->kstep) * kind->wsize);
-            multiply_panel(kind, j->pn, j->xp, j->xsteps, steps(kind, K), wp, ldw, ns, npad, ct, ldc);
+            multiply_panel(kind, j->pn, j->xp, j->xsteps, steps(kind, K), wp, ldw, ns, npad, ct, ldc, NULL);
         }
-        for (int64_t m = 0; m < j->M; m++)
-            for (int64_t jr = 0; jr < nrows; jr++)
-                j->y[m * N + n0 + jr] = ct[jr * ldc + m] + (j->bias ? j->bias[n0 + jr] : 0.0f);
+        kind->store_t(ct, ldc, j->bias ? j->bias + n0 : no_bias, nrows, j->M, j->y + n0, N);
     }
 }
 

@@ -17,6 +17,7 @@ typedef struct {
     /// NULL for an f32 panel (the values are decoded or copied straight into it).
     void (*to_bf16)(const float *v, int64_t n, uint16_t *dst);
     cq_decode_fn decode;
+    cq_store_transposed_fn store_t; // the epilogue (f32 ct to y), the ISA's
 } cq_panel_kind;
 
 /// The f32 kind of the ISA in force (cq_gemm_isa_current()).

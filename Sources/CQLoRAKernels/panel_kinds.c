@@ -12,7 +12,8 @@ static void pack_x_f32(const float *v, int64_t n, const float *scale, void *dst,
 
 cq_panel_kind cq_panel_kind_f32(void) {
     const cq_gemm_isa isa = cq_gemm_isa_current();
-    return (cq_panel_kind){isa.mrp, isa.nr, isa.kernel, isa.half, 1, sizeof(float), pack_x_f32, NULL, isa.decode};
+    return (cq_panel_kind){isa.mrp, isa.nr, isa.kernel, isa.half, 1, sizeof(float), pack_x_f32, NULL, isa.decode,
+                           isa.store_t};
 }
 
 static uint16_t bf16(float f) { // round to nearest even, as vcvtneps2bf16
@@ -36,6 +37,7 @@ static void pack_x_bf16(const float *v, int64_t n, const float *scale, void *dst
 }
 
 cq_panel_kind cq_panel_kind_bf16(const cq_bf16_isa *isa) {
+    const cq_gemm_isa f32 = cq_gemm_isa_current();
     return (cq_panel_kind){CQ_MRP_AVX512, CQ_NR_AVX512, isa->kernel, NULL, 2, sizeof(uint16_t), pack_x_bf16,
-                           isa->to_bf16, cq_gemm_isa_current().decode};
+                           isa->to_bf16, f32.decode, f32.store_t};
 }
