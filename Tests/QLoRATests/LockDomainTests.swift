@@ -100,7 +100,7 @@ final class LockDomainTests: XCTestCase {
         }
         let x = try input(rows: 2, width: 128)
         let initial = store.flatValues
-        let steps = 40
+        let steps = 300
         // The outputs after 0...steps steps, one at a time.
         var outputs: Set<[UInt32]> = []
         for k in 0...steps {
@@ -111,21 +111,28 @@ final class LockDomainTests: XCTestCase {
         XCTAssertEqual(expected.count, steps + 1, "each step changes the output")
         try store.restoreFlatValues(initial, source: "test")
 
-        let wrong = LockedCounter(), runs = LockedCounter()
-        DispatchQueue.concurrentPerform(iterations: 3) { t in
-            if t == 0 {
-                for _ in 0..<steps { optimizer.step(threads: 1) }
-            } else {
+        // Two threads run the forward (until this one has taken every step, at most 200 times
+        // each: glibc's rwlock prefers readers, so a writer may wait for them all).
+        let wrong = LockedCounter(), runs = LockedCounter(), stepping = LockedCounter()
+        let group = DispatchGroup()
+        for _ in 0..<2 {
+            DispatchQueue.global().async(group: group) {
                 let context = plan.makeContext()
-                for _ in 0..<60 {
+                for _ in 0..<200 where stepping.value == 0 {
                     let bits = try? plan.run(["x": x], context: context)["y"]!.scalars.map(\.bitPattern)
                     runs.add()
                     if bits.map({ !expected.contains($0) }) ?? true { wrong.add() }
                 }
             }
         }
-        XCTAssertEqual(runs.value, 120)
-        XCTAssertEqual(wrong.value, 0, "a run saw parameters in the middle of an optimizer step")
+        while runs.value == 0 { usleep(100) }
+        for _ in 0..<steps { optimizer.step(threads: 1) }
+        stepping.add()
+        XCTAssertEqual(group.wait(timeout: .now() + 60), .success)
+        XCTAssertGreaterThan(runs.value, 0)
+        XCTAssertEqual(wrong.value, 0, "\(wrong.value) of \(runs.value) runs saw parameters in the middle of an optimizer step")
+        // The last runs saw the last step.
+        XCTAssertTrue(expected.contains(try plan.run(["x": x])["y"]!.scalars.map(\.bitPattern)))
     }
 
     /// `accumulate` into one state from two plans on four threads: every run's addition lands
@@ -140,12 +147,16 @@ final class LockDomainTests: XCTestCase {
         }
         let plans = [try plan(1), try plan(2)]
         let ones = try Tensor(shape: [1 << 16], scalars: [Float](repeating: 1, count: 1 << 16))
-        let runsPerThread = 25
-        DispatchQueue.concurrentPerform(iterations: 4) { t in
-            let p = plans[t % 2], context = p.makeContext()
-            for _ in 0..<runsPerThread { _ = try? p.run(["x": ones], context: context) }
+        let runsPerThread = 100
+        let group = DispatchGroup()
+        for t in 0..<4 {
+            DispatchQueue.global().async(group: group) {
+                let p = plans[t % 2], context = p.makeContext()
+                for _ in 0..<runsPerThread { _ = try? p.run(["x": ones], context: context) }
+            }
         }
-        // Threads 0, 2 add 1 and threads 1, 3 add 2, 25 times each.
+        XCTAssertEqual(group.wait(timeout: .now() + 60), .success)
+        // Threads 0, 2 add 1 and threads 1, 3 add 2, runsPerThread times each.
         let total = Float(2 * runsPerThread * 1 + 2 * runsPerThread * 2)
         let values = state.tensor.scalars
         XCTAssertEqual(values.filter { $0 != total }.count, 0, "lost updates: e.g. \(values.first { $0 != total } ?? total) instead of \(total)")
