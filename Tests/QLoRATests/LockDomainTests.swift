@@ -206,6 +206,11 @@ final class LockDomainTests: XCTestCase {
         let generator = try LlamaGenerator(model: model, capacity: 8)
         _ = try generator.feed([1, 2, 3])
         let cache = generator.cache.keys[0].locks.entries[0].lock
+        let decode = try generator.plan(seq: 1)
+        XCTAssertGreaterThan(decode.memory.states.count, 1)
+        XCTAssertEqual(decode.runLocks.count, 2)
+        XCTAssertTrue(decode.runLocks.entries.contains { $0.lock === cache && $0.write })
+        XCTAssertTrue(decode.runLocks.entries.contains { $0.lock === model.finalNorm.lock && !$0.write })
         XCTAssertTrue((generator.cache.keys + generator.cache.values).allSatisfy { $0.locks.count == 1 && $0.locks.entries[0].lock === cache })
         XCTAssertTrue(model.trainableParameters.allSatisfy { $0.lock === model.finalNorm.lock })
     }
