@@ -59,9 +59,8 @@ struct LockSet: Sendable {
     /// How many locks a holder takes.
     var count: Int { entries.count }
 
-    /// Every lock as reading, or every lock as writing: the same locks, another mode.
+    /// The same locks, every one for reading.
     var forReading: LockSet { LockSet(reading: entries.map(\.lock)) }
-    var forWriting: LockSet { LockSet(writing: entries.map(\.lock)) }
 
     func lock() {
         for e in entries { if e.write { e.lock.lockWrite() } else { e.lock.lockRead() } }
