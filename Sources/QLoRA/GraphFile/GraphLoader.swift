@@ -54,9 +54,10 @@ extension GraphDefinition {
         }
         /// Full-precision checkpoint tensors as parameters, one storage per tensor (a tied lm_head shares the table).
         var parameters: [String: ParameterStorage] = [:]
+        let parameterLock = ReadWriteLock()   // one lock domain for every parameter the graph loads
         func parameter(_ name: String, weights: any GraphWeightSource, neededBy: String) throws -> ParameterStorage {
             if let p = parameters[name] { return p }
-            let p = try ParameterStorage(name: name, tensor: weights.tensor(name, neededBy: neededBy), trainable: false)
+            let p = try ParameterStorage(name: name, tensor: weights.tensor(name, neededBy: neededBy), trainable: false, lock: parameterLock)
             parameters[name] = p
             return p
         }
@@ -133,7 +134,7 @@ extension GraphDefinition {
                     let layer = try layers[module] ?? makeLayer(module, inFeatures: weights == nil ? size(inDim, ".inputs[0]") : 0,
                                                                  outFeatures: weights == nil ? size(out!.ir, ".out", sources: "--weights") : 0, bias: rule,
                                                                  weights: weights, lora: lora[module], fresh: options.freshLora, seed: options.seed &+ UInt64(layers.count),
-                                                                 neededBy: neededBy)
+                                                                 neededBy: neededBy, parameterLock: parameterLock)
                     if let dropout = options.dropout, layers[module] == nil,
                        options.dropoutTargets.map({ LoraAdapterConfig.matches(module, targets: $0) }) ?? true {
                         layer.dropout = dropout
@@ -170,7 +171,7 @@ extension GraphDefinition {
                         let n = try size(width, ".inputs[0]")
                         w = try Tensor(shape: [n], scalars: [Float](repeating: 1, count: n))
                     }
-                    let p = try parameters[weight] ?? ParameterStorage(name: weight, tensor: w, trainable: false)
+                    let p = try parameters[weight] ?? ParameterStorage(name: weight, tensor: w, trainable: false, lock: parameterLock)
                     parameters[weight] = p
                     y = try g.rmsNorm(xs[0], weight: g.parameter(p), eps: eps, label: op.output)
                     declared[op.output] = declared[op.inputs[0]]

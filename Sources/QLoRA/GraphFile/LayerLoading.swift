@@ -2,7 +2,8 @@ extension GraphDefinition {
     /// The QuantizedLinear of checkpoint module `module`: its weight (and bias, per `rule`) from
     /// `weights`, or zero weights of the given size; the adapter's A/B when it has the module.
     func makeLayer(_ module: String, inFeatures: Int, outFeatures: Int, bias rule: BiasRule, weights: (any GraphWeightSource)?,
-                   lora: LoraModuleWeights?, fresh: QLoraConfig? = nil, seed: UInt64, neededBy: String) throws -> QuantizedLinear {
+                   lora: LoraModuleWeights?, fresh: QLoraConfig? = nil, seed: UInt64, neededBy: String,
+                   parameterLock: ReadWriteLock) throws -> QuantizedLinear {
         var config = fresh ?? QLoraConfig()
         if let lora { config = try GraphDefinition.config(for: lora) }
         let layer: QuantizedLinear
@@ -15,9 +16,11 @@ extension GraphDefinition {
                 throw QLoraError.malformedFile(file: weights.path, field: biasName,
                                                reason: "shape disagreement: expected [\(weight.shape[0])] (out of \(module).weight \(weight.shape)), got \(bias.shape)")
             }
-            layer = try QuantizedLinear(quantizedWeight: weight, bias: bias, config: config, name: module, seed: seed)
+            layer = try QuantizedLinear(quantizedWeight: weight, bias: bias, config: config, name: module, seed: seed, lora: true,
+                                        parameterLock: parameterLock)
         } else {
-            layer = try QuantizedLinear(inFeatures: inFeatures, outFeatures: outFeatures, config: config, name: module, seed: seed)
+            layer = try QuantizedLinear(inFeatures: inFeatures, outFeatures: outFeatures, config: config, name: module, seed: seed,
+                                        parameterLock: parameterLock)
         }
         if let lora {
             guard lora.a.shape == [lora.rank, layer.inFeatures], lora.b.shape == [layer.outFeatures, lora.rank] else {

@@ -15,7 +15,9 @@ public final class ParameterStorage: @unchecked Sendable {
     private(set) var region: FloatRegion
     /// Set once a `ParameterStore` holds the values.
     private(set) var isGathered = false
-    let lock = ReadWriteLock()
+    /// The lock of the domain the values belong to (a model's, a layer's, or their own), shared
+    /// with the domain's other buffers; fixed for the storage's life, so plans collect it once.
+    let lock: ReadWriteLock
     /// The values' exact int8 form when they have one (frozen f32 matrices only; kept in step with
     /// `assign`); read it holding `lock`.
     private(set) var exactInt8: ExactInt8Form?
@@ -24,7 +26,12 @@ public final class ParameterStorage: @unchecked Sendable {
     var floats: UnsafeMutablePointer<Float> { region.floats }
 
     /// Stores `tensor` as `element` (float32 or bfloat16). Throws when a value is NaN or infinite.
-    public init(name: String, tensor: Tensor, trainable: Bool, element: ElementType = .float32) throws {
+    public convenience init(name: String, tensor: Tensor, trainable: Bool, element: ElementType = .float32) throws {
+        try self.init(name: name, tensor: tensor, trainable: trainable, element: element, lock: ReadWriteLock())
+    }
+
+    /// A storage in the lock domain of `lock` (the model or layer that owns it).
+    init(name: String, tensor: Tensor, trainable: Bool, element: ElementType = .float32, lock: ReadWriteLock) throws {
         if let bad = tensor.firstNonFiniteIndex {
             throw QLoraError.invalidArgument("parameter '\(name)': non-finite value \(tensor.scalars[bad]) at flat index \(bad)")
         }
@@ -32,6 +39,7 @@ public final class ParameterStorage: @unchecked Sendable {
             throw QLoraError.invalidArgument("parameter '\(name)': a parameter holds float32 or bfloat16 values, not \(element)")
         }
         self.name = name
+        self.lock = lock
         self.shape = tensor.shape
         self.count = tensor.count
         self.trainable = trainable

@@ -21,6 +21,11 @@ public final class ParameterStore: @unchecked Sendable {
     let flatParameterState: StateStorage
     /// The whole flat gradient buffer as one state (what an optimizer step reads).
     let flatGradientState: StateStorage
+    /// The lock domains of the gathered parameters (usually one: the model's), for writing: what
+    /// an optimizer step or a restore takes.
+    let parameterLocks: LockSet
+    /// The one lock of every gradient slice (the store's gradient domain).
+    let gradientLock: ReadWriteLock
 
     /// Throws for a parameter listed twice, one another store already holds, or one not trainable.
     public init(gathering parameters: [ParameterStorage]) throws {
@@ -41,28 +46,29 @@ public final class ParameterStore: @unchecked Sendable {
         let values = AlignedBuffer(byteCount: next * 4), gradientValues = AlignedBuffer(byteCount: next * 4)
         self.values = values
         self.gradientValues = gradientValues
+        let gradientLock = ReadWriteLock()
+        self.gradientLock = gradientLock
+        parameterLocks = LockSet(writing: parameters.map(\.lock))
         gradients = zip(parameters, offsets).map { p, offset in
-            StateStorage(name: "\(p.name).grad", shape: p.shape, region: FloatRegion(in: gradientValues, at: offset))
+            StateStorage(name: "\(p.name).grad", shape: p.shape, region: FloatRegion(in: gradientValues, at: offset), locks: [gradientLock])
         }
-        flatParameterState = StateStorage(name: "parameters", shape: [max(next, 1)], region: FloatRegion(in: values, at: 0))
-        flatGradientState = StateStorage(name: "gradients", shape: [max(next, 1)], region: FloatRegion(in: gradientValues, at: 0))
+        flatParameterState = StateStorage(name: "parameters", shape: [max(next, 1)], region: FloatRegion(in: values, at: 0),
+                                          locks: parameters.map(\.lock))
+        flatGradientState = StateStorage(name: "gradients", shape: [max(next, 1)], region: FloatRegion(in: gradientValues, at: 0),
+                                          locks: [gradientLock])
         for (p, offset) in zip(parameters, offsets) { p.move(to: FloatRegion(in: values, at: offset)) }
     }
 
     /// A copy of the flat parameter buffer.
     public var flatValues: [Float] {
-        for p in parameters { p.lock.lockRead() }
-        defer { for p in parameters { p.lock.unlock() } }
-        return values.floatArray(count: count)
+        flatParameterState.read { values.floatArray(count: count) }
     }
 
     /// A copy of the flat gradient buffer.
     public var flatGradients: [Float] {
-        for g in gradients { g.lock.lockRead() }
-        defer { for g in gradients { g.lock.unlock() } }
-        return gradientValues.floatArray(count: count)
+        flatGradientState.read { gradientValues.floatArray(count: count) }
     }
 
     /// Sets every gradient to zero (the start of a new accumulation).
-    public func zeroGradients() { for g in gradients { g.reset() } }
+    public func zeroGradients() { flatGradientState.reset() }
 }

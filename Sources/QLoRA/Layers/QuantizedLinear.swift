@@ -30,30 +30,51 @@ public final class QuantizedLinear: @unchecked Sendable {
     /// layer equals its base. `seed` makes the A initialisation reproducible.
     public convenience init(weight: Tensor, bias: Tensor? = nil, config: QLoraConfig = QLoraConfig(),
                             name: String = "linear", seed: UInt64? = nil) throws {
+        try self.init(weight: weight, bias: bias, config: config, name: name, seed: seed, parameterLock: ReadWriteLock())
+    }
+
+    /// `init(weight:...)` in the lock domain of `parameterLock`.
+    convenience init(weight: Tensor, bias: Tensor?, config: QLoraConfig, name: String, seed: UInt64?,
+                     parameterLock: ReadWriteLock) throws {
         try config.validate()
         guard weight.rank == 2, weight.shape[0] > 0, weight.shape[1] > 0 else {
             throw QLoraError.shapeMismatch(context: "QuantizedLinear weight [out, in]", expected: [0, 0], actual: weight.shape)
         }
         let q = try QuantizedTensor.quantize(weight, quantType: config.quantType, blockSize: config.blockSize,
                                              doubleQuant: config.doubleQuant, name: "\(name).weight")
-        try self.init(quantizedWeight: q, bias: bias, config: config, name: name, seed: seed)
+        try self.init(quantizedWeight: q, bias: bias, config: config, name: name, seed: seed, lora: true, parameterLock: parameterLock)
     }
 
     /// A layer with an all-zero base weight: only the adapter contributes.
     public convenience init(inFeatures: Int, outFeatures: Int, config: QLoraConfig = QLoraConfig(),
                             name: String = "linear", seed: UInt64? = nil) throws {
+        try self.init(inFeatures: inFeatures, outFeatures: outFeatures, config: config, name: name, seed: seed, parameterLock: ReadWriteLock())
+    }
+
+    /// `init(inFeatures:...)` in the lock domain of `parameterLock`.
+    convenience init(inFeatures: Int, outFeatures: Int, config: QLoraConfig, name: String, seed: UInt64?,
+                     parameterLock: ReadWriteLock) throws {
         guard inFeatures > 0, outFeatures > 0 else {
             throw QLoraError.invalidArgument("QuantizedLinear needs inFeatures > 0 and outFeatures > 0, got \(inFeatures), \(outFeatures)")
         }
-        try self.init(weight: Tensor.zeros(shape: [outFeatures, inFeatures]), bias: nil, config: config, name: name, seed: seed)
+        try self.init(weight: Tensor.zeros(shape: [outFeatures, inFeatures]), bias: nil, config: config, name: name, seed: seed,
+                      parameterLock: parameterLock)
     }
 
     /// A layer over an already-quantized weight (e.g. read from a bitsandbytes checkpoint). The
     /// weight keeps its own quant type and block size; `config` supplies the LoRA settings.
     /// `lora: false` gives a frozen base layer (no adapter recorded, nothing to train), as PEFT
     /// leaves the modules outside `target_modules`.
-    public init(quantizedWeight: QuantizedTensor, bias: Tensor? = nil, config: QLoraConfig = QLoraConfig(),
-                name: String = "linear", seed: UInt64? = nil, lora: Bool = true) throws {
+    public convenience init(quantizedWeight: QuantizedTensor, bias: Tensor? = nil, config: QLoraConfig = QLoraConfig(),
+                            name: String = "linear", seed: UInt64? = nil, lora: Bool = true) throws {
+        try self.init(quantizedWeight: quantizedWeight, bias: bias, config: config, name: name, seed: seed, lora: lora,
+                      parameterLock: ReadWriteLock())
+    }
+
+    /// A layer whose bias and adapters are in the lock domain of `parameterLock` (the model's:
+    /// a plan over the model's layers then takes one lock for all their parameters).
+    init(quantizedWeight: QuantizedTensor, bias: Tensor?, config: QLoraConfig, name: String, seed: UInt64?, lora: Bool,
+         parameterLock: ReadWriteLock) throws {
         try config.validate()
         guard quantizedWeight.shape.count == 2 else {
             throw QLoraError.shapeMismatch(context: "\(name).weight [out, in]", expected: [0, 0], actual: quantizedWeight.shape)
@@ -68,10 +89,12 @@ public final class QuantizedLinear: @unchecked Sendable {
         inFeatures = inF
         outFeatures = out
         weightStorage = QuantizedWeightStorage(name: "\(name).weight", weight: quantizedWeight)
-        biasStorage = try bias.map { try ParameterStorage(name: "\(name).bias", tensor: $0, trainable: false) }
+        biasStorage = try bias.map { try ParameterStorage(name: "\(name).bias", tensor: $0, trainable: false, lock: parameterLock) }
         var rng = LoraInitializer(seed: seed)
-        loraA = try ParameterStorage(name: "\(name).lora_A", tensor: rng.kaimingUniform(rows: config.rank, fanIn: inF), trainable: true)
-        loraB = try ParameterStorage(name: "\(name).lora_B", tensor: Tensor.zeros(shape: [out, config.rank]), trainable: true)
+        loraA = try ParameterStorage(name: "\(name).lora_A", tensor: rng.kaimingUniform(rows: config.rank, fanIn: inF), trainable: true,
+                                     lock: parameterLock)
+        loraB = try ParameterStorage(name: "\(name).lora_B", tensor: Tensor.zeros(shape: [out, config.rank]), trainable: true,
+                                     lock: parameterLock)
         if config.dropout > 0 { dropoutContext = try LoraDropout(probability: config.dropout, seed: seed ?? 0) }
         if config.cacheDequantized { try enableWeightCaching() }
     }

@@ -28,6 +28,9 @@ public final class ExecutablePlan: @unchecked Sendable {
     /// The kernel views of the 4-bit weights (their pointers stay valid while the storages live,
     /// and the plan holds the storages).
     let weightViews: UnsafeMutablePointer<cq_qweight>
+    /// What a run holds: the lock domains of the parameters it reads (for reading) and of the
+    /// states it updates (for writing), each domain once, in the one global order.
+    let runLocks: LockSet
     private let defaultContext: ExecutionContext
     private let runLock = NSLock()
 
@@ -45,6 +48,7 @@ public final class ExecutablePlan: @unchecked Sendable {
         weightViews = .allocate(capacity: max(1, memory.weights.count))
         weightViews.initialize(from: memory.weights.map(\.kernelView), count: memory.weights.count)
         defaultContext = ExecutionContext(arenaBytes: memory.arenaBytes)
+        runLocks = LockSet(reading: memory.parameters.map(\.lock), writing: memory.states.flatMap { $0.locks.entries.map(\.lock) })
     }
 
     deinit { weightViews.deallocate() }

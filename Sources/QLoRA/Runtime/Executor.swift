@@ -8,14 +8,10 @@ enum Executor {
     static func run(_ plan: ExecutablePlan, _ feeds: [String: Tensor], _ ids: [String: IntTensor],
                     _ context: ExecutionContext) throws -> [String: Tensor] {
         try validate(plan, feeds, ids)
-        // States are locked for writing in one global order, so two plans sharing them cannot deadlock.
-        let parameters = plan.memory.parameters, states = plan.memory.states.sorted { ObjectIdentifier($0) < ObjectIdentifier($1) }
-        for p in parameters { p.lock.lockRead() }
-        for s in states { s.lock.lockWrite() }
-        defer {
-            for p in parameters { p.lock.unlock() }
-            for s in states { s.lock.unlock() }
-        }
+        // One lock per domain the plan touches (a model's parameters, a store's gradients, a KV
+        // cache), taken in one global order, so two plans sharing a domain cannot deadlock.
+        plan.runLocks.lock()
+        defer { plan.runLocks.unlock() }
         let inputs = plan.inputs.map { $0.element == .int32 ? FeedValues.int32(ids[$0.name]!.scalars) : .float(feeds[$0.name]!.scalars) }
         let outputs = try withInputPointers(inputs[...], []) { inputPointers in
             try withOutputArrays(plan.outputs.map { $0.shape.reduce(1, *) }[...], []) { outputPointers in

@@ -45,21 +45,3 @@ struct FloatRegion: @unchecked Sendable {
 
     var floats: UnsafeMutablePointer<Float> { owner.floats + offset }
 }
-
-/// A readers-writer lock: many plan runs may read parameters at once; assigning new values waits.
-final class ReadWriteLock: @unchecked Sendable {
-    private var lock = pthread_rwlock_t()
-    init() { pthread_rwlock_init(&lock, nil) }
-    deinit { pthread_rwlock_destroy(&lock) }
-    func read<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_rwlock_rdlock(&lock); defer { pthread_rwlock_unlock(&lock) }
-        return try body()
-    }
-    func write<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_rwlock_wrlock(&lock); defer { pthread_rwlock_unlock(&lock) }
-        return try body()
-    }
-    func lockRead() { pthread_rwlock_rdlock(&lock) }
-    func lockWrite() { pthread_rwlock_wrlock(&lock) }
-    func unlock() { pthread_rwlock_unlock(&lock) }
-}

@@ -6,7 +6,7 @@ import CQLoRAKernels
 public enum GradientNorm {
     /// Each parameter's gradient L2 norm (float32; the squares summed in double, in index order).
     public static func perTensor(_ store: ParameterStore) -> [Float] {
-        store.gradients.map { g in g.lock.read { Float(cq_sum_squares(g.region.floats, Int64(g.count)).squareRoot()) } }
+        store.flatGradientState.read { store.gradients.map { g in Float(cq_sum_squares(g.region.floats, Int64(g.count)).squareRoot()) } }
     }
 
     /// The L2 norm of the per-tensor norms, as float32 (torch's `get_total_norm`).
@@ -37,7 +37,7 @@ extension ParameterStore {
         guard tensor.shape == g.shape else {
             throw QLoraError.shapeMismatch(context: "gradient of '\(parameters[index].name)'", expected: g.shape, actual: tensor.shape)
         }
-        g.lock.write { tensor.scalars.withUnsafeBufferPointer { g.region.floats.update(from: $0.baseAddress!, count: g.count) } }
+        g.write { tensor.scalars.withUnsafeBufferPointer { g.region.floats.update(from: $0.baseAddress!, count: g.count) } }
     }
 
     /// Overwrites the whole flat parameter buffer (a checkpoint's copy of `flatValues`).
@@ -45,8 +45,6 @@ extension ParameterStore {
         guard values.count == count else {
             throw QLoraError.shapeMismatch(context: "\(source): flat parameter buffer", expected: [count], actual: [values.count])
         }
-        for p in parameters { p.lock.lockWrite() }
-        defer { for p in parameters { p.lock.unlock() } }
-        values.withUnsafeBufferPointer { flatParameterState.region.floats.update(from: $0.baseAddress!, count: count) }
+        parameterLocks.locked { values.withUnsafeBufferPointer { flatParameterState.region.floats.update(from: $0.baseAddress!, count: count) } }
     }
 }

@@ -42,18 +42,23 @@ public final class Optimizer: @unchecked Sendable {
     public let parameters: ParameterStore
     /// SGD: [momentum buffer]; AdamW: [m, v, step count].
     let states: [StateStorage]
+    /// What a step holds: the parameters' domains and the optimizer's own for writing, the
+    /// store's gradient domain for reading, in the one global order.
+    private let stepLocks: LockSet
 
     public init(_ method: Method, parameters: ParameterStore) throws {
         self.method = method
         self.parameters = parameters
         let n = max(parameters.count, 1)
+        let lock = ReadWriteLock()   // one domain for the optimizer's state buffers
         switch method {
         case .sgd:
-            states = [try StateStorage(name: "sgd.momentum", shape: [n])]
+            states = [try StateStorage(name: "sgd.momentum", shape: [n], lock: lock)]
         case .adamW:
-            states = [try StateStorage(name: "adamw.m", shape: [n]), try StateStorage(name: "adamw.v", shape: [n]),
-                      try StateStorage(name: "adamw.step", shape: [1])]
+            states = [try StateStorage(name: "adamw.m", shape: [n], lock: lock), try StateStorage(name: "adamw.v", shape: [n], lock: lock),
+                      try StateStorage(name: "adamw.step", shape: [1], lock: lock)]
         }
+        stepLocks = parameters.parameterLocks.union(LockSet(reading: [parameters.gradientLock], writing: [lock]))
     }
 
     static func stateCount(_ method: Method) -> Int {
@@ -76,23 +81,15 @@ public final class Optimizer: @unchecked Sendable {
         let store = parameters
         let n = Int64(store.count)
         guard n > 0 else { return }
-        for p in store.parameters { p.lock.lockWrite() }
-        defer { for p in store.parameters { p.lock.unlock() } }
+        stepLocks.lock()
+        defer { stepLocks.unlock() }
         let p = store.flatParameterState.region.floats, g = UnsafePointer(store.flatGradientState.region.floats)
         switch method.with(learningRate: learningRate ?? method.learningRate) {
         case let .sgd(lr, momentum):
-            states[0].lock.write {
-                cq_sgd_step(p, g, momentum == 0 ? nil : states[0].region.floats, n, lr, momentum, gradientScale, Int32(threads))
-            }
+            cq_sgd_step(p, g, momentum == 0 ? nil : states[0].region.floats, n, lr, momentum, gradientScale, Int32(threads))
         case let .adamW(lr, b1, b2, eps, wd):
-            states[0].lock.write {
-                states[1].lock.write {
-                    states[2].lock.write {
-                        cq_adamw_step(p, g, states[0].region.floats, states[1].region.floats, states[2].region.floats, n,
-                                      lr, b1, b2, eps, wd, gradientScale, Int32(threads))
-                    }
-                }
-            }
+            cq_adamw_step(p, g, states[0].region.floats, states[1].region.floats, states[2].region.floats, n,
+                          lr, b1, b2, eps, wd, gradientScale, Int32(threads))
         }
     }
 
@@ -110,7 +107,7 @@ public final class Optimizer: @unchecked Sendable {
             guard t.count == s.count else {
                 throw QLoraError.shapeMismatch(context: "\(source): optimizer state '\(s.name)'", expected: s.shape, actual: t.shape)
             }
-            s.lock.write { t.scalars.withUnsafeBufferPointer { s.region.floats.update(from: $0.baseAddress!, count: s.count) } }
+            s.write { t.scalars.withUnsafeBufferPointer { s.region.floats.update(from: $0.baseAddress!, count: s.count) } }
         }
     }
 }

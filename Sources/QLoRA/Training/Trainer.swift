@@ -265,7 +265,7 @@ public final class Trainer {
     /// accumulator = Σ weight_j · g_j over the micro-batches so far (first: starts over).
     private func accumulate(_ store: ParameterStore, weight: Float, first: Bool) {
         ensureBuffers(store)
-        store.flatGradientState.lock.read {
+        store.flatGradientState.read {
             cq_accumulate_scaled(sum, store.flatGradientState.region.floats, weight, first ? 1 : 0,
                                  Int64(store.count), Int32(options.threads))
         }
@@ -274,7 +274,7 @@ public final class Trainer {
     /// Rank r > 0: weight · g into its slot for micro-batch `slot` (the product the fold would form).
     private func keepWeighted(_ store: ParameterStore, weight: Float, slot: Int) {
         ensureBuffers(store)
-        store.flatGradientState.lock.read {
+        store.flatGradientState.read {
             cq_accumulate_scaled(weighted[slot].raw.assumingMemoryBound(to: Float.self), store.flatGradientState.region.floats, weight, 1,
                                  Int64(store.count), Int32(options.threads))
         }
@@ -360,7 +360,7 @@ public final class Trainer {
 
     /// The combined gradient back into the store's gradient buffer (what the optimizer reads).
     private func finishAccumulation(_ store: ParameterStore) {
-        store.flatGradientState.lock.write {
+        store.flatGradientState.write {
             store.flatGradientState.region.floats.update(from: sum, count: store.count)
         }
     }

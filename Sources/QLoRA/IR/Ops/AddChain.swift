@@ -39,7 +39,10 @@ struct AddChainKernel: StepKernel {
     var name: String { "add_chain" }
     func workSplit(threads: Int) -> String { elementRangeSplit(length, threads: threads) }
     func run(_ io: KernelIO) {
-        var xs = (0..<terms).map { Optional(io.f32($0)) }
-        xs.withUnsafeMutableBufferPointer { cq_add_chain($0.baseAddress, Int32(terms), io.out, Int64(length), io.threads) }
+        // The operand pointers on the stack: a run allocates nothing per step.
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: terms) { xs in
+            for i in 0..<terms { xs.initializeElement(at: i, to: io.f32(i)) }
+            cq_add_chain(xs.baseAddress, Int32(terms), io.out, Int64(length), io.threads)
+        }
     }
 }

@@ -144,12 +144,6 @@ struct FusedLinearGroupKernel: StepKernel {
     }
 
     func run(_ io: KernelIO) {
-        var list = members.enumerated().map { i, mb in
-            let y: UnsafeMutablePointer<Float>? = siluMul ? (keepsMembers ? io.result(i) : nil) : io.result(i)
-            let a = mb.a.map { io.f32($0) }
-            return cq_linear_member(w: io.weight(mb.weight), A: mb.givenXa ? nil : a, B: mb.b.map { io.f32($0) }, r: Int32(mb.rank),
-                                    scaling: mb.scaling, bias: mb.bias.map { io.f32($0) }, y: y, xa: mb.givenXa ? a : nil)
-        }
         var x = io.f32(0), scratch = io.scratch
         if let eps = normEps {
             let normalized = io.scratch.assumingMemoryBound(to: Float.self)
@@ -158,8 +152,16 @@ struct FusedLinearGroupKernel: StepKernel {
             scratch += normBytes
         }
         let out = siluMul && keepsMembers ? io.result(2) : io.out
-        list.withUnsafeMutableBufferPointer {
-            cq_fused_linear_group(x, Int64(m), Int32(members.count), $0.baseAddress, siluMul ? 1 : 0, out, scratch, io.threads, bf16 ? 1 : 0)
+        // The member list on the stack: a run allocates nothing per step.
+        withUnsafeTemporaryAllocation(of: cq_linear_member.self, capacity: members.count) { list in
+            for (i, mb) in members.enumerated() {
+                let y: UnsafeMutablePointer<Float>? = siluMul ? (keepsMembers ? io.result(i) : nil) : io.result(i)
+                let a = mb.a.map { io.f32($0) }
+                list.initializeElement(at: i, to: cq_linear_member(
+                    w: io.weight(mb.weight), A: mb.givenXa ? nil : a, B: mb.b.map { io.f32($0) }, r: Int32(mb.rank),
+                    scaling: mb.scaling, bias: mb.bias.map { io.f32($0) }, y: y, xa: mb.givenXa ? a : nil))
+            }
+            cq_fused_linear_group(x, Int64(m), Int32(members.count), list.baseAddress, siluMul ? 1 : 0, out, scratch, io.threads, bf16 ? 1 : 0)
         }
     }
 }

@@ -29,7 +29,7 @@ public final class LlamaGenerator: @unchecked Sendable {
     /// plan holds its own activations, so older prompt lengths are dropped (the decode plan stays).
     static let maxPlans = 6
 
-    private func plan(seq: Int) throws -> ExecutablePlan {
+    func plan(seq: Int) throws -> ExecutablePlan {
         if let p = plans[seq] { return p }
         if plans.count >= LlamaGenerator.maxPlans, let drop = plans.keys.filter({ $0 != 1 }).min() { plans[drop] = nil }
         let g = Graph()

@@ -14,8 +14,9 @@ public final class LlamaKVCache: @unchecked Sendable {
         self.batch = batch
         self.capacity = capacity
         let shape = [batch, capacity, c.kvHeads * c.headDim]
-        keys = try (0..<c.layers).map { try StateStorage(name: "model.layers.\($0).self_attn.k_cache", shape: shape) }
-        values = try (0..<c.layers).map { try StateStorage(name: "model.layers.\($0).self_attn.v_cache", shape: shape) }
+        let lock = ReadWriteLock()   // one lock domain for every layer's keys and values
+        keys = try (0..<c.layers).map { try StateStorage(name: "model.layers.\($0).self_attn.k_cache", shape: shape, lock: lock) }
+        values = try (0..<c.layers).map { try StateStorage(name: "model.layers.\($0).self_attn.v_cache", shape: shape, lock: lock) }
     }
 
     /// The run-time int32 inputs a cached graph reads: `positions` [batch, seq] (RoPE),

@@ -43,8 +43,11 @@ public final class LlamaModel: @unchecked Sendable {
                 freshLora: QLoraConfig = QLoraConfig(), seed: UInt64 = 0) throws {
         let c = w.config
         config = c
+        // One lock domain for every f32 parameter of the model (norms, tables, biases, adapters).
+        let lock = ReadWriteLock()
         func param(_ name: String, _ shape: [Int]) throws -> ParameterStorage {
-            try ParameterStorage(name: name, tensor: w.tensor(name, shape: shape, neededBy: "the Llama model (config \(shape))"), trainable: false)
+            try ParameterStorage(name: name, tensor: w.tensor(name, shape: shape, neededBy: "the Llama model (config \(shape))"), trainable: false,
+                                 lock: lock)
         }
         embedTokens = try param("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])
         finalNorm = try param("model.norm.weight", [c.hiddenSize])
@@ -66,7 +69,8 @@ public final class LlamaModel: @unchecked Sendable {
                     lora = true
                 }
                 count += 1
-                let layer = try QuantizedLinear(quantizedWeight: weight, bias: b, config: layerConfig, name: path, seed: seed &+ count, lora: lora)
+                let layer = try QuantizedLinear(quantizedWeight: weight, bias: b, config: layerConfig, name: path, seed: seed &+ count, lora: lora,
+                                                parameterLock: lock)
                 if let a = adapter?.modules[path] {
                     guard a.a.shape == [a.rank, inF], a.b.shape == [out, a.rank] else {
                         throw QLoraError.shapeMismatch(context: "adapter weights of '\(path)' (lora_A [r, in], lora_B [out, r])",
