@@ -46,14 +46,6 @@ final class BackwardGemmTests: XCTestCase {
         }
     }
 
-    func makeWeight(rows: Int, cols: Int, blockSize: Int, double: Bool, seed: UInt64) throws -> QuantizedTensor {
-        var rng = SeededRandom(seed: seed)
-        let n = rows * cols, blocks = (n + blockSize - 1) / blockSize
-        let packed = (0..<(n + 1) / 2).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        let absmax = (0..<blocks).map { _ in abs(rng.float(0.1)) + 0.01 }
-        let stats: QuantStatistics = double ? .double(DoubleQuantState.quantize(absmax: absmax)) : .plain(absmax: absmax)
-        return try QuantizedTensor(shape: [rows, cols], quantType: .nf4, blockSize: blockSize, packed: packed, statistics: stats)
-    }
 
     /// Runs `body(threads)` for 1 and 2 threads and checks the two results are the same bits.
     func sameForThreads(_ what: String, _ body: (Int32) -> [Float]) -> [Float] {
@@ -95,7 +87,7 @@ final class BackwardGemmTests: XCTestCase {
             for (m, n, k) in shapes {
                 for (blockSize, double) in [(64, false), (32, true)] {
                     seed += 1
-                    let q = try makeWeight(rows: n, cols: k, blockSize: blockSize, double: double, seed: seed)
+                    let q = try randomQuantizedWeight(rows: n, cols: k, blockSize: blockSize, double: double, seed: seed)
                     let w = q.dequantize(threads: 1).scalars
                     var rng = SeededRandom(seed: seed)
                     let dy = rng.floats(m * n)

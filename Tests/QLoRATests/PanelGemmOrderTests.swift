@@ -108,15 +108,6 @@ final class PanelGemmOrderTests: XCTestCase {
                        B: rng.floats(N * r), bias: bias ? rng.floats(N) : nil)
     }
 
-    /// A random 4-bit NF4 weight (plain or double-quantized block scales).
-    func makeWeight(rows: Int, cols: Int, blockSize: Int, double: Bool, seed: UInt64) throws -> QuantizedTensor {
-        var rng = SeededRandom(seed: seed)
-        let n = rows * cols, blocks = (n + blockSize - 1) / blockSize
-        let packed = (0..<(n + 1) / 2).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        let absmax = (0..<blocks).map { _ in abs(rng.float(0.1)) + 0.01 }
-        let stats: QuantStatistics = double ? .double(DoubleQuantState.quantize(absmax: absmax)) : .plain(absmax: absmax)
-        return try QuantizedTensor(shape: [rows, cols], quantType: .nf4, blockSize: blockSize, packed: packed, statistics: stats)
-    }
 
     func withScratch<T>(_ bytes: Int, _ body: (UnsafeMutableRawPointer) -> T) -> T {
         let s = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
@@ -135,7 +126,7 @@ final class PanelGemmOrderTests: XCTestCase {
         try forEachISA { isa, name in
             for (M, N, K, r, bias) in shapes {
                 seed += 1
-                let q = try makeWeight(rows: N, cols: K, blockSize: 64, double: seed % 2 == 0, seed: seed)
+                let q = try randomQuantizedWeight(rows: N, cols: K, blockSize: 64, double: seed % 2 == 0, seed: seed)
                 let p = problem(M: M, N: N, K: K, r: r, bias: bias, w: q.dequantize(threads: 1).scalars, seed: seed)
                 let what = "\(name) fused 4-bit \(M)x\(N)x\(K) r \(r) bias \(bias)"
                 check(p, isa: isa, what) { threads in

@@ -19,16 +19,6 @@ final class QuantKernelPathTests: XCTestCase {
         XCTAssertTrue(ran.contains("portable"))
     }
 
-    /// A weight with random codes and statistics (random bytes exercise every nibble, including
-    /// fp4's two zero codes).
-    func makeWeight(rows: Int, cols: Int, blockSize: Int, type: QuantType, double: Bool, seed: UInt64) throws -> QuantizedTensor {
-        var rng = SeededRandom(seed: seed)
-        let n = rows * cols, blocks = (n + blockSize - 1) / blockSize
-        let packed = (0..<(n + 1) / 2).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        let absmax = (0..<blocks).map { _ in abs(rng.float(0.1)) }
-        let stats: QuantStatistics = double ? .double(DoubleQuantState.quantize(absmax: absmax)) : .plain(absmax: absmax)
-        return try QuantizedTensor(shape: [rows, cols], quantType: type, blockSize: blockSize, packed: packed, statistics: stats)
-    }
 
     /// out[j] = code[nibble j] · absmax[j / blockSize], computed in Swift (one Float multiply).
     func expected(_ q: QuantizedTensor) -> [Float] {
@@ -64,7 +54,7 @@ final class QuantKernelPathTests: XCTestCase {
                 for type in QuantType.allCases {
                     for double in [false, true] {
                         seed += 1
-                        let q = try makeWeight(rows: r, cols: c, blockSize: bs, type: type, double: double, seed: seed)
+                        let q = try randomQuantizedWeight(rows: r, cols: c, blockSize: bs, type: type, double: double, seed: seed, absmaxFloor: 0)
                         let want = expected(q)
                         let label = "\(r)x\(c) bs \(bs) \(type) double \(double)"
                         forEachISA { isa in
@@ -88,7 +78,7 @@ final class QuantKernelPathTests: XCTestCase {
     func testEveryPathMatchesScalarOnThreadedShapes() throws {
         for (r, c, bs) in [(301, 263, 64), (257, 515, 4096), (1024, 96, 32)] {
             for type in QuantType.allCases {
-                let q = try makeWeight(rows: r, cols: c, blockSize: bs, type: type, double: true, seed: UInt64(r * c + bs))
+                let q = try randomQuantizedWeight(rows: r, cols: c, blockSize: bs, type: type, double: true, seed: UInt64(r * c + bs), absmaxFloor: 0)
                 let want = expected(q)
                 forEachISA { isa in
                     for threads in [1, 2, 3] {
