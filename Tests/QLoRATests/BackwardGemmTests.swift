@@ -9,18 +9,6 @@ import XCTest
 /// (a 16-wide side) and a reduction long enough for several packed super-blocks; 1 and 2 threads
 /// give the same bits, and the plan-scratch entry points the same bits as the self-allocating ones.
 final class BackwardGemmTests: XCTestCase {
-    func forEachISA(_ body: (String) throws -> Void) rethrows {
-        let original = cq_detect_isa()
-        defer { cq_set_isa(original) }
-        var ran: [String] = []
-        for isa in [CQ_ISA_PORTABLE, CQ_ISA_AVX2, CQ_ISA_AVX512] {
-            guard cq_set_isa(isa) == isa else { continue } // the CPU (or QLORA_ISA) caps it
-            ran.append(String(cString: cq_isa_name(isa)))
-            try body(ran.last!)
-        }
-        XCTAssertTrue(ran.contains("portable"))
-    }
-
     /// Σ_s a(i, s)·b(s, j) in double, and Σ |terms| (the rounding scale of an f32 sum).
     func reference(rows: Int, cols: Int, depth: Int, _ a: (Int, Int) -> Float, _ b: (Int, Int) -> Float) -> (exact: [Double], scale: [Double]) {
         var exact = [Double](repeating: 0, count: rows * cols), scale = exact

@@ -15,18 +15,6 @@ import XCTest
 final class PanelGemmOrderTests: XCTestCase {
     static let panelK = 256 // CQ_PANEL_K
 
-    func forEachISA(_ body: (cq_isa, String) throws -> Void) rethrows {
-        let original = cq_detect_isa()
-        defer { cq_set_isa(original) }
-        var ran: [String] = []
-        for isa in [CQ_ISA_PORTABLE, CQ_ISA_AVX2, CQ_ISA_AVX512] {
-            guard cq_set_isa(isa) == isa else { continue } // the CPU (or QLORA_ISA) caps it
-            ran.append(String(cString: cq_isa_name(isa)))
-            try body(isa, ran.last!)
-        }
-        XCTAssertTrue(ran.contains("portable"))
-    }
-
     struct Problem {
         let M, N, K, r: Int
         let x, w, xa, B: [Float]

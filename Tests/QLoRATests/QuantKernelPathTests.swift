@@ -6,19 +6,6 @@ import CQLoRAKernels
 /// per element, on shapes where rows start mid-block and mid-byte.
 final class QuantKernelPathTests: XCTestCase {
     /// Runs `body` once per ISA this CPU has (portable, AVX2, AVX-512), restoring the level in force.
-    func forEachISA(_ body: (String) throws -> Void) rethrows {
-        let original = cq_detect_isa()
-        defer { cq_set_isa(original) }
-        var ran: [String] = []
-        for isa in [CQ_ISA_PORTABLE, CQ_ISA_AVX2, CQ_ISA_AVX512] {
-            guard cq_set_isa(isa) == isa else { continue } // the CPU (or QLORA_ISA) caps it
-            let name = String(cString: cq_isa_name(isa))
-            ran.append(name)
-            try body(name)
-        }
-        XCTAssertTrue(ran.contains("portable"))
-    }
-
 
     /// out[j] = code[nibble j] · absmax[j / blockSize], computed in Swift (one Float multiply).
     func expected(_ q: QuantizedTensor) -> [Float] {
