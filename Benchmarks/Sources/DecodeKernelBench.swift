@@ -52,17 +52,11 @@ enum DecodeKernelBench {
             + "\"read_dram_ms\": \(list(results.map { $0.readDRAM * 1e3 })), "
             + "\"kernel_over_read_same_size\": \(String(format: "%.6g", vsSame)), "
             + "\"kernel_over_read_dram\": \(String(format: "%.6g", vsDRAM))}\n"
-        try writeAtomically(body, to: json)
+        try body.write(toFile: json, atomically: true, encoding: .utf8) // temp file + rename
     }
 
     static func median(_ xs: [Double]) -> Double {
         let s = xs.sorted()
         return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
     }
-}
-
-/// Writes `text` to `path` through a temp file and a rename (never a half-written file).
-func writeAtomically(_ text: String, to path: String) throws {
-    try Data(text.utf8).write(to: URL(fileURLWithPath: path + ".tmp"))
-    guard rename(path + ".tmp", path) == 0 else { throw QLoraError.invalidArgument("cannot rename \(path).tmp to \(path)") }
 }

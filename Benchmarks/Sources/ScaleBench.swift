@@ -93,7 +93,7 @@ enum ScaleBench {
             let number = { (v: Double) in v.isFinite ? "\(v)" : "null" }
             let fields = results.map { "\"\($0.0)\": \(number($0.1))" }
                 + lists.map { "\"\($0.0)\": [\($0.1.map(number).joined(separator: ", "))]" }
-            try writeAtomically("{" + fields.joined(separator: ", ") + "}\n", to: json)
+            try ("{" + fields.joined(separator: ", ") + "}\n").write(toFile: json, atomically: true, encoding: .utf8) // temp file + rename
         }
     }
 

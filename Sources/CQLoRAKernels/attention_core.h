@@ -48,22 +48,13 @@ FN V16 F(splat)(float x) { return (V16){x, x, x, x, x, x, x, x, x, x, x, x, x, x
 FN V16 F(sel)(I16 m, V16 a, V16 b) { return (V16)((m & (I16)a) | (~m & (I16)b)); }
 FN V16 F(vmax)(V16 a, V16 b) { return F(sel)(a > b, a, b); }
 
-// cq_fast_expf on 16 lanes: the same operations in the same order (no contraction), so every
-// lane has exactly the bits the scalar function gives.
+// cq_fast_expf on 16 lanes: the same operations in the same order (fast_exp.h's
+// CQ_FAST_EXP_CORE, no contraction), so every lane has exactly the bits the scalar function gives.
 FN V16 F(vexp)(V16 x) {
 #pragma clang fp contract(off)
-    V16 c = F(sel)(x < -104.0f, F(splat)(-104.0f), x);
-    c = F(sel)(c > 89.0f, F(splat)(89.0f), c);
-    const float shifter = 12582912.0f;
-    const V16 n = (c * 1.44269504088896341f + shifter) - shifter;
-    const V16 r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
-    V16 p = F(splat)(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = (p * (r * r) + r) + 1.0f;
+    V16 c = F(sel)(x < CQ_FAST_EXP_LO, F(splat)(CQ_FAST_EXP_LO), x);
+    c = F(sel)(c > CQ_FAST_EXP_HI, F(splat)(CQ_FAST_EXP_HI), c);
+    CQ_FAST_EXP_CORE(V16, c, n, p)
     const I16 ni = __builtin_convertvector(n, I16), half = ni >> 1;
     const V16 s1 = (V16)((U16)(half + 127) << 23), s2 = (V16)((U16)(ni - half + 127) << 23);
     return F(sel)(x != x, x, (p * s1) * s2);

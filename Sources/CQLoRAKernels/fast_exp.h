@@ -22,20 +22,30 @@ static inline __attribute__((always_inline)) float cq_pow2i(int32_t n) {
     return f;
 }
 
+// The clamp bounds, and the range reduction and polynomial, shared by cq_fast_expf and
+// attention's 16-lane copy (attention_core.h) so the two cannot drift apart: for `c` (a float or
+// a vector of floats, already clamped) it declares `n` = round(c·log2 e) and `p` = e^(c − n·ln 2).
+// The enclosing function turns contraction off.
+#define CQ_FAST_EXP_LO (-104.0f)
+#define CQ_FAST_EXP_HI 89.0f
+#define CQ_FAST_EXP_CORE(T, c, n, p)                                                       \
+    const T n = ((c) * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* 1.5·2^23 rounds */ \
+    T p;                                                                                   \
+    {                                                                                      \
+        const T r_ = ((c) - n * 0.693359375f) - n * -2.12194440e-4f;                       \
+        p = 1.9875691500e-4f * r_ + 1.3981999507e-3f;                                      \
+        p = p * r_ + 8.3334519073e-3f;                                                     \
+        p = p * r_ + 4.1665795894e-2f;                                                     \
+        p = p * r_ + 1.6666665459e-1f;                                                     \
+        p = p * r_ + 5.0000001201e-1f;                                                     \
+        p = (p * (r_ * r_) + r_) + 1.0f;                                                   \
+    }
+
 static inline __attribute__((always_inline)) float cq_fast_expf(float x) {
 #pragma clang fp contract(off)
-    float c = x < -104.0f ? -104.0f : x;
-    c = c > 89.0f ? 89.0f : c;
-    const float shifter = 12582912.0f;                 // 1.5·2^23: adding it rounds to an integer
-    const float n = (c * 1.44269504088896341f + shifter) - shifter;
-    const float r = (c - n * 0.693359375f) - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = (p * (r * r) + r) + 1.0f;
+    float c = x < CQ_FAST_EXP_LO ? CQ_FAST_EXP_LO : x;
+    c = c > CQ_FAST_EXP_HI ? CQ_FAST_EXP_HI : c;
+    CQ_FAST_EXP_CORE(float, c, n, p)
     const int32_t ni = (int32_t)n, half = ni >> 1;
     const float y = (p * cq_pow2i(half)) * cq_pow2i(ni - half);
     return x != x ? x : y;
