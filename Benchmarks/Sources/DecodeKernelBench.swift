@@ -8,9 +8,11 @@ import QLoRA
 /// in the last-level cache, as the weight does when the kernel is called repeatedly) and of a
 /// 256 MiB buffer (DRAM). On a shared machine a ratio of two numbers measured minutes apart means
 /// little, so the three are measured in interleaved rounds (the order rotates every round), each
-/// a median of several calls, and the report gives every round's ratio and their median.
+/// a median of several calls, and the report gives every round's ratio and their median. The
+/// kernel runs over the weight as a QuantizedWeightStorage holds it (the paired nibble order) and,
+/// for comparison, over bitsandbytes' order.
 enum DecodeKernelBench {
-    struct Round { let kernel: Double, readSame: Double, readDRAM: Double }
+    struct Round { let kernel: Double, kernelBnb: Double, readSame: Double, readDRAM: Double }
 
     static func run(threads: Int, rounds: Int, json: String?) throws {
         let shape = LinearShape(K: 4096, N: 11008)
@@ -21,33 +23,35 @@ enum DecodeKernelBench {
         let x = randomFloats(shape.K, seed: 5)
         var y = [Float](repeating: 0, count: shape.N)
         let scratch = Scratch(bytes: cq_fused_linear_scratch_bytes(1, Int64(shape.N), Int64(shape.K), Int32(loraRank), Int32(threads)))
-        let kernel = {
-            q.withKernelView { view in
-                bench.time {
-                    cq_fused_linear(x, 1, view, weights.A, weights.B, Int32(loraRank), 2.0, weights.bias, &y,
-                                    scratch.pointer, Int32(threads))
-                }
+        let storage = QuantizedWeightStorage(name: "m1", weight: q, pairNibbles: true)
+        let timed = { (view: UnsafePointer<cq_qweight>) in
+            bench.time {
+                cq_fused_linear(x, 1, view, weights.A, weights.B, Int32(loraRank), 2.0, weights.bias, &y,
+                                scratch.pointer, Int32(threads))
             }
         }
+        let kernel = { storage.withKernelView(timed) }, kernelBnb = { q.withKernelView(timed) }
         // Seconds to read the weight's bytes at each buffer's bandwidth.
         let readSame = { Double(bytes) / (StreamRead.bandwidth(bench, bytes: bytes, threads: threads) * 1e9) }
         let readDRAM = { Double(bytes) / (StreamRead.bandwidth(bench, bytes: 256 << 20, threads: threads) * 1e9) }
-        let measures: [() -> Double] = [kernel, readSame, readDRAM]
+        let measures: [() -> Double] = [kernel, kernelBnb, readSame, readDRAM]
         var results: [Round] = []
         for r in 0..<rounds {
-            var t = [Double](repeating: 0, count: 3)
-            for j in 0..<3 { let i = (j + r) % 3; t[i] = measures[i]() }
-            results.append(Round(kernel: t[0], readSame: t[1], readDRAM: t[2]))
-            print(String(format: "round %d: kernel %.3f ms, read of its %.1f MiB %.3f ms (same-size buffer) / %.3f ms (256 MiB) -> %.2fx / %.2fx",
-                         r + 1, t[0] * 1e3, Double(bytes) / 1048576, t[1] * 1e3, t[2] * 1e3, t[0] / t[1], t[0] / t[2]))
+            var t = [Double](repeating: 0, count: measures.count)
+            for j in 0..<measures.count { let i = (j + r) % measures.count; t[i] = measures[i]() }
+            results.append(Round(kernel: t[0], kernelBnb: t[1], readSame: t[2], readDRAM: t[3]))
+            print(String(format: "round %d: kernel %.3f ms (bnb order %.3f), read of its %.1f MiB %.3f ms (same-size buffer) / %.3f ms (256 MiB) -> %.2fx / %.2fx",
+                         r + 1, t[0] * 1e3, t[1] * 1e3, Double(bytes) / 1048576, t[2] * 1e3, t[3] * 1e3, t[0] / t[2], t[0] / t[3]))
         }
         let vsSame = median(results.map { $0.kernel / $0.readSame }), vsDRAM = median(results.map { $0.kernel / $0.readDRAM })
-        print(String(format: "median over %d rounds (threads %d): kernel %.3f ms = %.2fx the same-size read, %.2fx the DRAM read",
-                     rounds, threads, median(results.map(\.kernel)) * 1e3, vsSame, vsDRAM))
+        let bnbSame = median(results.map { $0.kernelBnb / $0.readSame }), paired = median(results.map { $0.kernelBnb / $0.kernel })
+        print(String(format: "median over %d rounds (threads %d): kernel %.3f ms = %.2fx the same-size read, %.2fx the DRAM read; bitsandbytes' nibble order %.2fx the same-size read (the paired order is %.2fx as fast)",
+                     rounds, threads, median(results.map(\.kernel)) * 1e3, vsSame, vsDRAM, bnbSame, paired))
         guard let json else { return }
         let list = { (xs: [Double]) in "[" + xs.map { String(format: "%.6g", $0) }.joined(separator: ", ") + "]" }
         let body = "{\"threads\": \(threads), \"weight_bytes\": \(bytes), "
             + "\"kernel_ms\": \(list(results.map { $0.kernel * 1e3 })), "
+            + "\"kernel_bnb_order_ms\": \(list(results.map { $0.kernelBnb * 1e3 })), "
             + "\"read_same_size_ms\": \(list(results.map { $0.readSame * 1e3 })), "
             + "\"read_dram_ms\": \(list(results.map { $0.readDRAM * 1e3 })), "
             + "\"kernel_over_read_same_size\": \(String(format: "%.6g", vsSame)), "

@@ -37,8 +37,28 @@ AVX512 static inline __attribute__((always_inline)) void span(const uint8_t *pac
     }
 }
 
+/// Paired order: 16 bytes -> 16 codes (one vpermps each; it reads only bits 3:0 of an index, so
+/// the high nibble needs no mask), the last 1..15 by masked load and store.
+AVX512 static inline __attribute__((always_inline)) void pair_span(const uint8_t *bytes, int shift, const float *code,
+                                                                   int64_t count, float a, float *out) {
+    const __m512 tbl = _mm512_mul_ps(_mm512_loadu_ps(code), _mm512_set1_ps(a));
+    const __m128i sh = _mm_cvtsi32_si128(shift);
+    int64_t t = 0;
+    for (; t + 32 <= count; t += 32) {
+        const __m512i i0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(bytes + t)));
+        const __m512i i1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(bytes + t + 16)));
+        _mm512_storeu_ps(out + t, _mm512_permutexvar_ps(_mm512_srl_epi32(i0, sh), tbl));
+        _mm512_storeu_ps(out + t + 16, _mm512_permutexvar_ps(_mm512_srl_epi32(i1, sh), tbl));
+    }
+    for (; t < count; t += 16) {
+        const __mmask16 keep = count - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - t)) - 1);
+        const __m512i i0 = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(keep, bytes + t));
+        _mm512_mask_storeu_ps(out + t, keep, _mm512_permutexvar_ps(_mm512_srl_epi32(i0, sh), tbl));
+    }
+}
+
 AVX512 void cq_decode_range_avx512(const cq_qweight *w, int64_t e0, int64_t count, float *out) {
-    cq_decode_blocks(w, e0, count, out, span);
+    cq_decode_blocks(w, e0, count, out, span, pair_span);
 }
 
 /// Double-quant scale tables (see kernels_internal.h): 16 vector multiplies and adds per table,

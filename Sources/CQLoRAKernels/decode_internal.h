@@ -25,16 +25,27 @@ static inline __attribute__((always_inline)) const uint8_t *cq_span_start(const 
     return packed + (*e >> 1);
 }
 
+/// Decodes `count` codes of the paired order (cqlora.h): code t is (bytes[t] >> shift) & 15,
+/// shift 0 for an even block, 4 for an odd one; all in one block with scale a.
+typedef void (*cq_pair_span_fn)(const uint8_t *bytes, int shift, const float *code, int64_t count, float a,
+                                float *out);
+
 /// Flat elements [e0, e0 + count) of w into out[0, count). The block scale is walked with a
-/// cursor (no division per block). Instantiated once per ISA with a constant span, which inlines.
+/// cursor (no division per block). Instantiated once per ISA with constant spans (bitsandbytes'
+/// order and the paired one), which inline.
 static inline __attribute__((always_inline)) void cq_decode_blocks(const cq_qweight *w, int64_t e0, int64_t count,
-                                                                   float *out, cq_span_fn span) {
+                                                                   float *out, cq_span_fn span,
+                                                                   cq_pair_span_fn pair_span) {
     if (count <= 0) return;
     const int64_t bs = w->block_size, end = e0 + count;
     cq_absmax_cursor cur = cq_cursor_at(w, e0 / bs);
     for (int64_t e = e0; e < end; cq_cursor_next(&cur)) {
         const int64_t bend = (cur.b + 1) * bs < end ? (cur.b + 1) * bs : end;
-        span(w->packed, w->codebook, e, bend - e, cq_cursor_value(&cur), out + (e - e0));
+        if (w->paired) // block b's element t: byte (b / 2)·bs + t, low nibble for even b
+            pair_span(w->packed + (cur.b >> 1) * bs + (e - cur.b * bs), (int)(cur.b & 1) * 4, w->codebook, bend - e,
+                      cq_cursor_value(&cur), out + (e - e0));
+        else
+            span(w->packed, w->codebook, e, bend - e, cq_cursor_value(&cur), out + (e - e0));
         e = bend;
     }
 }

@@ -15,8 +15,13 @@ static inline __attribute__((always_inline)) void span(const uint8_t *packed, co
     if (i < count) out[i] = code[p[i >> 1] >> 4] * a;
 }
 
+static inline __attribute__((always_inline)) void pair_span(const uint8_t *bytes, int shift, const float *code,
+                                                            int64_t count, float a, float *out) {
+    for (int64_t t = 0; t < count; t++) out[t] = code[(bytes[t] >> shift) & 0x0F] * a;
+}
+
 void cq_decode_range_portable(const cq_qweight *w, int64_t e0, int64_t count, float *out) {
-    cq_decode_blocks(w, e0, count, out, span);
+    cq_decode_blocks(w, e0, count, out, span, pair_span);
 }
 
 void cq_block_scales_portable(const cq_qweight *w, int64_t b0, int64_t count, float *out) {

@@ -9,11 +9,13 @@ cq_gemm_isa cq_gemm_isa_current(void) {
     case CQ_ISA_AVX512:
         return (cq_gemm_isa){.mrp = CQ_MRP_AVX512, .nr = CQ_NR_AVX512, .kernel = cq_gemm_kernel_avx512,
                              .half = cq_gemm_kernel_half_avx512, .decode = cq_decode_range_avx512,
-                             .dot = cq_dot_avx512, .gemv_tile = cq_gemv_tile_avx512, .dq_tables = cq_dq_tables_avx512,
+                             .dot = cq_dot_avx512, .gemv_tile = cq_gemv_tile_avx512,
+                             .gemv_pair_tile = cq_gemv_pair_tile_avx512, .dq_tables = cq_dq_tables_avx512,
                              .store_t = cq_store_transposed_avx512};
     case CQ_ISA_AVX2:
         return (cq_gemm_isa){.mrp = CQ_MRP_AVX2, .nr = CQ_NR_AVX2, .kernel = cq_gemm_kernel_avx2,
                              .decode = cq_decode_range_avx2, .dot = cq_dot_avx2, .gemv_tile = cq_gemv_tile_avx2,
+                             .gemv_pair_tile = cq_gemv_pair_tile_avx2,
                              .dq_tables = cq_dq_tables_portable, .store_t = cq_store_transposed_avx2};
 #endif
     default:

@@ -22,6 +22,29 @@ static void permute_x(const float *x, int64_t M, int64_t K, float *xperm) {
             }
 }
 
+void cq_permute_x_paired(const float *x, int64_t M, int64_t K, int64_t bs, float *xp) {
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t base = 0; base < K; base += 2 * bs)
+            for (int64_t c = 0; c < bs / 64; c++)
+                for (int o = 0; o < 4; o++)
+                    for (int h = 0; h < 2; h++)
+                        for (int i = 0; i < 16; i++)
+                            xp[m * K + base + 128 * c + 32 * o + 16 * h + i] = x[m * K + base + bs * h + 64 * c + 4 * i + o];
+}
+
+/// The tile for w's nibble order, or NULL (decode + dot). Paired weights have whole block pairs
+/// per row (cq_pairing_supported); bitsandbytes' order needs whole blocks per row.
+static cq_gemv_tile_fn tile_for(const cq_gemm_isa *isa, const cq_qweight *w) {
+    if (w->paired) return isa->gemv_pair_tile;
+    return w->cols % w->block_size == 0 ? isa->gemv_tile : NULL;
+}
+
+/// x in the order of w's tile.
+static void permute_for(const cq_qweight *w, const float *x, int64_t M, float *xperm) {
+    if (w->paired) cq_permute_x_paired(x, M, w->cols, w->block_size, xperm);
+    else permute_x(x, M, w->cols, xperm);
+}
+
 /// y[m, n] = dot + scaling·xa[m]·B[n] + bias[n].
 static inline void store(float *y, int64_t N, int64_t n, int64_t m, float dot, const float *xa,
                          const float *B, int32_t r, float scaling, const float *bias, cq_dot_fn dotf) {
@@ -123,12 +146,11 @@ void cq_fused_gemv_ex(const float *x, int64_t M, const cq_qweight *w, const floa
                       float scaling, const float *bias, float *y, void *scratch, int threads, int bf16) {
     const int64_t N = w->rows, K = w->cols;
     const cq_gemm_isa isa = cq_gemm_isa_current();
-    cq_gemv_tile_fn tile = isa.gemv_tile;
     // The nibble-streaming kernels need every row to be whole blocks (K % block_size == 0, the
     // usual case); other K (odd, rows starting mid-block or mid-byte) decode each row into a
     // buffer with the ISA's decoder and dot in f32.
-    if (K % w->block_size != 0) tile = NULL;
-    const cq_bf16_isa *bf16_isa = bf16 && cq_gemv_bf16_supported(w) ? cq_bf16_isa_current() : NULL;
+    const cq_gemv_tile_fn tile = tile_for(&isa, w);
+    const cq_bf16_isa *bf16_isa = bf16 && !w->paired && cq_gemv_bf16_supported(w) ? cq_bf16_isa_current() : NULL;
     const int streaming = bf16_isa || tile != NULL; // tiles reading the nibbles directly
     // Double quant with nested blocks of >= 64 blocks: the tiles look scales up in per-tile
     // tables; otherwise (and for plain absmax) they read an array of decoded scales.
@@ -136,7 +158,7 @@ void cq_fused_gemv_ex(const float *x, int64_t M, const cq_qweight *w, const floa
     float *xperm = (float *)scratch;
     float *rowbufs = (float *)((char *)scratch + cq_align64((size_t)(M * K) * sizeof(float)));
     if (bf16_isa) bf16_isa->permute_x(x, M, K, (uint16_t *)xperm);
-    else if (tile) permute_x(x, M, K, xperm);
+    else if (tile) permute_for(w, x, M, xperm);
     gemv_job job = {x, xa, B, bias, w, y, M, N, K, r, scaling, isa, tile, bf16_isa, streaming, use_tables,
                     xperm, rowbufs, (int64_t)per_thread_floats(K), (N + 3) / 4};
     cq_parallel(threads, gemv_worker, &job);
@@ -149,18 +171,22 @@ int cq_fused_gemv_group(const float *x, int64_t M, int count, const cq_linear_me
     if (count < 1 || count > CQ_LINEAR_GROUP_MAX) return 0;
     const int64_t K = members[0].w->cols;
     const cq_gemm_isa isa = cq_gemm_isa_current();
-    if (!isa.gemv_tile) return 0;
-    for (int i = 0; i < count; i++)
-        if (members[i].w->cols != K || K % members[i].w->block_size != 0) return 0;
+    // One x order for all: the members share K, the nibble order and (paired) the block size.
+    const cq_qweight *w0 = members[0].w;
+    for (int i = 0; i < count; i++) {
+        const cq_qweight *w = members[i].w;
+        if (w->cols != K || !tile_for(&isa, w) || w->paired != w0->paired || (w->paired && w->block_size != w0->block_size))
+            return 0;
+    }
     float *xperm = (float *)scratch;
     float *rowbufs = (float *)((char *)scratch + cq_align64((size_t)(M * K) * sizeof(float)));
-    permute_x(x, M, K, xperm);
+    permute_for(w0, x, M, xperm);
     gemv_group_job group = {.count = count, .total = 0};
     for (int i = 0; i < count; i++) {
         const cq_linear_member *m = &members[i];
         const cq_qweight *w = m->w;
         group.jobs[i] = (gemv_job){x, m->xa, m->B, m->bias, w, m->y, M, w->rows, K, m->r > 0 ? m->r : 0, m->scaling, isa,
-                                   isa.gemv_tile, NULL, 1, !w->absmax && w->block_size2 >= 64,
+                                   tile_for(&isa, w), NULL, 1, !w->absmax && w->block_size2 >= 64,
                                    xperm, rowbufs, (int64_t)per_thread_floats(K), (w->rows + 3) / 4};
         group.first[i] = group.total;
         group.total += group.jobs[i].ntiles;

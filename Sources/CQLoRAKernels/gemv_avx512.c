@@ -57,6 +57,73 @@ tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *scales,
         for (int m = 0; m < MT; m++) out[r * 4 + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m], acc2[r][m]));
 }
 
+/// The paired order (cqlora.h): per 64 bytes of a row (64 codes of block 2j and 64 of block
+/// 2j+1), four loads at byte offsets o = 0..3 put the low nibble of byte 4i + o in the low 4 bits
+/// of dword i: block 2j's codes with no shift (vpermps reads only bits 3:0), and one vpsrld 4
+/// gives block 2j+1's. 11 instead of 13 port-0/5 µops per 64 weights (docs/llama.md); x is
+/// permuted to match (cq_permute_x_paired). The loads at offsets 1..3 read up to 3 bytes past a
+/// row, so the weight needs 64 readable bytes after its end (QuantizedWeightStorage pads).
+AVX512 static inline __attribute__((always_inline)) void
+pair_tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *scales, const float *xperm, const int MT,
+          int64_t K, const int DQ, const int SUB, float *out) {
+    __m512 acc[4][4], acc2[4][4], ta[4], tb[4];
+    const uint8_t *p[4];
+    cq_row_scales rs[4];
+    const int64_t blocks = K / w->block_size;
+    for (int r = 0; r < R; r++) {
+        for (int m = 0; m < MT; m++) acc[r][m] = acc2[r][m] = _mm512_setzero_ps();
+        p[r] = w->packed + (n0 + r) * K / 2;
+        rs[r] = cq_row_scales_at(w, scales, r, blocks, n0 * blocks);
+    }
+    const __m512 cb = _mm512_loadu_ps(w->codebook);
+    const int64_t tile_bytes = R * K / 2, pf = tile_bytes * ((CQ_GEMV_PREFETCH_BYTES + tile_bytes - 1) / tile_bytes);
+    const int64_t subs = SUB ? SUB : w->block_size / 64; // 64-byte pieces per block pair
+    const float *xg = xperm;
+    for (int64_t b = 0; b < blocks; b += 2) {
+        for (int r = 0; r < R; r++) {
+            ta[r] = _mm512_mul_ps(cb, _mm512_set1_ps(cq_row_scale_next(&rs[r], b, DQ)));
+            tb[r] = _mm512_mul_ps(cb, _mm512_set1_ps(cq_row_scale_next(&rs[r], b + 1, DQ)));
+        }
+        for (int64_t c = 0; c < subs; c++, xg += 128) {
+            for (int r = 0; r < R; r++) _mm_prefetch((const char *)p[r] + pf, _MM_HINT_T1);
+            for (int o = 0; o < 4; o++) {
+                for (int r = 0; r < R; r++) {
+                    const __m512i v = _mm512_loadu_si512((const void *)(p[r] + o));
+                    const __m512 ev = _mm512_permutexvar_ps(v, ta[r]);
+                    const __m512 od = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), tb[r]);
+                    for (int m = 0; m < MT; m++) {
+                        acc[r][m] = _mm512_fmadd_ps(ev, _mm512_loadu_ps(xg + m * K + 32 * o), acc[r][m]);
+                        if (MT <= 2)
+                            acc2[r][m] = _mm512_fmadd_ps(od, _mm512_loadu_ps(xg + m * K + 32 * o + 16), acc2[r][m]);
+                        else
+                            acc[r][m] = _mm512_fmadd_ps(od, _mm512_loadu_ps(xg + m * K + 32 * o + 16), acc[r][m]);
+                    }
+                }
+            }
+            for (int r = 0; r < R; r++) p[r] += 64;
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int m = 0; m < MT; m++) out[r * 4 + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m], acc2[r][m]));
+}
+
+#define PCASE(R, MT) case (R) * 8 + (MT): \
+    if (w->block_size == 64) { \
+        if (dq) pair_tile(w, n0, R, scales, xperm, MT, K, 1, 1, out); else pair_tile(w, n0, R, scales, xperm, MT, K, 0, 1, out); \
+    } else if (dq) pair_tile(w, n0, R, scales, xperm, MT, K, 1, 0, out); else pair_tile(w, n0, R, scales, xperm, MT, K, 0, 0, out); \
+    break;
+AVX512 void cq_gemv_pair_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
+                                     const float *xperm, int mt, int64_t K, float *out) {
+    const int dq = scales->plain == NULL;
+    switch (nrows * 8 + mt) {
+        PCASE(1, 1) PCASE(1, 2) PCASE(1, 3) PCASE(1, 4)
+        PCASE(2, 1) PCASE(2, 2) PCASE(2, 3) PCASE(2, 4)
+        PCASE(3, 1) PCASE(3, 2) PCASE(3, 3) PCASE(3, 4)
+        PCASE(4, 1) PCASE(4, 2) PCASE(4, 3) PCASE(4, 4)
+        default: break;
+    }
+}
+
 #define CASE(R, MT) case (R) * 8 + (MT): \
     if (w->block_size == 64) { \
         if (dq) tile(w, n0, R, scales, xperm, MT, K, 1, 2, out); else tile(w, n0, R, scales, xperm, MT, K, 0, 2, out); \

@@ -105,6 +105,15 @@ void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const cq_ti
                          const float *xperm, int mt, int64_t K, float *out);
 void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
                        const float *xperm, int mt, int64_t K, float *out);
+/// The same over the paired nibble order (w->paired), x permuted by cq_permute_x_paired.
+void cq_gemv_pair_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
+                              const float *xperm, int mt, int64_t K, float *out);
+void cq_gemv_pair_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
+                            const float *xperm, int mt, int64_t K, float *out);
+/// x for the paired tiles: per block pair (2·bs elements from base), per 64-byte piece c of it,
+/// byte offset o (0..3), block h (0, 1) and lane i (0..15):
+/// xp[base + 128c + 32o + 16h + i] = x[base + bs·h + 64c + 4i + o]. Requires K % (2·bs) == 0.
+void cq_permute_x_paired(const float *x, int64_t M, int64_t K, int64_t bs, float *xp);
 
 // bf16-compute tiles (gemv_bf16.c, AVX512-BF16): same contract, but x is bf16, permuted per
 // 64-element group (32 even-position values, then 32 odd ones) by cq_permute_x_bf16.
@@ -183,6 +192,7 @@ typedef struct {
     cq_decode_fn decode;
     cq_dot_fn dot;
     cq_gemv_tile_fn gemv_tile; // nibble-streaming small-M tile, or NULL (decode + dot instead)
+    cq_gemv_tile_fn gemv_pair_tile; // the same over the paired nibble order, or NULL
     cq_dq_tables_fn dq_tables;
     cq_store_transposed_fn store_t; // the panel GEMM's epilogue
 } cq_gemm_isa;

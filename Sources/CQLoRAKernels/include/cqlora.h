@@ -58,6 +58,9 @@ void cq_double_dequantize(const uint8_t *qabsmax, int64_t nblocks, int32_t block
 
 /// A 4-bit weight as the kernels see it: [rows, cols] row-major, flat blocks.
 /// Exactly one of `absmax` (plain statistics) or `qabsmax` (double quant) is non-NULL.
+/// `paired` selects the nibble order of `packed`: 0 = bitsandbytes' (element 2i in the high
+/// nibble of byte i); 1 = paired blocks (see cq_pair_nibbles), the faster order for the small-M
+/// kernels, used in memory when cq_pairing_supported and converted back when saving.
 typedef struct {
     const uint8_t *packed;     // (rows*cols + 1) / 2 bytes
     int64_t rows, cols;        // out_features, in_features
@@ -69,7 +72,19 @@ typedef struct {
     const float *absmax2;      // double quant: one f32 per block_size2 blocks
     float offset;              // double quant offset
     int32_t block_size2;       // double quant block size (256)
+    int32_t paired;            // nibble order: 0 bitsandbytes, 1 paired blocks
 } cq_qweight;
+
+/// Whether a [rows, cols] weight with this block size can take the paired order: block_size a
+/// multiple of 64 and every row whole block pairs (cols % (2·block_size) == 0).
+int cq_pairing_supported(int64_t rows, int64_t cols, int32_t block_size);
+
+/// Converts `count` weights' packed nibbles in place between bitsandbytes' order and the paired
+/// order (to_paired 1: bnb -> paired; 0: back). Paired: blocks 2c and 2c+1 share bytes
+/// [c·block_size, (c+1)·block_size): byte t holds element t of block 2c in its LOW nibble
+/// and element t of block 2c+1 in its HIGH nibble. Requires count % (2·block_size) == 0; parallel
+/// over block pairs. A round trip gives the original bytes.
+void cq_pair_nibbles(uint8_t *packed, int64_t count, int32_t block_size, int to_paired, int threads);
 
 /// Dequantizes the whole weight to f32 [rows, cols]: out[j] = codebook[q[j]] * absmax[j / bs].
 void cq_dequantize_4bit(const cq_qweight *w, float *out, int threads);

@@ -4,6 +4,12 @@ import CQLoRAKernels
 /// A frozen 4-bit weight shared by a layer and the plans compiled from it, held at a stable
 /// address for the kernels, with the optional f32 copy the cached mode uses (made once, on
 /// demand, shared by every cached plan of the weight).
+///
+/// In memory the codes are in the "paired blocks" nibble order when the shape allows it
+/// (`cq_pairing_supported`: blocks of a multiple of 64, whole block pairs per row): the small-M
+/// kernels decode it with fewer shuffles (docs/llama.md). `weight` gives bitsandbytes' order
+/// back, so everything saved or compared is unchanged. `QLORA_NIBBLE_ORDER=bnb` keeps
+/// bitsandbytes' order in memory (to measure the difference).
 public final class QuantizedWeightStorage: @unchecked Sendable {
     public let name: String
     public let shape: [Int]
@@ -14,6 +20,8 @@ public final class QuantizedWeightStorage: @unchecked Sendable {
     private let statistics: QuantStatistics   // small: kept as Swift arrays for reconstruction
     private let packed: AlignedBuffer
     private let packedCount: Int
+    /// Whether `packed` holds the paired nibble order (else bitsandbytes').
+    public let isPaired: Bool
     private let absmax: AlignedBuffer?         // plain statistics
     private let qabsmax: AlignedBuffer?        // double quant
     private let code2: AlignedBuffer?
@@ -23,7 +31,10 @@ public final class QuantizedWeightStorage: @unchecked Sendable {
     private var cache: AlignedBuffer?
     private let cacheLock = NSLock()
 
-    public init(name: String, weight: QuantizedTensor) {
+    /// Whether weights are paired when their shape allows (false with QLORA_NIBBLE_ORDER=bnb).
+    public static let pairsByDefault: Bool = ProcessInfo.processInfo.environment["QLORA_NIBBLE_ORDER"] != "bnb"
+
+    public init(name: String, weight: QuantizedTensor, pairNibbles: Bool = QuantizedWeightStorage.pairsByDefault) {
         self.name = name
         shape = weight.shape
         quantType = weight.quantType
@@ -31,8 +42,15 @@ public final class QuantizedWeightStorage: @unchecked Sendable {
         isDoubleQuantized = weight.isDoubleQuantized
         memoryBytes = weight.memoryBytes
         statistics = weight.statistics
-        packed = AlignedBuffer(bytes: weight.packed)
+        // 64 bytes of padding: the paired tiles' offset loads read up to 3 bytes past the end.
+        packed = AlignedBuffer(bytes: weight.packed, padding: 64)
         packedCount = weight.packed.count
+        let rows = weight.shape.count >= 2 ? weight.shape.dropLast().reduce(1, *) : 1
+        isPaired = pairNibbles && cq_pairing_supported(Int64(rows), Int64(weight.shape.last ?? 1), Int32(weight.blockSize)) != 0
+        if isPaired {
+            cq_pair_nibbles(packed.bytes, Int64(weight.count), Int32(weight.blockSize), 1,
+                            Int32(Runtime.defaultThreads))
+        }
         switch weight.statistics {
         case let .plain(a):
             absmax = AlignedBuffer(floats: a); qabsmax = nil; code2 = nil; absmax2 = nil; offset = 0; blockSize2 = 0
@@ -54,12 +72,19 @@ public final class QuantizedWeightStorage: @unchecked Sendable {
         }
     }
 
-    /// The weight as a value. This copies the packed bytes: read the metadata from the storage's
-    /// own properties instead.
+    /// The weight as a value, in bitsandbytes' order. This copies the packed bytes: read the
+    /// metadata from the storage's own properties instead.
     public var weight: QuantizedTensor {
+        var bytes = packed.byteArray(count: packedCount)
+        if isPaired {
+            bytes.withUnsafeMutableBufferPointer {
+                cq_pair_nibbles($0.baseAddress, Int64(count), Int32(blockSize), 0,
+                                Int32(Runtime.defaultThreads))
+            }
+        }
         // The parts were validated when the original tensor was built.
-        try! QuantizedTensor(shape: shape, quantType: quantType, blockSize: blockSize,
-                             packed: packed.byteArray(count: packedCount), statistics: statistics, name: name)
+        return try! QuantizedTensor(shape: shape, quantType: quantType, blockSize: blockSize, packed: bytes,
+                                    statistics: statistics, name: name)
     }
 
     var rows: Int { shape.count >= 2 ? shape.dropLast().reduce(1, *) : 1 }
@@ -74,7 +99,13 @@ public final class QuantizedWeightStorage: @unchecked Sendable {
                    qabsmax: qabsmax.map { UnsafePointer($0.bytes) },
                    code2: code2.map { UnsafePointer($0.floats) },
                    absmax2: absmax2.map { UnsafePointer($0.floats) },
-                   offset: offset, block_size2: Int32(blockSize2))
+                   offset: offset, block_size2: Int32(blockSize2), paired: isPaired ? 1 : 0)
+    }
+
+    /// Calls `body` with the C view (benchmarks, external kernels); valid only inside `body`.
+    public func withKernelView<R>(_ body: (UnsafePointer<cq_qweight>) throws -> R) rethrows -> R {
+        var view = kernelView
+        return try withExtendedLifetime(self) { try body(&view) }
     }
 
     var isCached: Bool { cacheLock.lock(); defer { cacheLock.unlock() }; return cache != nil }

@@ -155,7 +155,7 @@ public struct QuantizedTensor: Sendable, Equatable {
                 return try absmax.withUnsafeBufferPointer { a in
                     var view = cq_qweight(packed: p.baseAddress, rows: Int64(rows), cols: Int64(cols),
                                           block_size: Int32(blockSize), codebook: code, absmax: a.baseAddress,
-                                          qabsmax: nil, code2: nil, absmax2: nil, offset: 0, block_size2: 0)
+                                          qabsmax: nil, code2: nil, absmax2: nil, offset: 0, block_size2: 0, paired: 0)
                     return try body(&view)
                 }
             case let .double(s):
@@ -166,7 +166,7 @@ public struct QuantizedTensor: Sendable, Equatable {
                                                   block_size: Int32(blockSize), codebook: code, absmax: nil,
                                                   qabsmax: q.baseAddress, code2: c2.baseAddress,
                                                   absmax2: a2.baseAddress, offset: s.offset,
-                                                  block_size2: Int32(s.blockSize2))
+                                                  block_size2: Int32(s.blockSize2), paired: 0)
                             return try body(&view)
                         }
                     }

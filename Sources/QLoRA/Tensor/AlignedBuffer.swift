@@ -20,8 +20,9 @@ final class AlignedBuffer: @unchecked Sendable {
         floats.withUnsafeBytes { raw.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
     }
 
-    convenience init(bytes: [UInt8]) {
-        self.init(byteCount: bytes.count)
+    /// The bytes, then `padding` zero bytes (for kernels whose loads may run a little past the end).
+    convenience init(bytes: [UInt8], padding: Int = 0) {
+        self.init(byteCount: bytes.count + padding)
         bytes.withUnsafeBytes { raw.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
     }
 
