@@ -13,11 +13,12 @@ import QLoRA
 ///   of the process (VmHWM: load and step), and of the step alone.
 /// Single runs (a 7B step takes minutes on 2 cores): the numbers are one sample each.
 enum ScaleBench {
-    static func run(model path: String, phase: String, threads: Int, rounds: Int, json: String?) throws {
+    static func run(model path: String, phase: String, threads: Int, rounds: Int, json: String?, profile: Bool = false,
+                    computeType: ComputeType = .float32) throws {
         let url = URL(fileURLWithPath: path)
         var quantization = QuantizeOptions()
         quantization.threads = threads
-        let options = CompileOptions(threads: threads)
+        let options = CompileOptions(threads: threads, computeType: computeType)
         var results: [(String, Double)] = [("threads", Double(threads))]
         var lists: [(String, [Double])] = []
         let t0 = now()
@@ -29,7 +30,7 @@ enum ScaleBench {
             let c = model.config
             // Bytes one decode step reads: every projection (codes + statistics), the final norm and
             // lm_head (f32; the embedding matrix when tied), the norms; one embedding row.
-            var bytes = model.layers.flatMap(\.projections).reduce(0) { $0 + $1.quantizedWeight.memoryBytes }
+            var bytes = model.layers.flatMap(\.projections).reduce(0) { $0 + $1.weightMemoryBytes }
             bytes += c.vocabSize * c.hiddenSize * 4 + (2 * c.layers + 1) * c.hiddenSize * 4 + c.hiddenSize * 4
             results.append(("weight_bytes_per_token", Double(bytes)))
             let tokens = (0..<512).map { Int32(($0 * 7919 + 13) % c.vocabSize) }
@@ -52,6 +53,11 @@ enum ScaleBench {
                 let gbs = (reads[r] + reads[r + 1]) / 2
                 print(String(format: "round %d: decode %.3f tokens/s; read %.2f / %.2f GB/s before / after -> bound %.3f tokens/s = %.2fx (cores used %.2f)",
                              r + 1, decodes[r], reads[r], reads[r + 1], gbs * 1e9 / Double(bytes), decodes[r] * Double(bytes) / (gbs * 1e9), cores[r]))
+            }
+            if profile { // time per plan step over 9 one-token runs (a one-token prompt, then 8 decoded tokens)
+                let profiler = StepProfiler()
+                _ = try profiler.recording { try generator.generate(prompt: Array(tokens.prefix(1)), maxNewTokens: 9) }
+                print(profiler.report(top: 40))
             }
             let fractions = (0..<rounds).map { decodes[$0] * Double(bytes) / ((reads[$0] + reads[$0 + 1]) / 2 * 1e9) }
             let gbs = DecodeKernelBench.median(reads), decode = DecodeKernelBench.median(decodes)

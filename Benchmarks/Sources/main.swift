@@ -21,7 +21,7 @@ if args.contains("--help") || threadCounts.isEmpty {
           + "       qlora-bench --llama MODEL.gguf|DIR [--threads 2] [--runs 5] [--json out.json] [--train-only] [--gradient-checkpointing] [--profile] [--compute-type f32|bf16]   (prefill-128, decode, train step seq 256 with peak RSS; --profile: time per plan step)\n"
           + "       qlora-bench --attention [--threads 2] [--runs 5]   (the attention kernel at SmolLM2's shape: prefill, backward, decode, packed)\n"
           + "       mpirun -np N qlora-bench --allreduce [--floats 4884480,39976960] [--runs 5]   (gradient all-reduce time)\n"
-          + "       qlora-bench --scale MODEL_DIR --phase inference|train [--threads 2] [--rounds 5] [--json out.json]   (7B scale: decode vs bandwidth bound in interleaved rounds, prefill-512, train step + peak RSS)\n"
+          + "       qlora-bench --scale MODEL_DIR --phase inference|train [--threads 2] [--rounds 5] [--json out.json] [--profile] [--compute-type f32|bf16]   (7B scale: decode vs bandwidth bound in interleaved rounds, prefill-512, train step + peak RSS; --profile: time per plan step of a decode)\n"
           + "       qlora-bench --m1 [--threads 2] [--rounds 9] [--json out.json]   (4096x11008 NF4+DQ M=1 kernel vs streaming reads of its bytes, interleaved rounds)\n"
           + "       qlora-bench --tokenizer [--tokenizer-json path] [--mb 4] [--corpus-out text.txt] [--ids-out ids.u32]")
     exit(threadCounts.isEmpty ? 1 : 0)
@@ -78,7 +78,8 @@ if args.contains("--m1") {
 if let scale = option("--scale") {
     do {
         try ScaleBench.run(model: scale, phase: option("--phase") ?? "inference", threads: threadCounts.max()!,
-                           rounds: max(1, Int(option("--rounds") ?? "") ?? 5), json: option("--json"))
+                           rounds: max(1, Int(option("--rounds") ?? "") ?? 5), json: option("--json"), profile: args.contains("--profile"),
+                           computeType: try LlamaTrainStepCase.computeType(option("--compute-type")))
         exit(0)
     } catch {
         print("error: \(error)")

@@ -27,7 +27,8 @@ cq_gemm_isa cq_gemm_isa_current(void) {
 
 const cq_bf16_isa *cq_bf16_isa_current(void) {
 #if CQ_X86
-    static const cq_bf16_isa bf16 = {cq_gemm_kernel_bf16, cq_to_bf16, cq_permute_x_bf16, cq_gemv_tile_bf16};
+    static const cq_bf16_isa bf16 = {cq_gemm_kernel_bf16, cq_to_bf16, cq_permute_x_bf16, cq_gemv_tile_bf16,
+                                     cq_permute_x_bf16_paired, cq_gemv_pair_tile_bf16};
     if (cq_cpu_has_avx512_bf16()) return &bf16;
 #endif
     return NULL;

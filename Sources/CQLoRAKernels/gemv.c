@@ -106,7 +106,9 @@ static void gemv_tiles(const gemv_job *j, int64_t t0, int64_t t1, float *rowbuf)
         for (int64_t m0 = 0; m0 < M; m0 += 4) {
             const int mt = M - m0 < 4 ? (int)(M - m0) : 4;
             float dots[16];
-            if (j->bf16) j->bf16->gemv_tile(w, n0, nrows, &scales, (const uint16_t *)j->xperm + m0 * K, mt, K, dots);
+            if (j->bf16)
+                (w->paired ? j->bf16->gemv_pair_tile : j->bf16->gemv_tile)(w, n0, nrows, &scales,
+                                                                        (const uint16_t *)j->xperm + m0 * K, mt, K, dots);
             else j->tile(w, n0, nrows, &scales, j->xperm + m0 * K, mt, K, dots);
             for (int jr = 0; jr < nrows; jr++)
                 for (int m = 0; m < mt; m++)
@@ -150,14 +152,15 @@ void cq_fused_gemv_ex(const float *x, int64_t M, const cq_qweight *w, const floa
     // usual case); other K (odd, rows starting mid-block or mid-byte) decode each row into a
     // buffer with the ISA's decoder and dot in f32.
     const cq_gemv_tile_fn tile = tile_for(&isa, w);
-    const cq_bf16_isa *bf16_isa = bf16 && !w->paired && cq_gemv_bf16_supported(w) ? cq_bf16_isa_current() : NULL;
+    const cq_bf16_isa *bf16_isa = bf16 && cq_gemv_bf16_supported(w) ? cq_bf16_isa_current() : NULL;
     const int streaming = bf16_isa || tile != NULL; // tiles reading the nibbles directly
     // Double quant with nested blocks of >= 64 blocks: the tiles look scales up in per-tile
     // tables; otherwise (and for plain absmax) they read an array of decoded scales.
     const int use_tables = !w->absmax && w->block_size2 >= 64;
     float *xperm = (float *)scratch;
     float *rowbufs = (float *)((char *)scratch + cq_align64((size_t)(M * K) * sizeof(float)));
-    if (bf16_isa) bf16_isa->permute_x(x, M, K, (uint16_t *)xperm);
+    if (bf16_isa && w->paired) bf16_isa->permute_x_paired(x, M, K, w->block_size, (uint16_t *)xperm);
+    else if (bf16_isa) bf16_isa->permute_x(x, M, K, (uint16_t *)xperm);
     else if (tile) permute_for(w, x, M, xperm);
     gemv_job job = {x, xa, B, bias, w, y, M, N, K, r, scaling, isa, tile, bf16_isa, streaming, use_tables,
                     xperm, rowbufs, (int64_t)per_thread_floats(K), (N + 3) / 4};

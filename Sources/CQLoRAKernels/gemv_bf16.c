@@ -86,6 +86,87 @@ tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *scales,
         for (int m = 0; m < MT; m++) out[r * 4 + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m], acc2[r][m]));
 }
 
+/// x for the paired tiles, bf16: per block pair (2·bs elements from base), per 64-element piece
+/// c and half q of it, 32 words of block 2j then 32 of block 2j+1, each in element order:
+/// xb[base + 128c + 64q + 32h + i] = bf16(x[base + bs·h + 64c + 32q + i]).
+BF16 void cq_permute_x_bf16_paired(const float *x, int64_t M, int64_t K, int64_t bs, uint16_t *xb) {
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t base = 0; base < K; base += 2 * bs)
+            for (int64_t c = 0; c < bs / 64; c++)
+                for (int q = 0; q < 2; q++)
+                    for (int h = 0; h < 2; h++) {
+                        const float *s = x + m * K + base + bs * h + 64 * c + 32 * q;
+                        _mm512_storeu_si512((void *)(xb + m * K + base + 128 * c + 64 * q + 32 * h),
+                                            (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + 16), _mm512_loadu_ps(s)));
+                    }
+}
+
+/// The paired order (cqlora.h): 32 bytes -> 32 words; vpermw reads bits 4:0 of a word and the
+/// table repeats its 16 entries, so the words themselves give block 2j's codes (low nibbles) and
+/// the words >> 4 block 2j+1's; both halves of the pair in element order (cq_permute_x_bf16_paired).
+BF16 static inline __attribute__((always_inline)) void
+pair_tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *scales, const uint16_t *xb, const int MT,
+          int64_t K, const int DQ, float *out) {
+    __m512 acc[4][4], acc2[4][4];
+    __m512i ta[4], tb[4];
+    const uint8_t *p[4];
+    cq_row_scales rs[4];
+    const int64_t blocks = K / w->block_size;
+    for (int r = 0; r < R; r++) {
+        for (int m = 0; m < MT; m++) acc[r][m] = acc2[r][m] = _mm512_setzero_ps();
+        p[r] = w->packed + (n0 + r) * K / 2;
+        rs[r] = cq_row_scales_at(w, scales, r, blocks, n0 * blocks);
+    }
+    const __m512 cb = _mm512_loadu_ps(w->codebook);
+    const int64_t pf = R * K / 2;
+    const int64_t subs = w->block_size / 64;
+    const uint16_t *xg = xb;
+    for (int64_t b = 0; b < blocks; b += 2) {
+        for (int r = 0; r < R; r++) {
+            const __m512 a = _mm512_mul_ps(cb, _mm512_set1_ps(cq_row_scale_next(&rs[r], b, DQ)));
+            const __m512 o = _mm512_mul_ps(cb, _mm512_set1_ps(cq_row_scale_next(&rs[r], b + 1, DQ)));
+            ta[r] = (__m512i)_mm512_cvtne2ps_pbh(a, a);
+            tb[r] = (__m512i)_mm512_cvtne2ps_pbh(o, o);
+        }
+        for (int64_t c = 0; c < subs; c++) {
+            for (int r = 0; r < R; r++) _mm_prefetch((const char *)p[r] + pf, _MM_HINT_T0);
+            for (int q = 0; q < 2; q++, xg += 64) {
+                for (int r = 0; r < R; r++) {
+                    const __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(p[r] + 32 * q)));
+                    const __m512bh ev = (__m512bh)_mm512_permutexvar_epi16(v, ta[r]);
+                    const __m512bh od = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(v, 4), tb[r]);
+                    for (int m = 0; m < MT; m++) {
+                        const __m512bh xe = (__m512bh)_mm512_loadu_si512((const void *)(xg + m * K));
+                        const __m512bh xo = (__m512bh)_mm512_loadu_si512((const void *)(xg + m * K + 32));
+                        acc[r][m] = _mm512_dpbf16_ps(acc[r][m], ev, xe);
+                        if (MT <= 2)
+                            acc2[r][m] = _mm512_dpbf16_ps(acc2[r][m], od, xo);
+                        else
+                            acc[r][m] = _mm512_dpbf16_ps(acc[r][m], od, xo);
+                    }
+                }
+            }
+            for (int r = 0; r < R; r++) p[r] += 64;
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int m = 0; m < MT; m++) out[r * 4 + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m], acc2[r][m]));
+}
+
+#define PCASE(R, MT) case (R) * 8 + (MT): \
+    if (dq) pair_tile(w, n0, R, scales, xb, MT, K, 1, out); else pair_tile(w, n0, R, scales, xb, MT, K, 0, out); break;
+BF16 void cq_gemv_pair_tile_bf16(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
+                                 const uint16_t *xb, int mt, int64_t K, float *out) {
+    const int dq = scales->plain == NULL;
+    switch (nrows * 8 + mt) {
+        PCASE(1, 1) PCASE(1, 2) PCASE(1, 3) PCASE(1, 4)
+        PCASE(2, 1) PCASE(2, 2) PCASE(2, 3) PCASE(2, 4)
+        PCASE(3, 1) PCASE(3, 2) PCASE(3, 3) PCASE(3, 4)
+        PCASE(4, 1) PCASE(4, 2) PCASE(4, 3) PCASE(4, 4)
+        default: break;
+    }
+}
+
 #define CASE(R, MT) case (R) * 8 + (MT): \
     if (dq) tile(w, n0, R, scales, xb, MT, K, 1, out); else tile(w, n0, R, scales, xb, MT, K, 0, out); break;
 BF16 void cq_gemv_tile_bf16(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,

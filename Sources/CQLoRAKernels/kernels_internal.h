@@ -123,6 +123,10 @@ int cq_gemv_bf16_supported(const cq_qweight *w);
 void cq_permute_x_bf16(const float *x, int64_t M, int64_t K, uint16_t *xb);
 void cq_gemv_tile_bf16(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
                        const uint16_t *xb, int mt, int64_t K, float *out);
+/// The same over the paired nibble order, x permuted by cq_permute_x_bf16_paired.
+void cq_permute_x_bf16_paired(const float *x, int64_t M, int64_t K, int64_t bs, uint16_t *xb);
+void cq_gemv_pair_tile_bf16(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
+                            const uint16_t *xb, int mt, int64_t K, float *out);
 
 // ---- decode (decode_<isa>.c, one per ISA): flat weight elements [e0, e0+count) to f32 (any
 // alignment), out[t] = codebook[q]·scale exactly. Whole-weight dequantization (dequant.c) and
@@ -205,6 +209,9 @@ typedef struct {
     void (*permute_x)(const float *x, int64_t M, int64_t K, uint16_t *xb);
     void (*gemv_tile)(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales, const uint16_t *xb,
                       int mt, int64_t K, float *out);
+    void (*permute_x_paired)(const float *x, int64_t M, int64_t K, int64_t bs, uint16_t *xb);
+    void (*gemv_pair_tile)(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales, const uint16_t *xb,
+                           int mt, int64_t K, float *out);
 } cq_bf16_isa;
 /// NULL unless the CPU has AVX512-BF16 (cq_cpu_has_avx512_bf16) and the build has x86 kernels.
 const cq_bf16_isa *cq_bf16_isa_current(void);

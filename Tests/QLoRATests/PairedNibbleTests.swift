@@ -85,6 +85,47 @@ final class PairedNibbleTests: XCTestCase {
         return y
     }
 
+    static func fusedBF16(_ s: KernelTests.Shape, _ i: KernelTests.Inputs, _ storage: QuantizedWeightStorage, threads: Int) -> [Float] {
+        var y = [Float](repeating: .nan, count: s.M * s.N)
+        let bytes = cq_fused_linear_scratch_bytes(Int64(s.M), Int64(s.N), Int64(s.K), Int32(s.r), Int32(threads))
+        let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
+        defer { scratch.deallocate() }
+        var view = storage.kernelView
+        let ran = KernelTests.withOptional(i.bias) { bias in
+            cq_fused_linear_ex(i.x, Int64(s.M), &view, i.A, i.B, Int32(s.r), i.scaling, bias, &y, scratch, Int32(threads), 1)
+        }
+        XCTAssertEqual(ran, 1, "bf16 path taken")
+        return y
+    }
+
+    /// bf16 compute at small M over paired weights: within bf16's error of the double reference,
+    /// independent of the thread count, and an identity x row gives exactly bf16(W'[n, c]) (which
+    /// checks the nibble and x orders element by element).
+    func testBF16TilesOverPairedWeights() throws {
+        guard cq_cpu_has_avx512_bf16() != 0 else { throw XCTSkip("CPU without AVX512-BF16") }
+        for (n, s) in Self.shapes.enumerated() where s.M < 64 {
+            let i = try KernelTests.inputs(s, seed: UInt64(700 + n))
+            let paired = QuantizedWeightStorage(name: "w", weight: i.q, pairNibbles: true)
+            let what = "M=\(s.M) N=\(s.N) K=\(s.K) bs=\(s.blockSize) \(s.quant) dq=\(s.doubleQuant)"
+            let y1 = Self.fusedBF16(s, i, paired, threads: 1)
+            assertClose(y1, KernelTests.reference(s, i), relative: 5e-3, "bf16 paired vs double reference, \(what)")
+            assertBitIdentical(Self.fusedBF16(s, i, paired, threads: 2), y1, "bf16 paired 2 vs 1 threads, \(what)")
+            var e = s
+            e.M = 4; e.r = 0; e.bias = false
+            let cols = [0, 65, s.blockSize + 3, s.K - 1]
+            var xi = try KernelTests.inputs(e, seed: UInt64(700 + n))
+            xi.x = [Float](repeating: 0, count: 4 * s.K)
+            for (m, c) in cols.enumerated() { xi.x[m * s.K + c] = 1 }
+            let y = Self.fusedBF16(e, xi, QuantizedWeightStorage(name: "w", weight: xi.q, pairNibbles: true), threads: 2)
+            for (m, c) in cols.enumerated() {
+                for j in 0..<s.N where y[m * s.N + j].bitPattern != KernelBF16GemvTests.bf16(xi.wdq[j * s.K + c]).bitPattern {
+                    XCTFail("\(what): y[\(m), \(j)] = \(y[m * s.N + j]), bf16(W'[\(j), \(c)]) = \(KernelBF16GemvTests.bf16(xi.wdq[j * s.K + c]))")
+                    return
+                }
+            }
+        }
+    }
+
     /// The fused linear over a paired weight against the double-precision reference, independent of
     /// the thread count; the panel GEMM (M >= 64) gives the bnb-order weight's bits exactly.
     func testFusedLinearOverPairedWeightsOnEveryISA() throws {

@@ -139,6 +139,8 @@ public final class QuantizedLinear: @unchecked Sendable {
 
     /// The frozen base weight.
     public var quantizedWeight: QuantizedTensor { weightStorage.weight }
+    /// Bytes of the frozen 4-bit weight (codes + statistics), without copying it.
+    public var weightMemoryBytes: Int { weightStorage.memoryBytes }
     /// The bias, if any.
     public var bias: Tensor? { biasStorage?.tensor }
 
