@@ -1,40 +1,21 @@
+import CQLoRAKernels
 import Foundation
 
 /// Streaming-read bandwidth: the memory ceiling for the memory-bound (small M) cases.
 enum StreamRead {
-    /// Sums `bytes` of a buffer with `threads` threads (each a contiguous part); returns the sum so
-    /// the reads cannot be optimised away.
-    static func read(_ p: UnsafePointer<SIMD16<Float>>, vectors: Int, threads: Int) -> Float {
-        var partial = [Float](repeating: 0, count: threads)
-        // Addresses cross into the worker closure as integers (raw pointers are not Sendable).
-        let src = UInt(bitPattern: p)
-        partial.withUnsafeMutableBufferPointer { outBuf in
-            let dst = UInt(bitPattern: outBuf.baseAddress)
-            DispatchQueue.concurrentPerform(iterations: threads) { t in
-                let p = UnsafePointer<SIMD16<Float>>(bitPattern: src)!
-                let out = UnsafeMutablePointer<Float>(bitPattern: dst)!
-                var i = vectors * t / threads
-                let end = vectors * (t + 1) / threads
-                var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
-                while i + 4 <= end {
-                    a0 += p[i]; a1 += p[i + 1]; a2 += p[i + 2]; a3 += p[i + 3]
-                    i += 4
-                }
-                while i < end { a0 += p[i]; i += 1 }
-                out[t] = (a0 + a1 + a2 + a3).sum()
-            }
-        }
-        return partial.reduce(0, +)
-    }
-
-    /// GB/s reading a buffer of `bytes` (already touched once) with `threads` threads.
+    /// GB/s reading a buffer of `bytes` (already touched once) with `threads` threads and the
+    /// widest loads (cq_stream_read). The buffer comes from the allocator the weights use
+    /// (cq_alloc_aligned: transparent huge pages from 2 MiB on), so the ceiling and the kernels
+    /// read memory mapped the same way. (Until 2026-12-01 this was a Swift loop of 16-byte loads
+    /// over 4 KiB pages: 19–25 GB/s from DRAM where this reads 28–33, so ratios to it were too kind.)
     static func bandwidth(_ bench: Bench, bytes: Int, threads: Int) -> Double {
         let vectors = max(bytes / 64, 1)
-        let buf = UnsafeMutablePointer<SIMD16<Float>>.allocate(capacity: vectors)
-        defer { buf.deallocate() }
+        guard let raw = cq_alloc_aligned(vectors * 64) else { fatalError("out of memory: \(vectors * 64) bytes") }
+        defer { cq_free_aligned(raw) }
+        let buf = raw.bindMemory(to: SIMD16<Float>.self, capacity: vectors)
         buf.initialize(repeating: SIMD16<Float>(repeating: 1), count: vectors)
-        var sink: Float = 0
-        let t = bench.time(warmup: 2) { sink += read(buf, vectors: vectors, threads: threads) }
+        var sink: UInt64 = 0
+        let t = bench.time(warmup: 2) { sink ^= cq_stream_read(raw, vectors * 64, Int32(threads)) }
         if sink == 42 { print("") } // keep `sink` alive
         return Double(vectors * 64) / t / 1e9
     }

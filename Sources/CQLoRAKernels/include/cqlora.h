@@ -194,6 +194,10 @@ void cq_release_free_memory(void);
 /// with cq_free_aligned. From 2 MiB on the block starts on a 2 MiB boundary and is advised
 /// MADV_HUGEPAGE (Linux), so streamed weights are mapped with transparent huge pages.
 void *cq_alloc_aligned(size_t bytes);
+/// Reads every 64-byte line of p (64-byte aligned, bytes / 64 lines) once with `threads`
+/// threads and the widest loads of the ISA in force; returns an XOR of the data (so the reads
+/// stay). The benchmarks' streaming-read ceiling.
+uint64_t cq_stream_read(const void *p, size_t bytes, int threads);
 void cq_free_aligned(void *p);
 
 // ---- elementwise.c --------------------------------------------------------------------
