@@ -3,7 +3,8 @@
 // alternative nibble layout (one row at a time; 32 packed bytes broadcast to both halves of a zmm,
 // vpsrlvd by 8j | 8j+4 so each 16 weights cost one shift, one vpermps and one FMA), and a
 // repacked "paired blocks" layout (pair_repack: blocks 2j and 2j+1 of a row share bytes, low and
-// high nibble; 11 instead of 13 port-0/5 µops per 64 weights), one row and 4 rows at a time. One thread,
+// high nibble; 11 instead of 13 port-0/5 µops per 64 weights; adopted in the package since 2026-12-01 as
+// cq_pair_nibbles + gemv_avx512.c's pair_tile), one row and 4 rows at a time. One thread,
 // thread CPU time (robust to a loaded machine; memory stalls count as CPU time).
 // Not part of the package build; after `swift build -c release`:
 //   S=Sources/CQLoRAKernels

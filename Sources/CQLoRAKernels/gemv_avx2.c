@@ -25,11 +25,9 @@ pair(const cq_qweight *w, int64_t n0, int r0, const int R, const cq_tile_scales 
     const uint8_t *p[2];
     cq_row_scales rs[2];
     const int64_t blocks = K / w->block_size;
-    for (int r = 0; r < R; r++) {
+    cq_tile_rows_at(w, n0, r0, R, scales, K, p, rs);
+    for (int r = 0; r < R; r++)
         for (int m = 0; m < MT; m++) acc[r][m] = _mm256_setzero_ps();
-        p[r] = w->packed + (n0 + r0 + r) * K / 2;
-        rs[r] = cq_row_scales_at(w, scales, r0 + r, blocks, n0 * blocks);
-    }
     const __m256 cblo = _mm256_loadu_ps(w->codebook), cbhi = _mm256_loadu_ps(w->codebook + 8);
     const int64_t per_block = w->block_size / CQ_GEMV_GROUP;
     const float *xg = xperm;
@@ -72,11 +70,9 @@ pair_rows(const cq_qweight *w, int64_t n0, int r0, const int R, const cq_tile_sc
     const uint8_t *p[2];
     cq_row_scales rs[2];
     const int64_t blocks = K / w->block_size;
-    for (int r = 0; r < R; r++) {
+    cq_tile_rows_at(w, n0, r0, R, scales, K, p, rs);
+    for (int r = 0; r < R; r++)
         for (int m = 0; m < MT; m++) acc[r][m] = _mm256_setzero_ps();
-        p[r] = w->packed + (n0 + r0 + r) * K / 2;
-        rs[r] = cq_row_scales_at(w, scales, r0 + r, blocks, n0 * blocks);
-    }
     const __m256 cblo = _mm256_loadu_ps(w->codebook), cbhi = _mm256_loadu_ps(w->codebook + 8);
     const int64_t subs = w->block_size / 64;
     const float *xg = xperm;

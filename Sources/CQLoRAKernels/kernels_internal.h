@@ -97,6 +97,23 @@ static inline __attribute__((always_inline)) float cq_row_scale_next(cq_row_scal
     return v;
 }
 
+/// Where rows [n0 + r0, n0 + r0 + R) of a tile start: their packed bytes (rows K/2 bytes apart)
+/// and their walks over the block scales.
+static inline __attribute__((always_inline)) void cq_tile_rows_at(const cq_qweight *w, int64_t n0, int r0, int R,
+                                                                  const cq_tile_scales *s, int64_t K,
+                                                                  const uint8_t **p, cq_row_scales *rs) {
+    const int64_t blocks = K / w->block_size;
+    for (int r = 0; r < R; r++) {
+        p[r] = w->packed + (n0 + r0 + r) * K / 2;
+        rs[r] = cq_row_scales_at(w, s, r0 + r, blocks, n0 * blocks);
+    }
+}
+
+/// Expands C(R, MT) for every tile shape (R weight rows, MT x rows, 1..4 each): the cases of a
+/// tile function's switch over nrows * 8 + mt, each with constant R and MT.
+#define CQ_EACH_TILE_SHAPE(C) C(1, 1) C(1, 2) C(1, 3) C(1, 4) C(2, 1) C(2, 2) C(2, 3) C(2, 4) \
+                              C(3, 1) C(3, 2) C(3, 3) C(3, 4) C(4, 1) C(4, 2) C(4, 3) C(4, 4)
+
 /// Dots of rows [n0, n0+nrows) (nrows <= 4) of W with mt (<= 4) permuted x rows (stride K);
 /// out[r * 4 + m]. Requires K % block_size == 0 (every row starts on a block boundary).
 typedef void (*cq_gemv_tile_fn)(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,

@@ -73,28 +73,19 @@ final class PairedNibbleTests: XCTestCase {
         .init(M: 70, N: 101, K: 512, r: 5, blockSize: 256, doubleQuant: false), // the panel GEMM
     ]
 
-    static func fused(_ s: KernelTests.Shape, _ i: KernelTests.Inputs, _ storage: QuantizedWeightStorage, threads: Int) -> [Float] {
-        var y = [Float](repeating: .nan, count: s.M * s.N)
-        let bytes = cq_fused_linear_scratch_bytes(Int64(s.M), Int64(s.N), Int64(s.K), Int32(s.r), Int32(threads))
-        let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
-        defer { scratch.deallocate() }
-        var view = storage.kernelView
-        KernelTests.withOptional(i.bias) { bias in
-            cq_fused_linear(i.x, Int64(s.M), &view, i.A, i.B, Int32(s.r), i.scaling, bias, &y, scratch, Int32(threads))
-        }
-        return y
-    }
-
-    static func fusedBF16(_ s: KernelTests.Shape, _ i: KernelTests.Inputs, _ storage: QuantizedWeightStorage, threads: Int) -> [Float] {
+    /// cq_fused_linear_ex over the storage's kernel view (f32, or bf16 compute with `bf16`).
+    static func fused(_ s: KernelTests.Shape, _ i: KernelTests.Inputs, _ storage: QuantizedWeightStorage, threads: Int,
+                      bf16: Bool = false) -> [Float] {
         var y = [Float](repeating: .nan, count: s.M * s.N)
         let bytes = cq_fused_linear_scratch_bytes(Int64(s.M), Int64(s.N), Int64(s.K), Int32(s.r), Int32(threads))
         let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 64), alignment: 64)
         defer { scratch.deallocate() }
         var view = storage.kernelView
         let ran = KernelTests.withOptional(i.bias) { bias in
-            cq_fused_linear_ex(i.x, Int64(s.M), &view, i.A, i.B, Int32(s.r), i.scaling, bias, &y, scratch, Int32(threads), 1)
+            cq_fused_linear_ex(i.x, Int64(s.M), &view, i.A, i.B, Int32(s.r), i.scaling, bias, &y, scratch, Int32(threads),
+                               bf16 ? 1 : 0)
         }
-        XCTAssertEqual(ran, 1, "bf16 path taken")
+        if bf16 { XCTAssertEqual(ran, 1, "bf16 path taken") }
         return y
     }
 
@@ -107,16 +98,16 @@ final class PairedNibbleTests: XCTestCase {
             let i = try KernelTests.inputs(s, seed: UInt64(700 + n))
             let paired = QuantizedWeightStorage(name: "w", weight: i.q, pairNibbles: true)
             let what = "M=\(s.M) N=\(s.N) K=\(s.K) bs=\(s.blockSize) \(s.quant) dq=\(s.doubleQuant)"
-            let y1 = Self.fusedBF16(s, i, paired, threads: 1)
+            let y1 = Self.fused(s, i, paired, threads: 1, bf16: true)
             assertClose(y1, KernelTests.reference(s, i), relative: 5e-3, "bf16 paired vs double reference, \(what)")
-            assertBitIdentical(Self.fusedBF16(s, i, paired, threads: 2), y1, "bf16 paired 2 vs 1 threads, \(what)")
+            assertBitIdentical(Self.fused(s, i, paired, threads: 2, bf16: true), y1, "bf16 paired 2 vs 1 threads, \(what)")
             var e = s
             e.M = 4; e.r = 0; e.bias = false
             let cols = [0, 65, s.blockSize + 3, s.K - 1]
             var xi = try KernelTests.inputs(e, seed: UInt64(700 + n))
             xi.x = [Float](repeating: 0, count: 4 * s.K)
             for (m, c) in cols.enumerated() { xi.x[m * s.K + c] = 1 }
-            let y = Self.fusedBF16(e, xi, QuantizedWeightStorage(name: "w", weight: xi.q, pairNibbles: true), threads: 2)
+            let y = Self.fused(e, xi, QuantizedWeightStorage(name: "w", weight: xi.q, pairNibbles: true), threads: 2, bf16: true)
             for (m, c) in cols.enumerated() {
                 for j in 0..<s.N where y[m * s.N + j].bitPattern != KernelBF16GemvTests.bf16(xi.wdq[j * s.K + c]).bitPattern {
                     XCTFail("\(what): y[\(m), \(j)] = \(y[m * s.N + j]), bf16(W'[\(j), \(c)]) = \(KernelBF16GemvTests.bf16(xi.wdq[j * s.K + c]))")
