@@ -41,9 +41,10 @@ static void pair_worker(void *arg, int t, int nt) {
         convert_pair(j->packed + c * j->bs, j->bs, j->to_paired);
 }
 
-void cq_pair_nibbles(uint8_t *packed, int64_t count, int32_t block_size, int to_paired, int threads) {
-    if (block_size <= 0 || block_size > 4096 || block_size % 2 || count % (2 * (int64_t)block_size)) return;
+int cq_pair_nibbles(uint8_t *packed, int64_t count, int32_t block_size, int to_paired, int threads) {
+    if (block_size <= 0 || block_size > 4096 || block_size % 2 || count < 0 || count % (2 * (int64_t)block_size)) return -1;
     pair_job job = {packed, block_size, count / (2 * (int64_t)block_size), to_paired};
     if (threads <= 1 || job.pairs < 1024) pair_worker(&job, 0, 1);
     else cq_parallel(threads, pair_worker, &job);
+    return 0;
 }

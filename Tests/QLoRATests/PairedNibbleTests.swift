@@ -13,7 +13,7 @@ final class PairedNibbleTests: XCTestCase {
         for (rows, cols, bs) in [(3, 128, 64), (2, 512, 256), (1, 8192, 4096), (5, 256, 128)] {
             let q = try randomQuantizedWeight(rows: rows, cols: cols, blockSize: bs, double: false, seed: UInt64(cols + bs))
             var paired = q.packed
-            paired.withUnsafeMutableBufferPointer { cq_pair_nibbles($0.baseAddress, Int64(rows * cols), Int32(bs), 1, 2) }
+            XCTAssertEqual(paired.withUnsafeMutableBufferPointer { cq_pair_nibbles($0.baseAddress, Int64(rows * cols), Int32(bs), 1, 2) }, 0)
             // Byte t of pair c: element t of block 2c (low nibble), of block 2c+1 (high nibble).
             for c in 0..<(rows * cols / (2 * bs)) {
                 for t in 0..<bs {
@@ -22,8 +22,13 @@ final class PairedNibbleTests: XCTestCase {
                     XCTAssertEqual(byte >> 4, Self.bnbCode(q.packed, (2 * c + 1) * bs + t), "bs \(bs) pair \(c) byte \(t) high")
                 }
             }
-            paired.withUnsafeMutableBufferPointer { cq_pair_nibbles($0.baseAddress, Int64(rows * cols), Int32(bs), 0, 1) }
+            XCTAssertEqual(paired.withUnsafeMutableBufferPointer { cq_pair_nibbles($0.baseAddress, Int64(rows * cols), Int32(bs), 0, 1) }, 0)
             XCTAssertEqual(paired, q.packed, "round trip, bs \(bs)")
+            // Shapes it cannot pair are refused and left as they are.
+            var odd = q.packed
+            XCTAssertEqual(odd.withUnsafeMutableBufferPointer { cq_pair_nibbles($0.baseAddress, Int64(rows * cols - 2), Int32(bs), 1, 1) }, -1)
+            XCTAssertEqual(odd.withUnsafeMutableBufferPointer { cq_pair_nibbles($0.baseAddress, Int64(rows * cols), 8192, 1, 1) }, -1)
+            XCTAssertEqual(odd, q.packed)
             // The storage pairs in memory and gives bitsandbytes' bytes back.
             let storage = QuantizedWeightStorage(name: "w", weight: q, pairNibbles: true)
             XCTAssertTrue(storage.isPaired)

@@ -60,7 +60,9 @@ void cq_double_dequantize(const uint8_t *qabsmax, int64_t nblocks, int32_t block
 /// Exactly one of `absmax` (plain statistics) or `qabsmax` (double quant) is non-NULL.
 /// `paired` selects the nibble order of `packed`: 0 = bitsandbytes' (element 2i in the high
 /// nibble of byte i); 1 = paired blocks (see cq_pair_nibbles), the faster order for the small-M
-/// kernels, used in memory when cq_pairing_supported and converted back when saving.
+/// kernels, used in memory when cq_pairing_supported and converted back when saving. A paired
+/// weight's buffer must have 64 readable bytes after its codes (the small-M tiles' offset loads
+/// run up to 3 bytes past the last row).
 typedef struct {
     const uint8_t *packed;     // (rows*cols + 1) / 2 bytes
     int64_t rows, cols;        // out_features, in_features
@@ -82,9 +84,10 @@ int cq_pairing_supported(int64_t rows, int64_t cols, int32_t block_size);
 /// Converts `count` weights' packed nibbles in place between bitsandbytes' order and the paired
 /// order (to_paired 1: bnb -> paired; 0: back). Paired: blocks 2c and 2c+1 share bytes
 /// [c·block_size, (c+1)·block_size): byte t holds element t of block 2c in its LOW nibble
-/// and element t of block 2c+1 in its HIGH nibble. Requires count % (2·block_size) == 0; parallel
-/// over block pairs. A round trip gives the original bytes.
-void cq_pair_nibbles(uint8_t *packed, int64_t count, int32_t block_size, int to_paired, int threads);
+/// and element t of block 2c+1 in its HIGH nibble. Parallel over block pairs; a round trip gives
+/// the original bytes. Returns 0, or -1 (nothing written) unless block_size is even and <= 4096
+/// and count a multiple of 2·block_size.
+int cq_pair_nibbles(uint8_t *packed, int64_t count, int32_t block_size, int to_paired, int threads);
 
 /// Dequantizes the whole weight to f32 [rows, cols]: out[j] = codebook[q[j]] * absmax[j / bs].
 void cq_dequantize_4bit(const cq_qweight *w, float *out, int threads);

@@ -47,9 +47,10 @@ public final class QuantizedWeightStorage: @unchecked Sendable {
         packedCount = weight.packed.count
         let rows = weight.shape.count >= 2 ? weight.shape.dropLast().reduce(1, *) : 1
         isPaired = pairNibbles && cq_pairing_supported(Int64(rows), Int64(weight.shape.last ?? 1), Int32(weight.blockSize)) != 0
-        if isPaired {
-            cq_pair_nibbles(packed.bytes, Int64(weight.count), Int32(weight.blockSize), 1,
-                            Int32(Runtime.defaultThreads))
+        if isPaired { // the shape was checked just above: the conversion cannot refuse it
+            let rc = cq_pair_nibbles(packed.bytes, Int64(weight.count), Int32(weight.blockSize), 1,
+                                     Int32(Runtime.defaultThreads))
+            precondition(rc == 0, "cq_pair_nibbles refused a shape cq_pairing_supported accepted")
         }
         switch weight.statistics {
         case let .plain(a):
@@ -77,10 +78,10 @@ public final class QuantizedWeightStorage: @unchecked Sendable {
     public var weight: QuantizedTensor {
         var bytes = packed.byteArray(count: packedCount)
         if isPaired {
-            bytes.withUnsafeMutableBufferPointer {
-                cq_pair_nibbles($0.baseAddress, Int64(count), Int32(blockSize), 0,
-                                Int32(Runtime.defaultThreads))
+            let rc = bytes.withUnsafeMutableBufferPointer {
+                cq_pair_nibbles($0.baseAddress, Int64(count), Int32(blockSize), 0, Int32(Runtime.defaultThreads))
             }
+            precondition(rc == 0, "cq_pair_nibbles refused a shape it paired")
         }
         // The parts were validated when the original tensor was built.
         return try! QuantizedTensor(shape: shape, quantType: quantType, blockSize: blockSize, packed: bytes,
