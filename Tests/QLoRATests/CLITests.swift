@@ -22,9 +22,13 @@ final class CLITests: XCTestCase {
 
     /// The executable next to the test bundle, else under the project's .build/release.
     static var executable: URL {
-        let candidates = [Bundle(for: CLITests.self).bundleURL.deletingLastPathComponent().appendingPathComponent("qlora"),
+        // The bundle's URL is the build directory itself on Linux (a .xctest file inside it) and the
+        // .xctest directory on macOS; either way the executable of the same build comes first, so
+        // `make test-portable` runs its own portable `qlora`, not .build/release's.
+        let bundle = Bundle(for: CLITests.self).bundleURL
+        let candidates = [bundle.appendingPathComponent("qlora"), bundle.deletingLastPathComponent().appendingPathComponent("qlora"),
                           Reference.projectRoot.appendingPathComponent(".build/release/qlora")]
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[1]
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[2]
     }
 
     typealias Result = CLIRunner.Result
