@@ -93,7 +93,7 @@ int main(int argc, char **argv) {
       for (int it = 0; it < reps; it++) {
         #pragma omp parallel for num_threads(th) schedule(static)
         for (int64_t n0 = 0; n0 < N; n0 += 4) { float d[16]; const cq_tile_scales s = {absmax + n0*K/64, NULL, NULL, 0};
-          cq_gemv_pair_tile_avx512(&w, n0, 4, &s, xp, 1, K, d); for (int r = 0; r < 4; r++) y32[n0+r] = d[r*4]; }
+          cq_gemv_tile_avx512(&w, n0, 4, &s, xp, 1, K, d); for (int r = 0; r < 4; r++) y32[n0+r] = d[r*4]; }
       }
       const double t32 = (now()-t)/reps;
       double e8 = 0, e32 = 0, mx = 0;

@@ -32,11 +32,10 @@ void cq_permute_x_paired(const float *x, int64_t M, int64_t K, int64_t bs, float
                             xp[m * K + base + 128 * c + 32 * o + 16 * h + i] = x[m * K + base + bs * h + 64 * c + 4 * i + o];
 }
 
-/// The tile for w's nibble order, or NULL (decode + dot). Paired weights have whole block pairs
-/// per row (cq_pairing_supported); bitsandbytes' order needs whole blocks per row.
+/// The ISA's tile (it reads either nibble order), or NULL (decode + dot). Paired weights have whole
+/// block pairs per row (cq_pairing_supported); bitsandbytes' order needs whole blocks per row.
 static cq_gemv_tile_fn tile_for(const cq_gemm_isa *isa, const cq_qweight *w) {
-    if (w->paired) return isa->gemv_pair_tile;
-    return w->cols % w->block_size == 0 ? isa->gemv_tile : NULL;
+    return w->paired || w->cols % w->block_size == 0 ? isa->gemv_tile : NULL;
 }
 
 /// x in the order of w's tile.
@@ -106,9 +105,7 @@ static void gemv_tiles(const gemv_job *j, int64_t t0, int64_t t1, float *rowbuf)
         for (int64_t m0 = 0; m0 < M; m0 += 4) {
             const int mt = M - m0 < 4 ? (int)(M - m0) : 4;
             float dots[16];
-            if (j->bf16)
-                (w->paired ? j->bf16->gemv_pair_tile : j->bf16->gemv_tile)(w, n0, nrows, &scales,
-                                                                        (const uint16_t *)j->xperm + m0 * K, mt, K, dots);
+            if (j->bf16) j->bf16->gemv_tile(w, n0, nrows, &scales, (const uint16_t *)j->xperm + m0 * K, mt, K, dots);
             else j->tile(w, n0, nrows, &scales, j->xperm + m0 * K, mt, K, dots);
             for (int jr = 0; jr < nrows; jr++)
                 for (int m = 0; m < mt; m++)

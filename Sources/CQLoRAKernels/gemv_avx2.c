@@ -104,20 +104,8 @@ pair_rows(const cq_qweight *w, int64_t n0, int r0, const int R, const cq_tile_sc
         for (int m = 0; m < MT; m++) out[r * 4 + m] = hsum(acc[r][m]);
 }
 
-#define PCASE(R, MT) case (R) * 8 + (MT): pair_rows(w, n0, r0, R, scales, xperm, MT, K, o); break;
-AVX2 void cq_gemv_pair_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
-                                 const float *xperm, int mt, int64_t K, float *out) {
-    for (int r0 = 0; r0 < nrows; r0 += 2) {
-        float *o = out + r0 * 4;
-        switch ((nrows - r0 >= 2 ? 2 : 1) * 8 + mt) {
-            PCASE(1, 1) PCASE(1, 2) PCASE(1, 3) PCASE(1, 4)
-            PCASE(2, 1) PCASE(2, 2) PCASE(2, 3) PCASE(2, 4)
-            default: break;
-        }
-    }
-}
-
-#define CASE(R, MT) case (R) * 8 + (MT): pair(w, n0, r0, R, scales, xperm, MT, K, o); break;
+#define CASE(R, MT) case (R) * 8 + (MT): \
+    if (w->paired) pair_rows(w, n0, r0, R, scales, xperm, MT, K, o); else pair(w, n0, r0, R, scales, xperm, MT, K, o); break;
 AVX2 void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales, const float *xperm, int mt,
                             int64_t K, float *out) {
     for (int r0 = 0; r0 < nrows; r0 += 2) {

@@ -103,25 +103,14 @@ pair_tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *sc
         for (int m = 0; m < MT; m++) out[r * 4 + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m], acc2[r][m]));
 }
 
-#define PCASE(R, MT) case (R) * 8 + (MT): \
+/// One tile kernel per nibble order (w->paired) and constant shape; PB / SUB: compile-time
+/// groups / 64-byte pieces per block for the common block size 64.
+#define KERNEL(F, R, MT, C64) \
     if (w->block_size == 64) { \
-        if (dq) pair_tile(w, n0, R, scales, xperm, MT, K, 1, 1, out); else pair_tile(w, n0, R, scales, xperm, MT, K, 0, 1, out); \
-    } else if (dq) pair_tile(w, n0, R, scales, xperm, MT, K, 1, 0, out); else pair_tile(w, n0, R, scales, xperm, MT, K, 0, 0, out); \
-    break;
-AVX512 void cq_gemv_pair_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
-                                     const float *xperm, int mt, int64_t K, float *out) {
-    const int dq = scales->plain == NULL;
-    switch (nrows * 8 + mt) {
-        CQ_EACH_TILE_SHAPE(PCASE)
-        default: break;
-    }
-}
-
+        if (dq) F(w, n0, R, scales, xperm, MT, K, 1, C64, out); else F(w, n0, R, scales, xperm, MT, K, 0, C64, out); \
+    } else if (dq) F(w, n0, R, scales, xperm, MT, K, 1, 0, out); else F(w, n0, R, scales, xperm, MT, K, 0, 0, out);
 #define CASE(R, MT) case (R) * 8 + (MT): \
-    if (w->block_size == 64) { \
-        if (dq) tile(w, n0, R, scales, xperm, MT, K, 1, 2, out); else tile(w, n0, R, scales, xperm, MT, K, 0, 2, out); \
-    } else if (dq) tile(w, n0, R, scales, xperm, MT, K, 1, 0, out); else tile(w, n0, R, scales, xperm, MT, K, 0, 0, out); \
-    break;
+    if (w->paired) { KERNEL(pair_tile, R, MT, 1) } else { KERNEL(tile, R, MT, 2) } break;
 AVX512 void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales, const float *xperm, int mt,
                                 int64_t K, float *out) {
     const int dq = scales->plain == NULL;

@@ -149,19 +149,9 @@ pair_tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *sc
         for (int m = 0; m < MT; m++) out[r * 4 + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m], acc2[r][m]));
 }
 
-#define PCASE(R, MT) case (R) * 8 + (MT): \
-    if (dq) pair_tile(w, n0, R, scales, xb, MT, K, 1, out); else pair_tile(w, n0, R, scales, xb, MT, K, 0, out); break;
-BF16 void cq_gemv_pair_tile_bf16(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
-                                 const uint16_t *xb, int mt, int64_t K, float *out) {
-    const int dq = scales->plain == NULL;
-    switch (nrows * 8 + mt) {
-        CQ_EACH_TILE_SHAPE(PCASE)
-        default: break;
-    }
-}
-
+#define KERNEL(F, R, MT) if (dq) F(w, n0, R, scales, xb, MT, K, 1, out); else F(w, n0, R, scales, xb, MT, K, 0, out);
 #define CASE(R, MT) case (R) * 8 + (MT): \
-    if (dq) tile(w, n0, R, scales, xb, MT, K, 1, out); else tile(w, n0, R, scales, xb, MT, K, 0, out); break;
+    if (w->paired) { KERNEL(pair_tile, R, MT) } else { KERNEL(tile, R, MT) } break;
 BF16 void cq_gemv_tile_bf16(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
                             const uint16_t *xb, int mt, int64_t K, float *out) {
     const int dq = scales->plain == NULL;

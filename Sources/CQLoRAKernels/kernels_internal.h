@@ -115,18 +115,14 @@ static inline __attribute__((always_inline)) void cq_tile_rows_at(const cq_qweig
                               C(3, 1) C(3, 2) C(3, 3) C(3, 4) C(4, 1) C(4, 2) C(4, 3) C(4, 4)
 
 /// Dots of rows [n0, n0+nrows) (nrows <= 4) of W with mt (<= 4) permuted x rows (stride K);
-/// out[r * 4 + m]. Requires K % block_size == 0 (every row starts on a block boundary).
+/// out[r * 4 + m]. Requires K % block_size == 0 (every row starts on a block boundary). Reads
+/// either nibble order (w->paired; x then permuted by cq_permute_x_paired).
 typedef void (*cq_gemv_tile_fn)(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
                                 const float *xperm, int mt, int64_t K, float *out);
 void cq_gemv_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
                          const float *xperm, int mt, int64_t K, float *out);
 void cq_gemv_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
                        const float *xperm, int mt, int64_t K, float *out);
-/// The same over the paired nibble order (w->paired), x permuted by cq_permute_x_paired.
-void cq_gemv_pair_tile_avx512(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
-                              const float *xperm, int mt, int64_t K, float *out);
-void cq_gemv_pair_tile_avx2(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
-                            const float *xperm, int mt, int64_t K, float *out);
 /// x for the paired tiles: per block pair (2·bs elements from base), per 64-byte piece c of it,
 /// byte offset o (0..3), block h (0, 1) and lane i (0..15):
 /// xp[base + 128c + 32o + 16h + i] = x[base + bs·h + 64c + 4i + o]. Requires K % (2·bs) == 0.
@@ -140,10 +136,8 @@ int cq_gemv_bf16_supported(const cq_qweight *w);
 void cq_permute_x_bf16(const float *x, int64_t M, int64_t K, uint16_t *xb);
 void cq_gemv_tile_bf16(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
                        const uint16_t *xb, int mt, int64_t K, float *out);
-/// The same over the paired nibble order, x permuted by cq_permute_x_bf16_paired.
+/// x for the bf16 tiles over the paired nibble order (w->paired).
 void cq_permute_x_bf16_paired(const float *x, int64_t M, int64_t K, int64_t bs, uint16_t *xb);
-void cq_gemv_pair_tile_bf16(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales,
-                            const uint16_t *xb, int mt, int64_t K, float *out);
 
 // ---- decode (decode_<isa>.c, one per ISA): flat weight elements [e0, e0+count) to f32 (any
 // alignment), out[t] = codebook[q]·scale exactly. Whole-weight dequantization (dequant.c) and
@@ -213,7 +207,6 @@ typedef struct {
     cq_decode_fn decode;
     cq_dot_fn dot;
     cq_gemv_tile_fn gemv_tile; // nibble-streaming small-M tile, or NULL (decode + dot instead)
-    cq_gemv_tile_fn gemv_pair_tile; // the same over the paired nibble order, or NULL
     cq_dq_tables_fn dq_tables;
     cq_store_transposed_fn store_t; // the panel GEMM's epilogue
 } cq_gemm_isa;
@@ -227,8 +220,6 @@ typedef struct {
     void (*gemv_tile)(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales, const uint16_t *xb,
                       int mt, int64_t K, float *out);
     void (*permute_x_paired)(const float *x, int64_t M, int64_t K, int64_t bs, uint16_t *xb);
-    void (*gemv_pair_tile)(const cq_qweight *w, int64_t n0, int nrows, const cq_tile_scales *scales, const uint16_t *xb,
-                           int mt, int64_t K, float *out);
 } cq_bf16_isa;
 /// NULL unless the CPU has AVX512-BF16 (cq_cpu_has_avx512_bf16) and the build has x86 kernels.
 const cq_bf16_isa *cq_bf16_isa_current(void);
