@@ -8,7 +8,12 @@
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 /// Least prefetch distance of a row stream, in bytes.
+#ifndef CQ_GEMV_PREFETCH_BYTES // probes may set it (Benchmarks/probe/decode_dram.c)
 #define CQ_GEMV_PREFETCH_BYTES 16384
+#endif
+#ifndef CQ_GEMV_PREFETCH // a row stream's prefetch (probes may replace it)
+#define CQ_GEMV_PREFETCH(addr) _mm_prefetch((const char *)(addr), _MM_HINT_T1)
+#endif
 
 AVX512 static inline __attribute__((always_inline)) void
 tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *scales, const float *xperm, const int MT,
@@ -33,7 +38,7 @@ tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *scales,
             tbl[r] = _mm512_mul_ps(cb, _mm512_set1_ps(cq_row_scale_next(&rs[r], b, DQ)));
             // Each row is a short stream; fetch a later tile's rows at the same progress (into
             // L2: T1 measured ~5% faster than T0 here, with PB constant).
-            _mm_prefetch((const char *)p[r] + pf, _MM_HINT_T1);
+            CQ_GEMV_PREFETCH(p[r] + pf);
         }
         for (int64_t g = 0; g < per_block; g++, xg += CQ_GEMV_GROUP) {
             for (int r = 0; r < R; r++) {
@@ -81,7 +86,7 @@ pair_tile(const cq_qweight *w, int64_t n0, const int R, const cq_tile_scales *sc
             tb[r] = _mm512_mul_ps(cb, _mm512_set1_ps(cq_row_scale_next(&rs[r], b + 1, DQ)));
         }
         for (int64_t c = 0; c < subs; c++, xg += 128) {
-            for (int r = 0; r < R; r++) _mm_prefetch((const char *)p[r] + pf, _MM_HINT_T1);
+            for (int r = 0; r < R; r++) CQ_GEMV_PREFETCH(p[r] + pf);
             for (int o = 0; o < 4; o++) {
                 for (int r = 0; r < R; r++) {
                     const __m512i v = _mm512_loadu_si512((const void *)(p[r] + o));
