@@ -28,12 +28,15 @@ void __tsan_release(void *addr);
 typedef struct {
     cq_team_fn fn;
     void *ctx;
+    int flush; // the caller's denormal mode (float_mode.c), which every member takes for the region
 } team_call;
 
 static void team_entry(void *data) {
     const team_call *call = (const team_call *)data;
     CQ_TSAN_ACQUIRE(data);
+    const uint32_t own = cq_float_mode_set(call->flush); // pool threads keep their own mode outside
     call->fn(call->ctx, omp_get_thread_num(), omp_get_num_threads());
+    cq_float_mode_restore(own);
     CQ_TSAN_RELEASE(data);
 }
 
@@ -42,7 +45,7 @@ void cq_parallel(int threads, cq_team_fn fn, void *ctx) {
         fn(ctx, 0, 1);
         return;
     }
-    team_call call = {fn, ctx};
+    team_call call = {fn, ctx, cq_float_mode_flushes()};
     CQ_TSAN_RELEASE(&call);
     GOMP_parallel(team_entry, &call, (unsigned)threads, 0);
     CQ_TSAN_ACQUIRE(&call);

@@ -190,6 +190,19 @@ int cq_exact_int8_blocks(const float *w, int64_t N, int64_t K, int8_t *q, float 
 void cq_matmul_nt_exact(const float *x, int64_t M, const float *W, const int8_t *q, const float *d, int64_t N, int64_t K,
                         float *y, void *scratch, int threads);
 
+// ---- float_mode.c --------------------------------------------------------------------
+/// The calling thread's denormal handling. flush != 0 sets x86's flush-to-zero and
+/// denormals-are-zero modes (MXCSR FTZ | DAZ: a denormal operand or result counts as zero; x86
+/// computes with denormals in microcode, up to ~100x slower), 0 clears them (IEEE gradual
+/// underflow). Returns the previous mode for cq_float_mode_restore. cq_parallel gives its team the
+/// caller's mode for the region and restores each member's own afterwards, so a mode set around
+/// a plan covers every thread of its kernels. Off x86-64: no-ops, and cq_float_mode_supported() = 0.
+uint32_t cq_float_mode_set(int flush);
+void cq_float_mode_restore(uint32_t previous);
+/// Whether the calling thread flushes denormals now.
+int cq_float_mode_flushes(void);
+int cq_float_mode_supported(void);
+
 // ---- memory.c ------------------------------------------------------------------------
 /// Returns freed heap pages to the OS (glibc malloc_trim); used by memory measurements.
 void cq_release_free_memory(void);

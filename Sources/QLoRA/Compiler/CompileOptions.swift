@@ -29,17 +29,26 @@ public struct CompileOptions: Sendable, Equatable {
     /// Training plans: recompute every checkpoint segment (transformers' `gradient_checkpointing`),
     /// whatever the budget.
     public var gradientCheckpointing: Bool
+    /// Run the plan with denormal (subnormal, |v| < 1.2e-38) operands and results flushed to zero
+    /// (x86 FTZ + DAZ, on every kernel thread; the caller's own mode is back when `run` returns).
+    /// x86 computes with denormals in microcode, up to ~100x slower: a 7B-shaped QLoRA step whose
+    /// q/k input gradients had underflowed took 197 s with them, 40 s without (docs/architecture.md,
+    /// "Denormals"). `false`: IEEE gradual underflow, as PyTorch on CPU by default; results differ
+    /// only where a value would have been below 1.2e-38 in magnitude. No effect off x86-64.
+    public var flushDenormals: Bool
     /// The fusion passes around the rule-based fusion, one by one (tests turn one off to compare
     /// with the plan without it); only read when `fusion` is on.
     var fusionStages: FusionStages = .all
 
     public init(mode: ExecutionMode = .onTheFly, threads: Int = Runtime.defaultThreads, fusion: Bool = true,
-                computeType: ComputeType = .float32, memoryBudget: Int? = nil, gradientCheckpointing: Bool = false) {
+                computeType: ComputeType = .float32, memoryBudget: Int? = nil, gradientCheckpointing: Bool = false,
+                flushDenormals: Bool = true) {
         self.mode = mode
         self.threads = threads
         self.fusion = fusion
         self.computeType = computeType
         self.memoryBudget = memoryBudget
         self.gradientCheckpointing = gradientCheckpointing
+        self.flushDenormals = flushDenormals
     }
 }

@@ -1,3 +1,4 @@
+import CQLoRAKernels
 import Foundation
 
 /// Runs a plan's steps in order in one context. Checks the feeds, then calls each step's kernel:
@@ -48,6 +49,9 @@ enum Executor {
         let profiler = StepProfiler.current
         var stepNanoseconds = [UInt64](repeating: 0, count: profiler == nil ? 0 : plan.steps.count)
         let observer = PlanStepObserver.current.flatMap { $0.plan === plan ? $0 : nil }
+        // The plan's denormal mode on this thread (kernel teams take it from here); the caller's after.
+        let callerFloatMode = cq_float_mode_set(plan.options.flushDenormals ? 1 : 0)
+        defer { cq_float_mode_restore(callerFloatMode) }
         for (index, step) in plan.steps.enumerated() {
             for (k, ref) in step.operands.enumerated() { slots[k] = pointer(ref) }
             let start = profiler == nil ? 0 : DispatchTime.now().uptimeNanoseconds
