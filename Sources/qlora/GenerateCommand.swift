@@ -57,6 +57,9 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Arithmetic of the fused kernels and the lm_head: f32, or bf16 (AVX512-BF16 CPUs, f32 elsewhere).")
     var computeType: ComputeType = .float32
 
+    @Flag(help: ieeeDenormalsHelp)
+    var ieeeDenormals = false
+
     @OptionGroup(title: "Quantization at load (f32/f16/bf16 or GGUF weights)")
     var quantization: QuantizationOptions
 
@@ -81,7 +84,7 @@ struct GenerateCommand: ParsableCommand {
             guard maxNewTokens >= 0 else { throw QLoraError.invalidArgument("--max-new-tokens must be >= 0, got \(maxNewTokens)") }
             let adapterWeights = try adapter.map { try LoraAdapter(directory: URL(fileURLWithPath: $0)) }
             let llama = try LlamaModel.load(URL(fileURLWithPath: model), adapter: adapterWeights, quantization: quantization.options(threads: threads))
-            let generator = try LlamaGenerator(model: llama, capacity: prompt.count + max(maxNewTokens, 1), options: CompileOptions(threads: threads, computeType: computeType))
+            let generator = try LlamaGenerator(model: llama, capacity: prompt.count + max(maxNewTokens, 1), options: CompileOptions(threads: threads, computeType: computeType, flushDenormals: !ieeeDenormals))
             let r = try generator.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampler: sampler, eos: llama.config.eosTokenIds)
             if format == "json" {
                 func list(_ v: [Int32]) -> String { "[" + v.map(String.init).joined(separator: ", ") + "]" }
@@ -112,7 +115,7 @@ struct GenerateCommand: ParsableCommand {
             let rendered = try template.render(messages, addGenerationPrompt: true, specialTokens: tokenizer.specialTokenVariables)
             let n = tokenizer.encode(rendered).count
             let generator = try TextGenerator(model: llama, tokenizer: tokenizer, capacity: n + max(maxNewTokens, 1), stopTokenIds: stops,
-                                              options: CompileOptions(threads: threads, computeType: computeType))
+                                              options: CompileOptions(threads: threads, computeType: computeType, flushDenormals: !ieeeDenormals))
             let session = try ChatSession(generator: generator, template: template, system: system, sampler: sampler)
             guard maxNewTokens > 0 else {
                 return try report(prompt: session.promptIds([ChatMessage(role: "user", content: text)]), ids: [], text: "", stopped: false, rates: (0, 0))
@@ -124,7 +127,7 @@ struct GenerateCommand: ParsableCommand {
             promptIds = tokenizer.encode(text, addSpecialTokens: true).map { Int32($0) }
             let stops = tokenizer.stopTokenIds(modelEOS: llama.config.eosTokenIds, template: nil)
             let generator = try TextGenerator(model: llama, tokenizer: tokenizer, capacity: promptIds.count + max(maxNewTokens, 1),
-                                              stopTokenIds: stops, options: CompileOptions(threads: threads, computeType: computeType))
+                                              stopTokenIds: stops, options: CompileOptions(threads: threads, computeType: computeType, flushDenormals: !ieeeDenormals))
             var s = sampler
             out = try generator.generate(promptIds: promptIds, maxNewTokens: maxNewTokens, sampler: &s, onText: stream)
         }

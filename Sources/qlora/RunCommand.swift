@@ -40,6 +40,9 @@ struct RunCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Worker threads (default: all available cores); results are identical for any count.")
     var threads: Int?
 
+    @Flag(help: ieeeDenormalsHelp)
+    var ieeeDenormals = false
+
     @Flag(help: "Replace the output file even if it is read-only.")
     var force = false
 
@@ -72,7 +75,8 @@ struct RunCommand: ParsableCommand {
             let inputShapes = feeds.mapValues(\.shape).merging(ids.mapValues(\.shape)) { a, _ in a }
             let loaded = try graphOptions.load(weights: weights, model: model, threads: threads,
                                                options: GraphLoadOptions(inputShapes: inputShapes, adapter: adapterWeights))
-            let plan = try loaded.graph.compile(CompileOptions(mode: mode, threads: threads, computeType: computeType))
+            let plan = try loaded.graph.compile(CompileOptions(mode: mode, threads: threads, computeType: computeType,
+                                                                 flushDenormals: !ieeeDenormals))
             let results = try plan.run(feeds, ids: ids)
             let writer = try SafeTensorsWriter(url: URL(fileURLWithPath: output), metadata: ["format": "pt"])
             for o in def.outputs { try writer.add(o.name, tensor: results[o.name]!) }

@@ -139,6 +139,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Arithmetic of the frozen base's matmuls: f32, or bf16 (the 4-bit linears forward and dX, the lm_head forward and dX; LoRA, loss, norms, attention and the optimizer stay f32; AVX512-BF16 CPUs, f32 elsewhere; docs/bf16-training.md).")
     var computeType: ComputeType = .float32
 
+    @Flag(help: ieeeDenormalsHelp)
+    var ieeeDenormals = false
+
     @Option(help: "Write one JSON object per step to this file (JSON lines).")
     var logJson: String?
 
@@ -243,7 +246,8 @@ struct TrainCommand: ParsableCommand {
 
     /// The training plan's compile options: threads, memory budget, gradient checkpointing.
     func compileOptions(threads: Int) throws -> CompileOptions {
-        CompileOptions(threads: threads, computeType: computeType, memoryBudget: try memoryBudgetBytes(), gradientCheckpointing: gradientCheckpointing)
+        CompileOptions(threads: threads, computeType: computeType, memoryBudget: try memoryBudgetBytes(), gradientCheckpointing: gradientCheckpointing,
+                       flushDenormals: !ieeeDenormals)
     }
 
     /// One stderr line on what checkpointing chose for `plan` (nothing when it was not asked for).

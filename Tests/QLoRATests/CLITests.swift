@@ -1,3 +1,4 @@
+import CQLoRAKernels
 import Foundation
 import XCTest
 @testable import QLoRA
@@ -174,6 +175,25 @@ final class CLITests: XCTestCase {
         XCTAssert(r.stderr.contains("note: adapter has weights for 'model.layers.0.mlp.up_proj'"), r.stderr)
         assertClose(try output(out).scalars, try Reference.floats("interop/expected/model.layers.0.mlp.gate_proj.x2d.lora.f32"),
                     relative: 1e-5, "gate_proj lora")
+    }
+
+    /// Products that underflow are flushed to zero by default and kept (denormal) with --ieee-denormals.
+    func testIeeeDenormalsKeepsTinyValues() throws {
+        try XCTSkipUnless(cq_float_mode_supported() != 0, "FTZ / DAZ are x86-64 modes")
+        let n = 50_000 // both threads take a share
+        let x = try Tensor(shape: [n], scalars: (0..<n).map { Float($0 % 5 + 1) * 1e-20 })  // x·x is denormal
+        let input = try writeInput("tiny.safetensors", ["x": x])
+        let g = tmp.appendingPathComponent("square.json")
+        try #"{"format": "qlora-graph", "version": 1, "inputs": [{"name": "x", "shape": ["n"]}],"#
+            .appending(#""ops": [{"op": "mul", "inputs": ["x", "x"], "output": "y"}], "outputs": [{"name": "y"}]}"#)
+            .write(to: g, atomically: true, encoding: .utf8)
+        let flushed = tmp.appendingPathComponent("y-flushed.safetensors").path, ieee = tmp.appendingPathComponent("y-ieee.safetensors").path
+        _ = try ok(["run", g.path, "--weights", Self.bnb, "--input", input, "--output", flushed, "--threads", "2"])
+        _ = try ok(["run", g.path, "--weights", Self.bnb, "--input", input, "--output", ieee, "--threads", "2", "--ieee-denormals"])
+        XCTAssertEqual(try output(flushed).scalars.filter { $0 != 0 }.count, 0, "underflowing products are flushed by default")
+        let kept = try output(ieee).scalars, expect = x.scalars.map { $0 * $0 }
+        XCTAssertTrue(expect.allSatisfy(\.isSubnormal))
+        XCTAssertEqual(kept.indices.filter { kept[$0].bitPattern != expect[$0].bitPattern }.count, 0, "--ieee-denormals keeps x·x")
     }
 
     // MARK: errors
