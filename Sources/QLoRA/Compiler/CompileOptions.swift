@@ -32,7 +32,7 @@ public struct CompileOptions: Sendable, Equatable {
     /// Run the plan with denormal (subnormal, |v| < 1.2e-38) operands and results flushed to zero
     /// (x86 FTZ + DAZ, on every kernel thread; the caller's own mode is back when `run` returns).
     /// x86 computes with denormals in microcode, up to ~100x slower: a 7B-shaped QLoRA step whose
-    /// q/k input gradients had underflowed took 197 s with them, 40 s without (docs/architecture.md,
+    /// q/k input gradients had underflowed took 197 s with them, 28.9 s without (docs/architecture.md,
     /// "Denormals"). `false`: IEEE gradual underflow, as PyTorch on CPU by default; results differ
     /// only where a value would have been below 1.2e-38 in magnitude. No effect off x86-64.
     public var flushDenormals: Bool
