@@ -65,6 +65,11 @@ struct GenerateCommand: ParsableCommand {
 
     func run() throws { try profiled(profile) { try execute() } }
 
+    /// The generation plans' options (every path: ids, prompt text, chat).
+    func compileOptions(threads: Int) -> CompileOptions {
+        CompileOptions(threads: threads, computeType: computeType, flushDenormals: !ieeeDenormals)
+    }
+
     private func execute() throws {
         do {
             guard format == "text" || format == "json" else { throw QLoraError.invalidArgument("--format must be text or json, got \"\(format)\"") }
@@ -84,7 +89,7 @@ struct GenerateCommand: ParsableCommand {
             guard maxNewTokens >= 0 else { throw QLoraError.invalidArgument("--max-new-tokens must be >= 0, got \(maxNewTokens)") }
             let adapterWeights = try adapter.map { try LoraAdapter(directory: URL(fileURLWithPath: $0)) }
             let llama = try LlamaModel.load(URL(fileURLWithPath: model), adapter: adapterWeights, quantization: quantization.options(threads: threads))
-            let generator = try LlamaGenerator(model: llama, capacity: prompt.count + max(maxNewTokens, 1), options: CompileOptions(threads: threads, computeType: computeType, flushDenormals: !ieeeDenormals))
+            let generator = try LlamaGenerator(model: llama, capacity: prompt.count + max(maxNewTokens, 1), options: compileOptions(threads: threads))
             let r = try generator.generate(prompt: prompt, maxNewTokens: maxNewTokens, sampler: sampler, eos: llama.config.eosTokenIds)
             if format == "json" {
                 func list(_ v: [Int32]) -> String { "[" + v.map(String.init).joined(separator: ", ") + "]" }
@@ -115,7 +120,7 @@ struct GenerateCommand: ParsableCommand {
             let rendered = try template.render(messages, addGenerationPrompt: true, specialTokens: tokenizer.specialTokenVariables)
             let n = tokenizer.encode(rendered).count
             let generator = try TextGenerator(model: llama, tokenizer: tokenizer, capacity: n + max(maxNewTokens, 1), stopTokenIds: stops,
-                                              options: CompileOptions(threads: threads, computeType: computeType, flushDenormals: !ieeeDenormals))
+                                              options: compileOptions(threads: threads))
             let session = try ChatSession(generator: generator, template: template, system: system, sampler: sampler)
             guard maxNewTokens > 0 else {
                 return try report(prompt: session.promptIds([ChatMessage(role: "user", content: text)]), ids: [], text: "", stopped: false, rates: (0, 0))
@@ -127,7 +132,7 @@ struct GenerateCommand: ParsableCommand {
             promptIds = tokenizer.encode(text, addSpecialTokens: true).map { Int32($0) }
             let stops = tokenizer.stopTokenIds(modelEOS: llama.config.eosTokenIds, template: nil)
             let generator = try TextGenerator(model: llama, tokenizer: tokenizer, capacity: promptIds.count + max(maxNewTokens, 1),
-                                              stopTokenIds: stops, options: CompileOptions(threads: threads, computeType: computeType, flushDenormals: !ieeeDenormals))
+                                              stopTokenIds: stops, options: compileOptions(threads: threads))
             var s = sampler
             out = try generator.generate(promptIds: promptIds, maxNewTokens: maxNewTokens, sampler: &s, onText: stream)
         }
